@@ -1,0 +1,39 @@
+"""`python -m gpt2tasks <command> ...`: a table of commands, each a thin entry point."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "train": "fine-tune a GPT-2 backbone for a task (Hydra overrides: task=... model=... key=value)",
+    "eval": "re-evaluate a checkpoint: eval ckpt=<path> [key=value ...]",
+}
+
+USAGE = "usage: python -m gpt2tasks <command> [args]\n\ncommands:\n" + "\n".join(
+    f"  {name:<8} {text}" for name, text in COMMANDS.items()
+) + "\n\n`python -m gpt2tasks <command> --help` shows a command's options."
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"gpt2tasks: error: unknown command {command!r}. Fix: use one of {', '.join(COMMANDS)}.\n\n{USAGE}",
+              file=sys.stderr)
+        sys.exit(2)
+    if command == "train":
+        from gpt2tasks.train import main as train_main
+
+        sys.argv = [f"{sys.argv[0]} train", *rest]  # Hydra parses sys.argv
+        train_main()
+    elif command == "eval":
+        from gpt2tasks.evaluation import main as eval_main
+
+        eval_main(rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The GPT-2 backbone: tokenizer with a pad token, model config, and the HF head for a task kind.
+
+Everything here takes plain arguments (a `ModelSpec`, not a Hydra config) so tests and other
+entry points can build models directly. The two GPT-2 facts handled here:
+- GPT-2 has no pad token: we set one on the tokenizer *and* on `config.pad_token_id`
+  (default: reuse eos; or add a dedicated token and resize the embeddings).
+- Padding is always on the right (absolute position embeddings).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, GPT2Config, PreTrainedModel, PreTrainedTokenizerBase
+
+from gpt2tasks.errors import UserError
+from gpt2tasks.resources import BUNDLED_TOKENIZER
+
+log = logging.getLogger(__name__)
+
+ADDED_PAD_TOKEN = "<|pad|>"
+PAD_TOKEN_CHOICES = ("eos", "add")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+@dataclass
+class ModelSpec:
+    """What `model.*` in the config says about the backbone."""
+
+    name_or_path: str | None = None  # Hub id or local dir; None = no checkpoint (random init of `arch`)
+    tokenizer_name_or_path: str | None = None  # default: name_or_path, else the bundled tokenizer
+    pretrained: bool = True  # False: same architecture, random weights
+    arch: dict[str, Any] = field(default_factory=dict)  # GPT2Config fields known without download
+    pad_token: str = "eos"  # "eos" (reuse eos as pad) or "add" (new <|pad|> token, resized embeddings)
+    attn_implementation: str = "sdpa"
+    config_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {resid_pdrop: 0.0}
+
+    @property
+    def tokenizer_source(self) -> str:
+        return str(self.tokenizer_name_or_path or self.name_or_path or BUNDLED_TOKENIZER)
+
+
+def _is_local(name: str) -> bool:
+    return os.path.isdir(os.path.expanduser(name))
+
+
+def _unavailable(key: str, name: str, what: str, exc: Exception) -> UserError:
+    """The one message for 'this model/tokenizer cannot be loaded', offline or not."""
+    if _is_local(name):
+        return UserError(
+            f"{key}={name}: the local directory has no loadable {what} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Fix: point {key} at a folder written by "
+            "`save_pretrained` (config.json + weights, or vocab.json + merges.txt for a tokenizer)."
+        )
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.path.exists(name)
+    if looks_like_path:
+        return UserError(
+            f"{key}={name}: no such directory. Fix: check the path (relative paths are resolved "
+            f"from {os.getcwd()})."
+        )
+    return UserError(
+        f"{key}={name}: the {what} is not a local directory and could not be downloaded from the "
+        "Hugging Face Hub (this machine is offline or the id is wrong, and it is not in the local "
+        "cache). Fix: on a machine with internet run `huggingface-cli download "
+        f"{name} --local-dir <dir>`, copy the folder here and pass {key}=<dir>; or use model=tiny "
+        "(bundled, offline); for random weights of a size preset set model.pretrained=false and "
+        "model.tokenizer_name_or_path=<local tokenizer dir>."
+    )
+
+
+def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    """Fast GPT-2 tokenizer, right padding, with a pad token (see module docstring)."""
+    source = spec.tokenizer_source
+    key = "model.tokenizer_name_or_path" if spec.tokenizer_name_or_path else "model.name_or_path"
+    if spec.pad_token not in PAD_TOKEN_CHOICES:
+        raise UserError(f"model.pad_token={spec.pad_token!r} is not one of {PAD_TOKEN_CHOICES}. "
+                        "Fix: model.pad_token=eos (default) or model.pad_token=add.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise _unavailable(key, source, "tokenizer", exc) from None
+    setup_pad_token(tokenizer, spec.pad_token)
+    return tokenizer
+
+
+def setup_pad_token(tokenizer: PreTrainedTokenizerBase, pad_token: str = "eos") -> None:
+    tokenizer.padding_side = "right"
+    if tokenizer.eos_token is None:
+        raise UserError("model.tokenizer_name_or_path: the tokenizer has no eos token, so it is not a "
+                        "GPT-2 tokenizer. Fix: point it at a GPT-2 (byte-level BPE) tokenizer folder.")
+    if tokenizer.pad_token is None or (pad_token == "add" and tokenizer.pad_token == tokenizer.eos_token):
+        if pad_token == "eos":
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": ADDED_PAD_TOKEN})
+
+
+def load_model_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> GPT2Config:
+    """The architecture: from the checkpoint when there is one, else from `spec.arch` (no download)."""
+    config = None
+    if spec.name_or_path:
+        try:
+            # Random init (pretrained=false) still prefers the checkpoint's own config when it is
+            # local or cached, and falls back to the preset's known architecture otherwise.
+            config = AutoConfig.from_pretrained(spec.name_or_path, local_files_only=not spec.pretrained)
+        except (OSError, ValueError) as exc:
+            if spec.pretrained or not spec.arch:
+                raise _unavailable("model.name_or_path", spec.name_or_path, "model", exc) from None
+    if config is None:
+        arch = {k: v for k, v in spec.arch.items() if v is not None}
+        arch.setdefault("vocab_size", len(tokenizer))
+        config = GPT2Config(**arch)
+    if config.model_type != "gpt2":
+        raise UserError(f"model.name_or_path={spec.name_or_path}: model_type is {config.model_type!r}, "
+                        "not 'gpt2'. Fix: use a GPT-2 checkpoint (distilgpt2, gpt2, gpt2-medium, ...).")
+    for key, value in spec.config_overrides.items():
+        if not hasattr(config, key):
+            raise UserError(f"model.config_overrides.{key}: GPT2Config has no field {key!r}. "
+                            "Fix: use a GPT2Config field such as resid_pdrop, embd_pdrop, attn_pdrop.")
+        setattr(config, key, value)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if spec.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise UserError(f"model.attn_implementation={spec.attn_implementation!r} is not one of "
+                        f"{ATTN_IMPLEMENTATIONS}. Fix: model.attn_implementation=sdpa.")
+    return config
+
+
+def build_model(head_cls: type[PreTrainedModel], spec: ModelSpec, config: GPT2Config,
+                tokenizer: PreTrainedTokenizerBase, from_checkpoint: bool | None = None) -> PreTrainedModel:
+    """The HF head over a GPT-2 backbone, with embeddings sized for the tokenizer.
+
+    `config` already carries the task fields (num_labels, id2label, problem_type, pad_token_id).
+    Call after the datamodule's setup, when those are known.
+    """
+    load = spec.pretrained and spec.name_or_path is not None if from_checkpoint is None else from_checkpoint
+    if load:
+        try:
+            model = head_cls.from_pretrained(spec.name_or_path, config=config,
+                                             attn_implementation=spec.attn_implementation)
+        except (OSError, ValueError) as exc:
+            raise _unavailable("model.name_or_path", spec.name_or_path, "model", exc) from None
+    else:
+        config._attn_implementation = spec.attn_implementation
+        model = head_cls(config)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # A dedicated pad token was added: grow wte (and the tied lm_head) by the new rows.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return model
+
+
+def n_positions(config: GPT2Config) -> int:
+    return int(getattr(config, "n_positions", 1024))
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total), counting tied weights (wte / lm_head) once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():  # parameters() already de-duplicates tied tensors
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+

@@ -1,0 +1,167 @@
+"""From a config to objects: where config stops and typed arguments begin.
+
+`train` and `eval` both build through here, so a checkpoint is re-evaluated with exactly the
+preprocessing, head and metrics it was trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer, GPT2Config, PreTrainedTokenizerBase
+
+from gpt2tasks.backbone import ModelSpec, build_model, load_model_config, load_tokenizer, n_positions
+from gpt2tasks.config import normalize_precision
+from gpt2tasks.datamodules.base import DataSpec, TaskDataModule
+from gpt2tasks.datamodules.labels import LabelSpace
+from gpt2tasks.errors import UserError
+from gpt2tasks.tasks import KINDS
+from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _spec(cls, node: DictConfig):
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in _plain(node).items() if k in known})
+
+
+def model_spec(cfg: DictConfig) -> ModelSpec:
+    return _spec(ModelSpec, cfg.model)
+
+
+def data_spec(cfg: DictConfig, max_length: int) -> DataSpec:
+    spec: DataSpec = _spec(DataSpec, cfg.data)
+    spec.max_length = max_length
+    if spec.pad_to_multiple_of is None and normalize_precision(cfg.precision) != "32-true":
+        spec.pad_to_multiple_of = 8  # tensor-core friendly shapes under 16-bit precision
+    return spec
+
+
+def clamp_max_length(requested: int, config: GPT2Config) -> int:
+    limit = n_positions(config)
+    if requested > limit:
+        log.warning("data.max_length=%d is above the model's n_positions=%d (GPT-2 has absolute position "
+                    "embeddings): clamping to %d.", requested, limit, limit)
+        return limit
+    return requested
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config: GPT2Config,
+                     label_space: LabelSpace | None = None) -> TaskDataModule:
+    kind = KINDS[cfg.task.kind]
+    spec = data_spec(cfg, clamp_max_length(int(cfg.data.max_length), config))
+    return kind.datamodule(spec, tokenizer, seed=int(cfg.seed), label_space=label_space,
+                           label_names=_plain(cfg.task.label_names), problem_type=cfg.task.problem_type)
+
+
+def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: dict | None = None) -> TaskModule:
+    from gpt2tasks.metrics import check_metric_names
+
+    kind = KINDS[cfg.task.kind]
+    metrics = list(cfg.task.metrics)
+    check_metric_names(metrics, datamodule.label_space.problem_type, key="task.metrics")
+    monitor_set = str(cfg.task.monitor).split("/", 1)[0]
+    if monitor_set not in datamodule.eval_sets:
+        raise UserError(f"task.monitor={cfg.task.monitor}: there is no eval set {monitor_set!r} "
+                        f"(this run has {datamodule.eval_sets}). Fix: task.monitor=val/<metric>.")
+    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets))
+    return kind.module(model, _spec(OptimSpec, cfg.optim), evaluation, run_info)
+
+
+def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule, TaskModule, PreTrainedTokenizerBase]:
+    """Tokenizer -> model config -> data (labels known) -> model with its head -> module."""
+    spec = model_spec(cfg)
+    tokenizer = load_tokenizer(spec)
+    config = load_model_config(spec, tokenizer)
+    datamodule = build_datamodule(cfg, tokenizer, config)
+    datamodule.setup("fit")
+    kind = KINDS[cfg.task.kind]
+    kind.module.configure_head(config, datamodule.label_space)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # same init for the same seed
+    model = build_model(kind.head, spec, config, tokenizer)
+    run_info = {"kind": cfg.task.kind, "config": _plain(cfg), "hf_config": model.config.to_dict(),
+                "label_space": datamodule.label_space.to_dict(), "tokenizer_files": tokenizer_files(tokenizer)}
+    return datamodule, build_module(cfg, model, datamodule, run_info), tokenizer
+
+
+def build_from_checkpoint(cfg: DictConfig, info: dict) -> tuple[TaskDataModule, TaskModule]:
+    """The same objects from a checkpoint's saved run_info: no download, no training data needed."""
+    tokenizer = tokenizer_from_files(info["tokenizer_files"])
+    config = GPT2Config.from_dict(info["hf_config"])
+    label_space = LabelSpace(**info["label_space"])
+    datamodule = build_datamodule(cfg, tokenizer, config, label_space=label_space)
+    datamodule.setup("validate")
+    kind = KINDS[cfg.task.kind]
+    model = build_model(kind.head, model_spec(cfg), config, tokenizer, from_checkpoint=False)
+    return datamodule, build_module(cfg, model, datamodule, info)
+
+
+def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def tokenizer_from_files(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            Path(tmp, name).write_bytes(content)
+        tokenizer = AutoTokenizer.from_pretrained(tmp, use_fast=True)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def build_logger(cfg: DictConfig, output_dir: Path):
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="", version="")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="")
+    from lightning.pytorch.loggers import WandbLogger
+
+    opts = _plain(cfg.logger)
+    mode = opts.get("mode", "auto")
+    if mode == "auto":
+        mode = "online" if _wandb_logged_in() else "offline"
+        if mode == "offline":
+            log.warning("W&B: not logged in, logging offline to %s/wandb. Sync later with "
+                        "`wandb sync %s/wandb/offline-run-*` (or run `wandb login` first).", output_dir, output_dir)
+    return WandbLogger(project=opts.get("project"), entity=opts.get("entity"), name=opts.get("name"),
+                       tags=opts.get("tags") or None, save_dir=str(output_dir), mode=mode)
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = _plain(cfg.trainer)
+    kwargs["precision"] = normalize_precision(cfg.precision)
+    # Our samplers shard by rank themselves (length-grouped, exact eval): no DistributedSampler.
+    kwargs["use_distributed_sampler"] = False
+    return kwargs

@@ -1,0 +1,1 @@
+"""Data loading, tokenization and batching for every task kind."""

@@ -1,0 +1,287 @@
+"""One LightningDataModule for every task kind: load splits, tokenize (cached), batch.
+
+What differs between kinds is only `required_columns`, `fit_label_space`, `encode_rows`
+(labels, in Python, so label errors surface before tokenizing) and `tokenize_batch` (run by
+`datasets.map`, cached on disk). Everything else -- files or Hub, splits, caching, length-grouped
+DDP-aware batches, dynamic right padding -- lives here once.
+
+Each example keeps `idx`, its row number in its split: evaluation gathers predictions by idx, so
+metrics never depend on batch order, padding of the last batch, or the number of devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+
+from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler
+from gpt2tasks.datamodules.files import read_records, require_columns
+from gpt2tasks.datamodules.labels import LabelSpace
+from gpt2tasks.errors import UserError
+from gpt2tasks.resources import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+TRAIN, VAL, TEST = "train", "val", "test"
+CACHE_VERSION = 1  # bump when tokenization output changes, to invalidate old caches
+
+
+@dataclass
+class DataSpec:
+    """What `data.*` in the config says. Every key of conf/config.yaml's `data:` block is a field."""
+
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    # extra validation sets, e.g. MNLI {mismatched: {split: validation_mismatched, file: null}};
+    # logged as val_<name>/<metric>
+    extra_validation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hub_path: str | None = None  # datasets.load_dataset(hub_path, hub_name) when no files are given
+    hub_name: str | None = None
+    train_split: str | None = "train"
+    validation_split: str | None = "validation"
+    test_split: str | None = None
+    validation_fraction: float | None = None  # hold out part of train when there is no validation set
+    column_names: list[str] | None = None  # for headerless CSV/TSV files
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    pair_separator: str = "<|endoftext|>"
+    max_length: int = 128
+    batch_size: int = 32  # per device; the effective batch is logged at start
+    eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to keep)
+    group_by_length: bool = True
+    pad_to_multiple_of: int | None = None
+    num_workers: int = 0
+    cache_dir: str | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class RawSplit:
+    rows: list[dict]
+    identity: str  # what the cache key depends on: file path + size + mtime, or Hub fingerprint
+    key: str  # the config key it came from, for error messages
+    where: str  # the file path or Hub split, for error messages
+
+
+class ListDataset(Dataset):
+    """Plain Python rows: random access is ~100x faster than indexing an Arrow table per example."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+class TaskDataModule(L.LightningDataModule):
+    #: fields padded by the collator besides input_ids, with their pad value (e.g. token labels: -100)
+    padded_fields: dict[str, int] = {}
+
+    def __init__(self, spec: DataSpec, tokenizer, seed: int = 0, label_space: LabelSpace | None = None,
+                 label_names: list[str] | None = None, problem_type: str = "auto"):
+        super().__init__()
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.label_space = label_space  # given when evaluating a checkpoint: never re-inferred
+        self.label_names = label_names
+        self.problem_type = problem_type
+        self.datasets: dict[str, ListDataset] = {}
+        self.eval_sets: list[str] = []  # names of validation sets, "val" first
+        self._prepared_stages: set[str] = set()
+
+    # ---- hooks a task kind implements -------------------------------------------------------
+    def required_columns(self, labelled: bool) -> dict[str, str]:
+        raise NotImplementedError
+
+    def fit_label_space(self, rows: list[dict]) -> LabelSpace:
+        raise NotImplementedError
+
+    def encode_rows(self, rows: list[dict], split_key: str) -> dict[str, list]:
+        """Columns for datasets.map: raw inputs + encoded targets (errors name `split_key`)."""
+        raise NotImplementedError
+
+    def tokenize_batch(self, batch: dict[str, list]) -> dict[str, list]:
+        """Runs inside datasets.map(batched=True); must return input_ids and may return more."""
+        raise NotImplementedError
+
+    def preprocessing_params(self) -> dict[str, Any]:
+        """Everything tokenize_batch depends on besides the data and tokenizer (cache key)."""
+        return {"max_length": self.spec.max_length, "pair_separator": self.spec.pair_separator}
+
+    # ---- loading ------------------------------------------------------------------------------
+    def _sources(self) -> dict[str, tuple[str, str | None, str | None]]:
+        """split -> (config key, file, hub split), for every split this run has."""
+        s = self.spec
+        sources = {TRAIN: ("data.train_file", s.train_file, s.train_split),
+                   VAL: ("data.validation_file", s.validation_file, s.validation_split)}
+        for name, extra in (s.extra_validation or {}).items():
+            sources[f"val_{name}"] = (f"data.extra_validation.{name}.file", extra.get("file"), extra.get("split"))
+        sources[TEST] = ("data.test_file", s.test_file, s.test_split)
+        # With local files, Hub splits are not used (a user running offline gives files).
+        uses_files = bool(s.train_file or s.validation_file)
+        return {split: (key, file, None if uses_files or not s.hub_path else hub)
+                for split, (key, file, hub) in sources.items()}
+
+    def _load(self, key: str, file: str | None, hub_split: str | None) -> RawSplit | None:
+        """The split's rows, or None when the split is not configured."""
+        if file:
+            path = os.path.abspath(os.path.expanduser(file))
+            rows = read_records(path, key, self.spec.column_names)
+            stat = os.stat(path)
+            return RawSplit(rows, f"{path}:{stat.st_size}:{stat.st_mtime_ns}", key, path)
+        if hub_split:
+            ds = _load_hub_split(self.spec.hub_path, self.spec.hub_name, hub_split, key)
+            where = f"{self.spec.hub_path}/{self.spec.hub_name or ''}:{hub_split}"
+            return RawSplit(ds.to_list(), f"hub:{where}:{ds._fingerprint}", key, where)
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, check and tokenize. Idempotent: the entry point calls it before building the model
+        (label names must be known), Lightning calls it again."""
+        need_train = stage in (None, "fit")
+        key = "fit" if need_train else "eval"
+        if key in self._prepared_stages or "fit" in self._prepared_stages:
+            return
+        raw: dict[str, RawSplit] = {}
+        for split, (cfg_key, file, hub) in self._sources().items():
+            if split == TRAIN and not need_train:
+                continue
+            loaded = self._load(cfg_key, file, hub)
+            if loaded is not None:
+                raw[split] = loaded
+        if need_train and TRAIN not in raw:
+            raise UserError("data.train_file is not set and this task has no Hub dataset. Fix: pass "
+                            "data.train_file=<csv/tsv/json/jsonl> (and data.validation_file=...).")
+        if VAL not in raw:
+            if need_train and self.spec.validation_fraction:
+                raw[TRAIN], raw[VAL] = self._hold_out(raw[TRAIN])
+            else:
+                raise UserError("data.validation_file is not set and there is no validation split. Fix: "
+                                "pass data.validation_file=<file>, or data.validation_fraction=0.1 to hold "
+                                "out part of the training data.")
+        if self.label_space is None:
+            self._check_columns(raw[TRAIN], labelled=True)
+            self.label_space = self.fit_label_space(raw[TRAIN].rows)
+        for split, part in raw.items():
+            if not self._check_columns(part, labelled=split != TEST):
+                log.warning("%s has no label column %r: skipping test metrics.", part.key, self.spec.label_column)
+                continue
+            limit = self.spec.max_train_samples if split == TRAIN else self.spec.max_eval_samples
+            rows = part.rows[:limit] if limit else part.rows
+            self.datasets[split] = self._tokenize(split, rows, part.identity, part.key)
+        self.eval_sets = [s for s in self.datasets if s.startswith(VAL)]
+        self._prepared_stages.add(key)
+
+    def _check_columns(self, part: RawSplit, labelled: bool) -> bool:
+        """Require the columns; a test split may lack labels (returns False then)."""
+        if not labelled and self.spec.label_column not in part.rows[0]:
+            require_columns(part.rows, self.required_columns(labelled=False), part.where, part.key)
+            return False
+        require_columns(part.rows, self.required_columns(labelled=True), part.where, part.key)
+        return True
+
+    def _hold_out(self, train: RawSplit) -> tuple[RawSplit, RawSplit]:
+        order = list(range(len(train.rows)))
+        random.Random(self.seed).shuffle(order)
+        n_val = max(1, int(len(order) * self.spec.validation_fraction))
+        tag = f"{train.identity}:holdout:{self.spec.validation_fraction}:{self.seed}"
+        pick = lambda ids: [train.rows[i] for i in sorted(ids)]  # noqa: E731
+        return (RawSplit(pick(order[n_val:]), tag + ":train", train.key, train.where),
+                RawSplit(pick(order[:n_val]), tag + ":val", "data.validation_fraction", train.where))
+
+    def _tokenize(self, split: str, rows: list[dict], identity: str, cfg_key: str) -> ListDataset:
+        import datasets  # heavy import, only when data is actually prepared
+
+        columns = self.encode_rows(rows, cfg_key)
+        columns["idx"] = list(range(len(rows)))
+        fingerprint = self._fingerprint(identity, split)
+        cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ds = datasets.Dataset.from_dict(columns)
+        inputs = [c for c in columns if c not in ("idx", "labels")]
+        ds = ds.map(self.tokenize_batch, batched=True, remove_columns=inputs, desc=f"Tokenizing {split}",
+                    cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
+                    load_from_cache_file=True)
+        return ListDataset(ds.to_list())
+
+    def _fingerprint(self, identity: str, split: str) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps({
+            "version": CACHE_VERSION, "kind": type(self).__name__, "source": identity,
+            "label_space": self.label_space.to_dict() if self.label_space else None,
+            "columns": [self.spec.text_column, self.spec.text_pair_column, self.spec.label_column],
+            "params": self.preprocessing_params(),
+        }, sort_keys=True, default=str).encode())
+        h.update(_tokenizer_identity(self.tokenizer).encode())
+        return f"{split}-{h.hexdigest()[:24]}"
+
+    # ---- batches ------------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        ds = self.datasets[split]
+        rank, world = self._world()
+        batch_size = self.spec.batch_size if train else (self.spec.eval_batch_size or 2 * self.spec.batch_size)
+        sampler = LengthGroupedSampler([len(r["input_ids"]) for r in ds.rows], batch_size, shuffle=train,
+                                       seed=self.seed, group_by_length=self.spec.group_by_length,
+                                       rank=rank, world_size=world)
+        return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+                          collate_fn=Collator(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
+                                              self.padded_fields),
+                          num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(TRAIN, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name, train=False) for name in self.eval_sets]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(TEST, train=False)
+
+    @property
+    def has_test(self) -> bool:
+        return TEST in self.datasets
+
+    def summary(self) -> dict[str, Any]:
+        return {"splits": {k: len(v) for k, v in self.datasets.items()},
+                "label_space": self.label_space.to_dict() if self.label_space else None,
+                "spec": asdict(self.spec)}
+
+
+def _tokenizer_identity(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(f"{text}|{tokenizer.pad_token}|{tokenizer.padding_side}".encode()).hexdigest()
+
+
+def _load_hub_split(path: str, name: str | None, split: str, key: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, name, split=split)
+    except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError)
+        raise UserError(
+            f"data.hub_path={path}{f' (data.hub_name={name})' if name else ''}, split {split!r}: could not "
+            f"load it from the Hugging Face Hub or the local cache ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}). Fix: when offline, pass local files "
+            f"instead: data.train_file=... data.validation_file=... ({key} for this split)."
+        ) from None

@@ -1,0 +1,103 @@
+"""Batching: length-grouped, DDP-aware index order and dynamic right padding.
+
+Why: GPT-2 sentences vary a lot in length; padding every batch to a fixed 128 wastes most of the
+compute. Sorting by length inside large shuffled "mega-batches" keeps batches homogeneous (little
+padding) while the batch order stays random. Each rank takes every world_size-th batch of the same
+seeded order, so no DistributedSampler is needed and shards never overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Yields indices so that each run of `batch_size` consecutive indices is one batch.
+
+    Train (`shuffle=True`): seeded by (seed, epoch); mega-batches of `batch_size * mega_batches`
+    are sorted by length, cut into batches, and the batches shuffled. Ranks get equal numbers of
+    batches (at most world_size - 1 trailing batches per epoch are dropped).
+    Eval (`shuffle=False`): all indices sorted by length (longest first), batched, batches dealt
+    round-robin to ranks; every example appears on exactly one rank, none is dropped.
+    Pair it with `BatchSampler(sampler, batch_size, drop_last=False)`; Lightning calls `set_epoch`.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0,
+                 group_by_length: bool = True, mega_batches: int = 50, rank: int = 0, world_size: int = 1):
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.mega = batch_size * mega_batches
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = torch.argsort(self.lengths, descending=True, stable=True) if self.group_by_length else torch.arange(n)
+            return [order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(n, generator=g)
+        batches: list[list[int]] = []
+        step = self.mega if self.group_by_length else n
+        for start in range(0, n, step):
+            chunk = perm[start:start + step]
+            if self.group_by_length:
+                chunk = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
+            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        if self.group_by_length:
+            # Shuffle the full batches; the one partial batch (from the last mega-batch) goes last,
+            # so a BatchSampler re-chunking this flat stream reproduces exactly these batches.
+            full = [b for b in batches if len(b) == self.batch_size]
+            partial = [b for b in batches if len(b) < self.batch_size]
+            batches = [full[i] for i in torch.randperm(len(full), generator=g).tolist()] + partial
+        usable = len(batches) - len(batches) % self.world_size  # equal step counts on every rank
+        return batches[:usable]
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self._batches()[self.rank::self.world_size]:
+            yield from batch
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._batches()[self.rank::self.world_size])
+
+
+class Collator:
+    """Pads each batch to its own longest sequence (rounded up to `pad_to_multiple_of`), on the right.
+
+    `padded` maps a field to its pad value (input_ids -> pad id, token labels -> -100); other fields
+    are stacked as they are. attention_mask is built here, so datasets never store it.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None,
+                 padded: dict[str, int] | None = None):
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.padded = {"input_ids": pad_token_id, **(padded or {})}
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            longest = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch: dict[str, torch.Tensor] = {}
+        for name in features[0]:
+            values = [f[name] for f in features]
+            if name in self.padded:
+                # (batch, longest), right padding
+                out = torch.full((len(values), longest), self.padded[name], dtype=torch.long)
+                for row, seq in enumerate(values):
+                    out[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                batch[name] = out
+            else:
+                batch[name] = torch.as_tensor(values)
+        lengths = torch.as_tensor([len(f["input_ids"]) for f in features])
+        batch["attention_mask"] = (torch.arange(longest)[None, :] < lengths[:, None]).long()
+        return batch

@@ -1,0 +1,106 @@
+"""`python -m gpt2tasks eval ckpt=<path> [key=value ...]`: re-evaluate a checkpoint.
+
+The checkpoint carries its run's config, tokenizer, HF config and label space, so evaluation needs
+no download and no training data, and reproduces the training run's validation metrics exactly.
+Overrides change data keys (e.g. data.validation_file=other.csv) on top of the saved config.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gpt2tasks.build import build_from_checkpoint, trainer_kwargs
+from gpt2tasks.config import validate_config
+from gpt2tasks.errors import UserError
+from gpt2tasks.outputs import write_metrics
+
+USAGE = """usage: python -m gpt2tasks eval ckpt=<path.ckpt> [output=<metrics.json>] [key=value ...]
+
+Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as
+JSON. key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
+data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu."""
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    ckpt_path = Path(path).expanduser()
+    if not ckpt_path.is_file():
+        raise UserError(f"ckpt={path}: no such file. Fix: pass a checkpoint written by `gpt2tasks train`, "
+                        "e.g. ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.")
+    try:
+        # Our checkpoints hold the run's config and tokenizer files (plain Python objects).
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+        raise UserError(f"ckpt={path}: not a readable PyTorch checkpoint ({type(exc).__name__}). Fix: pass "
+                        "a .ckpt file written by `gpt2tasks train` (checkpoints/best.ckpt or last.ckpt).") from None
+    if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "state_dict" not in ckpt:
+        raise UserError(f"ckpt={path}: this checkpoint was not written by gpt2tasks (no run information). "
+                        "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
+    return ckpt
+
+
+def apply_overrides(config: dict, overrides: list[str]):
+    cfg = OmegaConf.create(config)
+    OmegaConf.set_struct(cfg, True)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"eval: {item!r} is not key=value. Fix: e.g. data.validation_file=dev.csv.\n{USAGE}")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            key = item.split("=", 1)[0]
+            raise UserError(f"eval: cannot override {key!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+                            "Fix: use a key of the run's config.yaml, e.g. data.validation_file=...") from None
+    return cfg
+
+
+def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None = None) -> dict[str, float]:
+    checkpoint = load_checkpoint(ckpt)
+    info = checkpoint["gpt2tasks"]
+    cfg = apply_overrides(info["config"], list(overrides))
+    validate_config(cfg)
+    datamodule, module = build_from_checkpoint(cfg, info)
+    module.load_state_dict(checkpoint["state_dict"])
+    kwargs = trainer_kwargs(cfg)
+    for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
+                "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
+        kwargs.pop(key, None)
+    trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if datamodule.has_test:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    metrics = dict(sorted(metrics.items()))
+    if output:
+        write_metrics(Path(output), metrics)
+    return metrics
+
+
+def main(argv: list[str]) -> None:
+    from gpt2tasks.cli import run_and_report, setup_logging
+
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return
+    setup_logging()
+    options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "output="))}
+    overrides = [a for a in argv if not a.startswith(("ckpt=", "output="))]
+
+    def job() -> None:
+        if "ckpt" not in options:
+            raise UserError(f"eval needs ckpt=<path>. Fix: e.g. ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.\n{USAGE}")
+        metrics = evaluate_checkpoint(options["ckpt"], overrides, options.get("output"))
+        print(json.dumps(metrics, indent=2))
+
+    run_and_report(job)
+    sys.stdout.flush()

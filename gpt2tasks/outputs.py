@@ -1,0 +1,70 @@
+"""The run directory contract: config.yaml, metrics.json, checkpoints/{best,last}.ckpt.
+
+A run never silently overwrites another: an output_dir that already holds a run is refused unless
+`overwrite=true` (replace it) or `resume=true` (continue it). Files are written atomically, so a
+crash never leaves a half-written config or metrics file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from gpt2tasks.errors import UserError
+
+RUN_MARKERS = ("config.yaml", "metrics.json", "checkpoints")
+
+
+def checkpoints_dir(output_dir: Path) -> Path:
+    return output_dir / "checkpoints"
+
+
+def check_output_dir(output_dir: Path, overwrite: bool, resume: bool) -> Path | None:
+    """Refuse a conflicting output_dir early (before any work). Returns the checkpoint to resume."""
+    if resume:
+        last = checkpoints_dir(output_dir) / "last.ckpt"
+        if not last.is_file():
+            raise UserError(f"resume=true but {last} does not exist. Fix: set output_dir to the run to "
+                            "continue (the folder holding checkpoints/last.ckpt), or drop resume=true.")
+        return last
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output_dir={output_dir} is a file. Fix: choose a directory path.")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        what = "holds a previous run" if any((output_dir / m).exists() for m in RUN_MARKERS) else "is not empty"
+        raise UserError(f"output_dir={output_dir} {what}. Fix: pick a new output_dir, or add overwrite=true "
+                        "to replace it, or resume=true to continue that run from its last checkpoint.")
+    return None
+
+
+def clear_output_dir(output_dir: Path) -> None:
+    """Empty output_dir (overwrite=true); called only once the new run is ready to start."""
+    if output_dir.is_dir():
+        for child in output_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def remove_if_empty(output_dir: Path) -> None:
+    try:
+        output_dir.rmdir()  # only succeeds when empty: nothing of a previous run is touched
+    except OSError:
+        pass
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(path: Path, metrics: dict[str, float]) -> None:
+    write_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")

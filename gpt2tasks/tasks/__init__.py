@@ -1,0 +1,27 @@
+"""Task kinds: for each, the HF head class, the LightningModule and the datamodule.
+
+Adding a head kind = a datamodule subclass + a TaskModule subclass + one line here + a task YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import GPT2ForSequenceClassification, PreTrainedModel
+
+from gpt2tasks.datamodules.base import TaskDataModule
+from gpt2tasks.datamodules.seq_cls import SeqClsDataModule
+from gpt2tasks.tasks.base import TaskModule
+from gpt2tasks.tasks.seq_cls import SeqClsModule
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    head: type[PreTrainedModel]
+    module: type[TaskModule]
+    datamodule: type[TaskDataModule]
+
+
+KINDS: dict[str, TaskKind] = {
+    "seq_cls": TaskKind(GPT2ForSequenceClassification, SeqClsModule, SeqClsDataModule),
+}

@@ -1,0 +1,190 @@
+"""The LightningModule every task kind shares: steps, exact evaluation, optimizer, checkpoints.
+
+A task kind implements `step` (loss + per-example eval outputs) and `compute_metrics`. The HF head
+model is `self.model`; its GPT-2 backbone (`self.backbone`, a `GPT2Model`) is a separate,
+swappable part so several heads can share one backbone later (multi-task).
+
+Evaluation is exact: every eval step stores per-example outputs with the example's `idx`; at the
+end of the epoch they are gathered from all ranks, de-duplicated by idx and sorted, and the metrics
+are computed once over the whole split -- never averaged over batches.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import get_scheduler
+
+from gpt2tasks.backbone import count_parameters
+
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+
+
+@dataclass
+class OptimSpec:
+    """What `optim.*` in the config says."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    scheduler: str = "linear"
+    max_grad_norm: float | None = 1.0
+    fused: bool | None = None  # None: fused AdamW on CUDA, plain elsewhere
+
+
+@dataclass
+class EvalSpec:
+    """Which metrics to compute and under what names."""
+
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+    eval_sets: list[str] = field(default_factory=lambda: ["val"])  # one per val dataloader, in order
+
+
+class TaskModule(L.LightningModule):
+    def __init__(self, model: nn.Module, optim: OptimSpec, evaluation: EvalSpec, run_info: dict | None = None):
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.evaluation = evaluation
+        # Saved in every checkpoint so `eval` needs nothing else: config, tokenizer, HF config, labels.
+        self.run_info = run_info or {}
+        self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.transformer
+
+    # ---- what a task kind implements ----------------------------------------------------------
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(mean loss, per-example outputs to keep for metrics: first dim = batch, incl. 'loss')."""
+        raise NotImplementedError
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    # ---- training -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # We clip here rather than with Trainer(gradient_clip_val): Lightning refuses that with a
+        # fused AdamW under its AMP plugins. Here gradients are already unscaled (16-mixed).
+        if self.optim.max_grad_norm:
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim.max_grad_norm)
+            self.log("train/grad_norm", norm)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay, seen = [], [], set()
+        for module in self.model.modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad or id(param) in seen:  # tied weights (wte/lm_head) once
+                    continue
+                seen.add(id(param))
+                # No weight decay on biases and LayerNorm (GPT-2 calls them ln_1/ln_2/ln_f, so
+                # match the module type, not a name).
+                (no_decay if name == "bias" or isinstance(module, nn.LayerNorm) else decay).append(param)
+        fused = self.optim.fused if self.optim.fused is not None else self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim.lr, betas=tuple(self.optim.betas), eps=self.optim.eps, fused=fused,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = get_scheduler(self.optim.scheduler, optimizer,
+                                  num_warmup_steps=int(self.optim.warmup_ratio * total),
+                                  num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- exact evaluation ---------------------------------------------------------------------
+    def _collect(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        _, out = self.step(batch)
+        out = {k: v.detach().float().cpu() for k, v in out.items()}
+        out["idx"] = batch["idx"].cpu()
+        self._outputs.setdefault(dataloader_idx, []).append(out)
+
+    def _finish(self, prefix_of: list[str]) -> None:
+        for i, prefix in enumerate(prefix_of):
+            outputs = gather_by_idx(self._outputs.get(i, []))
+            if not len(outputs.get("idx", [])):
+                continue
+            metrics = {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs)}
+            self.log_dict({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=prefix == "val",
+                          sync_dist=False)  # already identical on every rank
+        self._outputs = {}
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = {}
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish(self.evaluation.eval_sets)
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs = {}
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish(["test"])
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # RNG states make a resumed run continue exactly like an uninterrupted one (dropout, the
+        # dataloader's base seed); run_info makes the checkpoint self-contained for `eval`.
+        checkpoint["gpt2tasks"] = {**self.run_info, "rng": _rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("gpt2tasks", {}).get("rng")
+        if rng is not None and self.trainer.state.fn == "fit":
+            _set_rng_state(rng)
+
+    def parameter_summary(self) -> str:
+        trainable, total = count_parameters(self.model)
+        return f"{trainable:,} trainable / {total:,} parameters"
+
+
+def gather_by_idx(parts: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+    """Concatenate per-batch outputs from every rank; keep each example once, ordered by idx.
+
+    Ranks may hold different numbers of examples (no sampler padding), so objects are gathered,
+    not fixed-shape tensors.
+    """
+    local = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]} if parts else {}
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        everyone: list[dict[str, np.ndarray]] = [None] * dist.get_world_size()  # type: ignore[list-item]
+        dist.all_gather_object(everyone, local)
+        everyone = [d for d in everyone if d]
+        local = {k: np.concatenate([d[k] for d in everyone]) for k in everyone[0]} if everyone else {}
+    if not local:
+        return {}
+    _, first = np.unique(local["idx"], return_index=True)  # sorted by idx, duplicates dropped
+    return {k: v[first] for k, v in local.items()}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,55 @@
+"""Sequence classification over GPT2ForSequenceClassification: single-label, multi-label, regression.
+
+Pooling: HF's head picks "the rightmost token that is not the pad id". With pad = eos that drops a
+real trailing eos, so we pool the last *attended* position (right padding: attention_mask.sum - 1)
+and apply the head's own `score` layer. Without a trailing eos this is exactly the HF head.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gpt2tasks.datamodules.labels import MULTI, REGRESSION
+from gpt2tasks.metrics import compute_metrics
+from gpt2tasks.tasks.base import TaskModule
+
+
+class SeqClsModule(TaskModule):
+    @property
+    def problem_type(self) -> str:
+        return self.model.config.problem_type
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               use_cache=False).last_hidden_state  # (B, T, H)
+        last = attention_mask.sum(dim=-1) - 1  # (B,) last real token of each right-padded row
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+        return self.model.score(pooled)  # (B, num_labels)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        labels = batch["labels"]
+        # Same losses as the HF head, per example so evaluation can average exactly.
+        if self.problem_type == REGRESSION:
+            per_example = (logits.squeeze(-1) - labels.float()) ** 2
+        elif self.problem_type == MULTI:
+            per_example = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(-1)
+        else:
+            per_example = F.cross_entropy(logits, labels, reduction="none")
+        return per_example.mean(), {"loss": per_example, "logits": logits, "labels": labels}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        labels = outputs["labels"]
+        if self.problem_type not in (REGRESSION, MULTI):
+            labels = labels.astype(np.int64)
+        return compute_metrics(self.evaluation.metrics, self.problem_type, outputs["logits"], labels)
+
+    @staticmethod
+    def configure_head(config, label_space) -> None:
+        """Task fields of the HF config: they travel with every export (id2label, problem_type)."""
+        config.num_labels = label_space.num_labels
+        config.id2label = label_space.id2label
+        config.label2id = {name: i for i, name in label_space.id2label.items()}
+        config.problem_type = label_space.problem_type

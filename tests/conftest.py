@@ -1,0 +1,85 @@
+"""Shared fixtures. Tests are offline: no Hub access, tiny random models, a private cache."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Never wait for Hub retries in tests: a Hub name must fail at once, as it does for an offline user.
+for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[var] = "1"
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("GPT2TASKS_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    os.environ["GPT2TASKS_CACHE"] = str(tmp_path_factory.mktemp("gpt2tasks_cache"))
+    yield
+
+
+def shared_dataset(*parts: str) -> Path:
+    """A file from ../shared/datasets, or skip the test with the reason."""
+    path = SHARED_DATASETS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared dataset {path} not present (set GPT2TASKS_SHARED_DATASETS)")
+    return path
+
+
+def compose(*overrides: str):
+    """The config `python -m gpt2tasks train <overrides>` would run (without Hydra's runtime)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from gpt2tasks.resources import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    """compose() with a fresh output_dir and no logger files unless asked."""
+
+    def make(*overrides: str, output_dir: Path | None = None):
+        return compose(f"output_dir={output_dir or tmp_path / 'run'}", "logger=none",
+                       "trainer.enable_progress_bar=false", *overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from gpt2tasks.backbone import ModelSpec, load_tokenizer
+
+    return load_tokenizer(ModelSpec())
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A local 'pretrained' tiny GPT-2 (LM head + tokenizer), as `save_pretrained` writes it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_gpt2")
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=128, vocab_size=len(tiny_tokenizer),
+                        eos_token_id=tiny_tokenizer.eos_token_id, bos_token_id=tiny_tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
+    import subprocess
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "gpt2tasks", *args], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
