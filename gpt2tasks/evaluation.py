@@ -76,11 +76,9 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
         kwargs.pop(key, None)
     trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-    metrics = dict(sorted(metrics.items()))
+    metrics = dict(sorted(module.latest_metrics.items()))
     if output:
         write_metrics(Path(output), metrics)
     return metrics
@@ -92,7 +90,10 @@ def main(argv: list[str]) -> None:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return
+    from gpt2tasks.train import quiet_known_noise
+
     setup_logging()
+    quiet_known_noise()
     options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "output="))}
     overrides = [a for a in argv if not a.startswith(("ckpt=", "output="))]
 

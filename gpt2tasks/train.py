@@ -62,17 +62,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> dict[str, float]:
+    module.latest_metrics = {}
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-    metrics = _logged(trainer, datamodule.eval_sets)
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        metrics.update(_logged(trainer, ["test"]))
-    return metrics
-
-
-def _logged(trainer: L.Trainer, prefixes: list[str]) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
-            if k.split("/", 1)[0] in prefixes}
+    return dict(sorted(module.latest_metrics.items()))
 
 
 def _report(output_dir: Path, best: str | None, metrics: dict[str, float]) -> None:
@@ -85,10 +79,14 @@ def _report(output_dir: Path, best: str | None, metrics: dict[str, float]) -> No
           f"  re-evaluate: python -m gpt2tasks eval ckpt={best}")
 
 
-def _quiet_known_warnings() -> None:
+def quiet_known_noise() -> None:
     # CPU runs use num_workers=0 on purpose (tokenized rows are in memory; workers only add start-up).
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # An advertisement Lightning prints on every Trainer start.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage())
 
 
 def main() -> None:
@@ -104,7 +102,7 @@ def main() -> None:
     def _main(cfg: DictConfig) -> None:
         # In a -m sweep every job gets its own folder; Hydra knows it, the config does not.
         cfg.output_dir = HydraConfig.get().runtime.output_dir
-        _quiet_known_warnings()
+        quiet_known_noise()
         run_and_report(lambda: train(cfg), cleanup_dir=Path(cfg.output_dir))
 
     _main()

@@ -58,6 +58,7 @@ class TaskModule(L.LightningModule):
         # Saved in every checkpoint so `eval` needs nothing else: config, tokenizer, HF config, labels.
         self.run_info = run_info or {}
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self.latest_metrics: dict[str, float] = {}  # "<eval set>/<metric>" of the last evaluation
 
     @property
     def backbone(self) -> nn.Module:
@@ -118,9 +119,10 @@ class TaskModule(L.LightningModule):
             outputs = gather_by_idx(self._outputs.get(i, []))
             if not len(outputs.get("idx", [])):
                 continue
-            metrics = {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs)}
-            self.log_dict({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=prefix == "val",
-                          sync_dist=False)  # already identical on every rank
+            metrics = {f"{prefix}/{k}": v for k, v in
+                       {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs)}.items()}
+            self.latest_metrics.update(metrics)  # full precision, for metrics.json
+            self.log_dict(metrics, prog_bar=prefix == "val", sync_dist=False)  # identical on every rank
         self._outputs = {}
 
     def on_validation_epoch_start(self) -> None:
@@ -176,7 +178,10 @@ def gather_by_idx(parts: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    # Only tensors and plain Python types, so checkpoints load with torch.load(weights_only=True).
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -185,6 +190,7 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
