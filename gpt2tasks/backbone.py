@@ -148,6 +148,7 @@ def build_model(head_cls: type[PreTrainedModel], spec: ModelSpec, config: GPT2Co
     else:
         config._attn_implementation = spec.attn_implementation
         model = head_cls(config)
+    model.train()  # from_pretrained returns eval mode, and Lightning keeps the mode it is given
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # A dedicated pad token was added: grow wte (and the tied lm_head) by the new rows.
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)

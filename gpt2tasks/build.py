@@ -130,11 +130,12 @@ def build_logger(cfg: DictConfig, output_dir: Path):
     if kind == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(save_dir=str(output_dir), name="", version="")
+        # logs/version_N/metrics.csv: a resumed run starts a new version instead of deleting the old log
+        return CSVLogger(save_dir=str(output_dir), name="logs")
     if kind == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        return TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version="")
+        return TensorBoardLogger(save_dir=str(output_dir), name="tensorboard")
     from lightning.pytorch.loggers import WandbLogger
 
     opts = _plain(cfg.logger)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks import outputs
@@ -21,8 +22,10 @@ from gpt2tasks.errors import UserError
 log = logging.getLogger("gpt2tasks")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fine-tune per `cfg`; returns the best checkpoint's metrics (also written to metrics.json)."""
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+    """Fine-tune per `cfg`; returns the best checkpoint's metrics (also written to metrics.json).
+
+    `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
     validate_config(cfg)
     output_dir = Path(cfg.output_dir).absolute()
     resume_from = outputs.check_output_dir(output_dir, bool(cfg.overwrite), bool(cfg.resume))
@@ -41,16 +44,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
                                  monitor=cfg.task.monitor, mode=cfg.task.mode,
                                  save_top_k=int(cfg.checkpoint.save_top_k), save_last=bool(cfg.checkpoint.save_last),
                                  auto_insert_metric_name=False, enable_version_counter=False)
-    trainer = L.Trainer(**trainer_kwargs(cfg), logger=build_logger(cfg, output_dir), callbacks=[checkpoint],
+    trainer = L.Trainer(**trainer_kwargs(cfg), logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
                         default_root_dir=str(output_dir))
     devices = trainer.world_size
     log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d",
              cfg.data.batch_size * devices * cfg.trainer.accumulate_grad_batches, cfg.data.batch_size,
              devices, cfg.trainer.accumulate_grad_batches)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    if trainer.interrupted:
-        raise UserError(f"training was interrupted. Fix: continue it with `python -m gpt2tasks train ... "
-                        f"output_dir={output_dir} resume=true`.")
 
     # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
     best = checkpoint.best_model_path or None

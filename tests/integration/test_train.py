@@ -1,0 +1,116 @@
+"""In-process training runs on tiny models: outputs, learning, resume, label kinds, local checkpoints."""
+
+import json
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from gpt2tasks.errors import UserError
+from gpt2tasks.evaluation import evaluate_checkpoint
+from gpt2tasks.train import train
+
+FAST = ("trainer.max_epochs=2", "data.max_train_samples=256", "data.max_eval_samples=96")
+
+
+def test_default_task_trains_and_writes_the_run(cfg_factory, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(cfg_factory("logger=csv", "trainer.max_epochs=4", "data.max_train_samples=640", output_dir=out))
+    assert set(metrics) == {"val/accuracy", "val/f1", "val/loss", "test/accuracy", "test/f1", "test/loss"}
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert (out / "config.yaml").read_text().startswith("seed: 42")
+    assert {p.name for p in (out / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    # the loss goes down: mean of the first logged train losses vs the last ones
+    rows = [line.split(",") for line in (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()]
+    col = rows[0].index("train/loss")
+    losses = [float(r[col]) for r in rows[1:] if r[col]]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05
+    assert metrics["val/accuracy"] > 0.6  # 4 short epochs on 640 examples; the full default reaches ~0.96
+
+
+def test_eval_reproduces_the_validation_metrics(cfg_factory, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(cfg_factory(*FAST, output_dir=out))
+    again = evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt"))
+    assert again == metrics  # exactly: same preprocessing, batches and weights
+
+
+class CrashAtEpoch(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(cfg_factory, tmp_path):
+    # dropout stays on: the checkpoint's RNG state makes the resumed epochs identical
+    args = ("trainer.max_epochs=3", "data.max_train_samples=192", "data.max_eval_samples=64")
+    full = train(cfg_factory(*args, output_dir=tmp_path / "full"))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg_factory(*args, output_dir=crashed), callbacks=[CrashAtEpoch(2)])
+    assert not (crashed / "metrics.json").exists()
+    resumed = train(cfg_factory(*args, "resume=true", output_dir=crashed))
+    assert resumed == full
+
+
+def test_output_dir_with_a_run_is_refused_then_overwritten(cfg_factory, tmp_path):
+    out = tmp_path / "run"
+    train(cfg_factory(*FAST, "trainer.max_epochs=1", output_dir=out))
+    before = (out / "checkpoints" / "best.ckpt").read_bytes()
+    with pytest.raises(UserError, match="holds a previous run.*overwrite=true.*resume=true"):
+        train(cfg_factory(*FAST, output_dir=out))
+    assert (out / "checkpoints" / "best.ckpt").read_bytes() == before  # nothing touched
+    train(cfg_factory(*FAST, "trainer.max_epochs=1", "overwrite=true", "seed=7", output_dir=out))
+    assert "seed: 7" in (out / "config.yaml").read_text()
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _synthetic(n, kind, seed=0):
+    """Texts whose label is readable from words, for multi-label and regression."""
+    g = torch.Generator().manual_seed(seed)
+    words = ["red", "blue", "green"]
+    rows = []
+    for _ in range(n):
+        present = [w for w in words if torch.rand(1, generator=g).item() < 0.5]
+        filler = ["the", "a", "some", "this"][int(torch.randint(4, (1,), generator=g))]
+        text = f"{filler} " + " and ".join(present or ["nothing"])
+        label = present if kind == "multi" else float(len(present)) + 0.5
+        rows.append({"text": text, "label": label})
+    return rows
+
+
+@pytest.mark.parametrize("kind,metrics,monitor", [
+    ("multi", "[f1_micro,f1_macro,accuracy]", "val/f1_micro"),
+    ("regression", "[pearson,spearman,mse]", "val/pearson"),
+])
+def test_multi_label_and_regression_learn(kind, metrics, monitor, cfg_factory, tmp_path):
+    train_file = _write_jsonl(tmp_path / "train.jsonl", _synthetic(480, kind))
+    val_file = _write_jsonl(tmp_path / "val.jsonl", _synthetic(96, kind, seed=1))
+    result = train(cfg_factory("task=text_classification", f"data.train_file={train_file}",
+                               f"data.validation_file={val_file}", f"task.metrics={metrics}",
+                               f"task.monitor={monitor}", "trainer.max_epochs=6", "optim.lr=2e-3",
+                               "data.batch_size=16"))
+    assert result[monitor] > 0.8
+
+
+def test_local_pretrained_checkpoint_and_pair_inputs(cfg_factory, tmp_path, tiny_gpt2_dir):
+    """model.name_or_path=<local dir> loads its weights and tokenizer; sentence pairs get a separator."""
+    rows = [{"a": f"the {w} one", "b": f"the {v} one", "same": int(w == v)}
+            for w in ["red", "blue", "green", "black"] for v in ["red", "blue", "green", "black"]] * 12
+    train_file = _write_jsonl(tmp_path / "pairs.jsonl", rows)
+    result = train(cfg_factory("task=text_classification", f"model.name_or_path={tiny_gpt2_dir}",
+                               f"data.train_file={train_file}", f"data.validation_file={train_file}",
+                               "data.text_column=a", "data.text_pair_column=b", "data.label_column=same",
+                               "trainer.max_epochs=1", "task.metrics=[accuracy,f1]"))
+    assert 0.0 <= result["val/accuracy"] <= 1.0
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    hf_config = ckpt["gpt2tasks"]["hf_config"]
+    assert hf_config["n_embd"] == 32 and hf_config["id2label"] == {"0": "0", "1": "1"} or hf_config["id2label"] == {0: "0", 1: "1"}
+    assert hf_config["pad_token_id"] == hf_config["eos_token_id"]
