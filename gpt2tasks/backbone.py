@@ -113,6 +113,10 @@ def load_model_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> GP
     if config is None:
         arch = {k: v for k, v in spec.arch.items() if v is not None}
         arch.setdefault("vocab_size", len(tokenizer))
+        # GPT2Config defaults these to 50256, which is outside a smaller tokenizer's vocabulary.
+        arch.setdefault("eos_token_id", tokenizer.eos_token_id)
+        arch.setdefault("bos_token_id", tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+                        else tokenizer.eos_token_id)
         config = GPT2Config(**arch)
     if config.model_type != "gpt2":
         raise UserError(f"model.name_or_path={spec.name_or_path}: model_type is {config.model_type!r}, "

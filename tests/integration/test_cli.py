@@ -1,0 +1,69 @@
+"""The command line as a user runs it: real subprocesses, exit codes, files on disk."""
+
+import json
+
+from tests.conftest import run_cli
+
+QUICK = ["trainer.max_epochs=2", "data.max_train_samples=320", "data.max_eval_samples=64",
+         "trainer.enable_progress_bar=false"]
+
+
+def test_train_then_eval_reproduces_validation_metrics(tmp_path):
+    out = tmp_path / "run"
+    done = run_cli("train", f"output_dir={out}", *QUICK)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"run:        {out}" in done.stdout and "re-evaluate: python -m gpt2tasks eval" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    evaluated = run_cli("eval", f"ckpt={out / 'checkpoints' / 'best.ckpt'}", f"output={tmp_path / 'eval.json'}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    again = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    assert again == metrics == json.loads((tmp_path / "eval.json").read_text())
+    assert {k.split("/")[0] for k in metrics} == {"val", "test"}
+
+
+def test_multirun_sweeps_into_one_folder_per_job(tmp_path):
+    done = run_cli("train", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=none",
+                   "trainer.max_epochs=1", "data.max_train_samples=64", "data.max_eval_samples=32",
+                   "trainer.enable_progress_bar=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "metrics.json").is_file()
+    assert "seed: 2" in (tmp_path / "sweep" / "1" / "config.yaml").read_text()
+
+
+def test_help_and_cfg_job():
+    top = run_cli("--help")
+    assert top.returncode == 0 and "train" in top.stdout and "eval" in top.stdout
+    helped = run_cli("train", "--help")
+    assert helped.returncode == 0 and "task: " in helped.stdout and "sst2" in helped.stdout
+    cfg = run_cli("train", "--cfg", "job", "task=sst2", "model=gpt2")
+    assert cfg.returncode == 0 and "name: sst2" in cfg.stdout and "openai-community/gpt2" in cfg.stdout
+
+
+def test_bad_inputs_exit_non_zero_with_one_message_and_leave_nothing(tmp_path):
+    cases = {
+        ("task=nope",): "Available options in 'task'",
+        ("model=gpt3",): "Available options in 'model'",
+        ("precision=fp8",): "precision='fp8' is not one of 32-true, 16-mixed, bf16-mixed, bf16-true",
+        ("task=text_classification", f"data.train_file={tmp_path / 'missing.csv'}"): "data.train_file=",
+    }
+    for i, (args, expected) in enumerate(cases.items()):
+        out = tmp_path / f"out{i}"
+        done = run_cli("train", f"output_dir={out}", *args)
+        assert done.returncode != 0, args
+        assert expected in done.stderr, (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
+        assert not out.exists(), f"{args} left {out} behind"
+    unknown = run_cli("frobnicate")
+    assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
+    missing = run_cli("eval", f"ckpt={tmp_path / 'nope.ckpt'}")
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_existing_run_is_refused_on_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("seed: 1\n")
+    done = run_cli("train", f"output_dir={out}")
+    assert done.returncode == 2 and "holds a previous run" in done.stderr
+    assert (out / "config.yaml").read_text() == "seed: 1\n"
