@@ -80,7 +80,9 @@ def _read_json(text: str, path, key: str) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError:
         return _read_jsonl(text, path, key)  # a .json file that is really JSON lines
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
+    if isinstance(data, dict):
+        if not isinstance(data.get("data"), list):
+            return _read_jsonl(text, path, key)  # a one-line JSON-lines file is a single object
         data = data["data"]
     if not isinstance(data, list):
         raise UserError(f"{key}={path}: expected a JSON list of objects (or {{\"data\": [...]}}). "
