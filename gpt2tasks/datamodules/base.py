@@ -210,7 +210,7 @@ class TaskDataModule(L.LightningDataModule):
 
         columns = self.encode_rows(rows, cfg_key)
         columns["idx"] = list(range(len(rows)))
-        fingerprint = self._fingerprint(identity, split)
+        fingerprint = self._fingerprint(f"{identity}:first {len(rows)} rows", split)  # max_*_samples cut
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
         ds = datasets.Dataset.from_dict(columns)

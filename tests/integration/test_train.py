@@ -116,3 +116,26 @@ def test_local_pretrained_checkpoint_and_pair_inputs(cfg_factory, tmp_path, tiny
     hf_config = ckpt["gpt2tasks"]["hf_config"]
     assert hf_config["n_embd"] == 32 and hf_config["id2label"] == {"0": "0", "1": "1"} or hf_config["id2label"] == {0: "0", 1: "1"}
     assert hf_config["pad_token_id"] == hf_config["eos_token_id"]
+
+
+def test_tokenization_is_cached_and_keyed_by_what_it_depends_on(cfg_factory, tmp_path):
+    """A second run reuses the tokenized splits; a different row limit must not hit the same cache."""
+    import os
+
+    from gpt2tasks.build import build_for_training
+
+    cache = tmp_path / "cache"
+
+    def setup(*overrides):
+        dm, _, _ = build_for_training(cfg_factory(f"data.cache_dir={cache}", *overrides))
+        return dm
+
+    first = setup("data.max_eval_samples=64")
+    files = sorted((cache / "tokenized").glob("*.arrow"))
+    mtimes = [os.stat(f).st_mtime_ns for f in files]
+    again = setup("data.max_eval_samples=64")
+    assert sorted((cache / "tokenized").glob("*.arrow")) == files  # nothing new written
+    assert [os.stat(f).st_mtime_ns for f in files] == mtimes
+    assert again.datasets["val"].rows == first.datasets["val"].rows
+    more = setup("data.max_eval_samples=128")
+    assert len(more.datasets["val"]) == 128 and len(first.datasets["val"]) == 64
