@@ -139,3 +139,14 @@ def test_tokenization_is_cached_and_keyed_by_what_it_depends_on(cfg_factory, tmp
     assert again.datasets["val"].rows == first.datasets["val"].rows
     more = setup("data.max_eval_samples=128")
     assert len(more.datasets["val"]) == 128 and len(first.datasets["val"]) == 64
+
+
+def test_dedicated_pad_token_resizes_saves_and_reloads(cfg_factory, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(cfg_factory(*FAST, "trainer.max_epochs=1", "model.pad_token=add", output_dir=out))
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    info = ckpt["gpt2tasks"]
+    vocab = info["hf_config"]["vocab_size"]
+    assert ckpt["state_dict"]["model.transformer.wte.weight"].shape[0] == vocab
+    assert info["hf_config"]["pad_token_id"] == vocab - 1 != info["hf_config"]["eos_token_id"]
+    assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
