@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from gpt2tasks import outputs
 from gpt2tasks.build import build_for_training, build_logger, trainer_kwargs
 from gpt2tasks.config import validate_config
-from gpt2tasks.errors import UserError
 
 log = logging.getLogger("gpt2tasks")
 

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -260,11 +260,6 @@ class TaskDataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return TEST in self.datasets
-
-    def summary(self) -> dict[str, Any]:
-        return {"splits": {k: len(v) for k, v in self.datasets.items()},
-                "label_space": self.label_space.to_dict() if self.label_space else None,
-                "spec": asdict(self.spec)}
 
 
 def _tokenizer_identity(tokenizer) -> str:
