@@ -67,17 +67,21 @@ def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config
 
 
 def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: dict | None = None) -> TaskModule:
-    from gpt2tasks.metrics import check_metric_names
-
     kind = KINDS[cfg.task.kind]
     metrics = list(cfg.task.metrics)
-    check_metric_names(metrics, datamodule.label_space.problem_type, key="task.metrics")
+    kind.module.check_metrics(metrics, datamodule.label_space, key="task.metrics")
     monitor_set = str(cfg.task.monitor).split("/", 1)[0]
     if monitor_set not in datamodule.eval_sets:
         raise UserError(f"task.monitor={cfg.task.monitor}: there is no eval set {monitor_set!r} "
                         f"(this run has {datamodule.eval_sets}). Fix: task.monitor=val/<metric>.")
-    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets))
+    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=eval_options(cfg))
     return kind.module(model, _spec(OptimSpec, cfg.optim), evaluation, run_info)
+
+
+def eval_options(cfg: DictConfig) -> dict[str, Any]:
+    """The task kind's evaluation options (e.g. task.tag_scheme), defaults filled in."""
+    defaults = KINDS[cfg.task.kind].module.eval_options
+    return {key: _plain(cfg.task.get(key, default)) for key, default in defaults.items()}
 
 
 def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule, TaskModule, PreTrainedTokenizerBase]:

@@ -34,6 +34,10 @@ def validate_config(cfg: DictConfig) -> None:
 
     task, data, optim, trainer = cfg.task, cfg.data, cfg.optim, cfg.trainer
     need(task.kind in KINDS, f"task.kind={task.kind!r} is not a known head kind ({', '.join(KINDS)}).")
+    if task.kind in KINDS:
+        from gpt2tasks.build import eval_options
+
+        problems += KINDS[task.kind].module.check_options(eval_options(cfg))
     precision = normalize_precision(cfg.precision)
     need(precision in PRECISIONS, f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}.")
     if precision == "16-mixed":
@@ -50,7 +54,7 @@ def validate_config(cfg: DictConfig) -> None:
         need(metric == "loss" or metric in list(task.metrics),
              f"task.monitor={monitor!r}: {metric!r} is not computed (task.metrics={list(task.metrics)}). "
              "Fix: add it to task.metrics or monitor one of them, or val/loss with task.mode=min.")
-    if task.problem_type != "auto":
+    if task.kind == "seq_cls" and task.problem_type != "auto":
         from gpt2tasks.metrics import available_metrics
 
         unknown = [m for m in task.metrics if m not in available_metrics(task.problem_type)]

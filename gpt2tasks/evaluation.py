@@ -22,12 +22,12 @@ from omegaconf.errors import OmegaConfBaseException
 from gpt2tasks.build import build_from_checkpoint, trainer_kwargs
 from gpt2tasks.config import validate_config
 from gpt2tasks.errors import UserError
-from gpt2tasks.outputs import write_metrics
+from gpt2tasks.outputs import write_metrics, write_predictions
 
 USAGE = """usage: python -m gpt2tasks eval ckpt=<path.ckpt> [output=<metrics.json>] [key=value ...]
 
 Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as
-JSON. key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
+JSON; with output=, also writes them there (and, for QA, predictions.json beside them). key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
 data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu."""
 
 
@@ -81,6 +81,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     metrics = dict(sorted(module.latest_metrics.items()))
     if output:
         write_metrics(Path(output), metrics)
+        write_predictions(Path(output).parent, getattr(module, "latest_predictions", {}))
     return metrics
 
 

@@ -68,3 +68,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:
     write_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def write_predictions(directory: Path, predictions: dict[str, dict[str, str]]) -> list[Path]:
+    """Per eval set {example id: predicted text} (QA): predictions.json for val, <set>_predictions.json
+    for the others, beside metrics.json."""
+    written = []
+    for eval_set, by_id in predictions.items():
+        path = directory / ("predictions.json" if eval_set == "val" else f"{eval_set}_predictions.json")
+        write_atomic(path, json.dumps(by_id, indent=2, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written

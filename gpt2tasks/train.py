@@ -56,6 +56,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     metrics = _evaluate(trainer, module, datamodule, best)
     outputs.write_metrics(output_dir / "metrics.json", metrics)
     if trainer.is_global_zero:
+        outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
+    if trainer.is_global_zero:
         _report(output_dir, best, metrics)
     return metrics
 
@@ -69,12 +71,14 @@ def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> 
 
 
 def _report(output_dir: Path, best: str | None, metrics: dict[str, float]) -> None:
+    # No best checkpoint when training stopped before its first validation (e.g. a small max_steps).
+    best = best or str(outputs.checkpoints_dir(output_dir) / "last.ckpt")
     shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     print(f"\nDone. {shown}\n"
           f"  run:        {output_dir}\n"
           f"  config:     {output_dir / 'config.yaml'}\n"
           f"  metrics:    {output_dir / 'metrics.json'}\n"
-          f"  checkpoint: {best or outputs.checkpoints_dir(output_dir) / 'last.ckpt'}\n"
+          f"  checkpoint: {best}\n"
           f"  re-evaluate: python -m gpt2tasks eval ckpt={best}")
 
 

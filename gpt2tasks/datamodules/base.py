@@ -1,12 +1,16 @@
 """One LightningDataModule for every task kind: load splits, tokenize (cached), batch.
 
-What differs between kinds is only `required_columns`, `fit_label_space`, `encode_rows`
-(labels, in Python, so label errors surface before tokenizing) and `tokenize_batch` (run by
-`datasets.map`, cached on disk). Everything else -- files or Hub, splits, caching, length-grouped
-DDP-aware batches, dynamic right padding -- lives here once.
+What differs between kinds is only `read_file` (for formats beyond CSV/TSV/JSON/JSONL),
+`required_columns`, `fit_label_space`, `encode_rows` (labels, in Python, so label errors surface
+before tokenizing) and `tokenize_batch` (run by `datasets.map`, cached on disk; it may turn one
+example into several rows, e.g. windows of a long text). Everything else -- files or Hub, splits,
+caching, length-grouped DDP-aware batches, dynamic right padding -- lives here once.
 
-Each example keeps `idx`, its row number in its split: evaluation gathers predictions by idx, so
-metrics never depend on batch order, padding of the last batch, or the number of devices.
+Each tokenized row keeps `idx`, its row number in its split: evaluation gathers predictions by
+idx, so metrics never depend on batch order, padding of the last batch, or the number of devices.
+Kinds that cut an example into windows also keep `example`, the example's row number, to put the
+windows back together; the raw rows stay in `self.examples[split]` for metrics that need the
+original text (QA answers).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from gpt2tasks.resources import default_cache_dir
 log = logging.getLogger(__name__)
 
 TRAIN, VAL, TEST = "train", "val", "test"
-CACHE_VERSION = 1  # bump when tokenization output changes, to invalidate old caches
+CACHE_VERSION = 2  # bump when tokenization output changes, to invalidate old caches
 
 
 @dataclass
@@ -55,7 +59,20 @@ class DataSpec:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
-    pair_separator: str = "<|endoftext|>"
+    pair_separator: str = "<|endoftext|>"  # between a pair's texts, and between QA question and context
+    # token classification
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    conll_tag_column: int = -1  # which column of a CoNLL file holds the tag (-1: the last)
+    label_all_tokens: bool = False  # label every sub-token (B-X -> I-X after the first), not only the first
+    # question answering
+    id_column: str = "id"
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    doc_stride: int = 64  # tokens shared by consecutive windows of a long context
+    max_question_length: int = 64  # longer questions are cut to their first tokens
+    max_bad_answer_fraction: float = 0.01  # answer_start not matching the text: refuse above this share
     max_length: int = 128
     batch_size: int = 32  # per device; the effective batch is logged at start
     eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to keep)
@@ -73,6 +90,11 @@ class RawSplit:
     identity: str  # what the cache key depends on: file path + size + mtime, or Hub fingerprint
     key: str  # the config key it came from, for error messages
     where: str  # the file path or Hub split, for error messages
+    lines: list[int] | None = None  # the file line each row starts on, when the format has lines
+
+    def locate(self, i: int) -> str:
+        """Where row i is, for error messages: 'line 17' in a file, else 'row 17 (from 0)'."""
+        return f"line {self.lines[i]}" if self.lines else f"row {i} (counting from 0)"
 
 
 class ListDataset(Dataset):
@@ -91,6 +113,8 @@ class ListDataset(Dataset):
 class TaskDataModule(L.LightningDataModule):
     #: fields padded by the collator besides input_ids, with their pad value (e.g. token labels: -100)
     padded_fields: dict[str, int] = {}
+    #: per-row fields kept for metrics but never batched (e.g. QA character offsets)
+    unbatched_fields: tuple[str, ...] = ()
 
     def __init__(self, spec: DataSpec, tokenizer, seed: int = 0, label_space: LabelSpace | None = None,
                  label_names: list[str] | None = None, problem_type: str = "auto"):
@@ -102,6 +126,7 @@ class TaskDataModule(L.LightningDataModule):
         self.label_names = label_names
         self.problem_type = problem_type
         self.datasets: dict[str, ListDataset] = {}
+        self.examples: dict[str, list[dict]] = {}  # raw rows per split, as limited by max_*_samples
         self.eval_sets: list[str] = []  # names of validation sets, "val" first
         self._prepared_stages: set[str] = set()
 
@@ -112,13 +137,19 @@ class TaskDataModule(L.LightningDataModule):
     def fit_label_space(self, rows: list[dict]) -> LabelSpace:
         raise NotImplementedError
 
-    def encode_rows(self, rows: list[dict], split_key: str) -> dict[str, list]:
-        """Columns for datasets.map: raw inputs + encoded targets (errors name `split_key`)."""
+    def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
+        """Columns for datasets.map: raw inputs + encoded targets, one entry per row. Errors name
+        `part.key` and the row (`part.locate(i)`)."""
         raise NotImplementedError
 
     def tokenize_batch(self, batch: dict[str, list]) -> dict[str, list]:
-        """Runs inside datasets.map(batched=True); must return input_ids and may return more."""
+        """Runs inside datasets.map(batched=True) and replaces every column: returns input_ids and
+        whatever else a row needs (labels, ...). Rows out may outnumber rows in (windows)."""
         raise NotImplementedError
+
+    def read_file(self, path: str, key: str) -> tuple[list[dict], list[int] | None]:
+        """Rows of one data file (+ the line each starts on). Kinds with other formats override."""
+        return read_records(path, key, self.spec.column_names, with_lines=True)
 
     def preprocessing_params(self) -> dict[str, Any]:
         """Everything tokenize_batch depends on besides the data and tokenizer (cache key)."""
@@ -142,9 +173,9 @@ class TaskDataModule(L.LightningDataModule):
         """The split's rows, or None when the split is not configured."""
         if file:
             path = os.path.abspath(os.path.expanduser(file))
-            rows = read_records(path, key, self.spec.column_names)
+            rows, lines = self.read_file(path, key)
             stat = os.stat(path)
-            return RawSplit(rows, f"{path}:{stat.st_size}:{stat.st_mtime_ns}", key, path)
+            return RawSplit(rows, f"{path}:{stat.st_size}:{stat.st_mtime_ns}", key, path, lines)
         if hub_split:
             ds = _load_hub_split(self.spec.hub_path, self.spec.hub_name, hub_split, key)
             where = f"{self.spec.hub_path}/{self.spec.hub_name or ''}:{hub_split}"
@@ -180,17 +211,22 @@ class TaskDataModule(L.LightningDataModule):
             self.label_space = self.fit_label_space(raw[TRAIN].rows)
         for split, part in raw.items():
             if not self._check_columns(part, labelled=split != TEST):
-                log.warning("%s has no label column %r: skipping test metrics.", part.key, self.spec.label_column)
+                log.warning("%s has no labels (%s): skipping test metrics.", part.key,
+                            ", ".join(self._label_columns()))
                 continue
             limit = self.spec.max_train_samples if split == TRAIN else self.spec.max_eval_samples
-            rows = part.rows[:limit] if limit else part.rows
-            self.datasets[split] = self._tokenize(split, rows, part.identity, part.key)
+            self.examples[split] = part.rows[:limit] if limit else part.rows
+            self.datasets[split] = self._tokenize(split, self.examples[split], part)
         self.eval_sets = [s for s in self.datasets if s.startswith(VAL)]
         self._prepared_stages.add(key)
 
+    def _label_columns(self) -> list[str]:
+        inputs = set(self.required_columns(labelled=False).values())
+        return [c for c in self.required_columns(labelled=True).values() if c not in inputs]
+
     def _check_columns(self, part: RawSplit, labelled: bool) -> bool:
         """Require the columns; a test split may lack labels (returns False then)."""
-        if not labelled and self.spec.label_column not in part.rows[0]:
+        if not labelled and any(c not in part.rows[0] for c in self._label_columns()):
             require_columns(part.rows, self.required_columns(labelled=False), part.where, part.key)
             return False
         require_columns(part.rows, self.required_columns(labelled=True), part.where, part.key)
@@ -201,31 +237,34 @@ class TaskDataModule(L.LightningDataModule):
         random.Random(self.seed).shuffle(order)
         n_val = max(1, int(len(order) * self.spec.validation_fraction))
         tag = f"{train.identity}:holdout:{self.spec.validation_fraction}:{self.seed}"
-        pick = lambda ids: [train.rows[i] for i in sorted(ids)]  # noqa: E731
-        return (RawSplit(pick(order[n_val:]), tag + ":train", train.key, train.where),
-                RawSplit(pick(order[:n_val]), tag + ":val", "data.validation_fraction", train.where))
 
-    def _tokenize(self, split: str, rows: list[dict], identity: str, cfg_key: str) -> ListDataset:
+        def pick(ids: list[int], suffix: str, key: str) -> RawSplit:
+            ids = sorted(ids)
+            lines = [train.lines[i] for i in ids] if train.lines else None
+            return RawSplit([train.rows[i] for i in ids], tag + suffix, key, train.where, lines)
+
+        return pick(order[n_val:], ":train", train.key), pick(order[:n_val], ":val", "data.validation_fraction")
+
+    def _tokenize(self, split: str, rows: list[dict], part: RawSplit) -> ListDataset:
         import datasets  # heavy import, only when data is actually prepared
 
-        columns = self.encode_rows(rows, cfg_key)
-        columns["idx"] = list(range(len(rows)))
-        fingerprint = self._fingerprint(f"{identity}:first {len(rows)} rows", split)  # max_*_samples cut
+        columns = self.encode_rows(rows, part)
+        columns["example"] = list(range(len(rows)))
+        fingerprint = self._fingerprint(f"{part.identity}:first {len(rows)} rows", split)  # max_*_samples cut
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
         ds = datasets.Dataset.from_dict(columns)
-        inputs = [c for c in columns if c not in ("idx", "labels")]
-        ds = ds.map(self.tokenize_batch, batched=True, remove_columns=inputs, desc=f"Tokenizing {split}",
+        ds = ds.map(self.tokenize_batch, batched=True, remove_columns=list(columns), desc=f"Tokenizing {split}",
                     cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
                     load_from_cache_file=True)
-        return ListDataset(ds.to_list())
+        return ListDataset([{**row, "idx": i} for i, row in enumerate(ds.to_list())])
 
     def _fingerprint(self, identity: str, split: str) -> str:
         h = hashlib.sha256()
         h.update(json.dumps({
             "version": CACHE_VERSION, "kind": type(self).__name__, "source": identity,
             "label_space": self.label_space.to_dict() if self.label_space else None,
-            "columns": [self.spec.text_column, self.spec.text_pair_column, self.spec.label_column],
+            "columns": self.required_columns(labelled=True),
             "params": self.preprocessing_params(),
         }, sort_keys=True, default=str).encode())
         h.update(_tokenizer_identity(self.tokenizer).encode())
@@ -245,7 +284,7 @@ class TaskDataModule(L.LightningDataModule):
                                        rank=rank, world_size=world)
         return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
                           collate_fn=Collator(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
-                                              self.padded_fields),
+                                              self.padded_fields, skip=self.unbatched_fields),
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -75,13 +75,15 @@ class Collator:
     """Pads each batch to its own longest sequence (rounded up to `pad_to_multiple_of`), on the right.
 
     `padded` maps a field to its pad value (input_ids -> pad id, token labels -> -100); other fields
-    are stacked as they are. attention_mask is built here, so datasets never store it.
+    are stacked as they are, except those in `skip` (per-row data kept for metrics, not the model).
+    attention_mask is built here, so datasets never store it.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None,
-                 padded: dict[str, int] | None = None):
+                 padded: dict[str, int] | None = None, skip: tuple[str, ...] = ()):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padded = {"input_ids": pad_token_id, **(padded or {})}
+        self.skip = set(skip)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
@@ -89,6 +91,8 @@ class Collator:
             longest = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch: dict[str, torch.Tensor] = {}
         for name in features[0]:
+            if name in self.skip:
+                continue
             values = [f[name] for f in features]
             if name in self.padded:
                 # (batch, longest), right padding

@@ -18,11 +18,30 @@ from gpt2tasks.errors import UserError
 SUPPORTED = (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
 
 
-def read_records(path: str | os.PathLike, key: str, column_names: Sequence[str] | None = None) -> list[dict]:
+def read_records(path: str | os.PathLike, key: str, column_names: Sequence[str] | None = None,
+                 with_lines: bool = False):
     """Rows of a data file as dicts; every problem is a UserError naming `key` and the fix.
 
     `column_names` is for headerless CSV/TSV files (the first row is then data); JSON ignores it.
+    With `with_lines`, returns (rows, the line each row starts on), lines None for a JSON document.
     """
+    text, suffix = read_text(path, key, SUPPORTED)
+    lines: list[int] | None = []
+    if suffix in (".csv", ".tsv"):
+        rows = _read_delimited(text, "\t" if suffix == ".tsv" else ",", path, key, column_names, lines)
+    elif suffix == ".json":
+        rows, lines = _read_json(text, path, key), None
+    else:
+        rows = _read_jsonl(text, path, key, lines)
+    if not rows:
+        raise UserError(f"{key}={path}: the file has no data rows, so this split is empty. "
+                        "Fix: point it at a file with examples.")
+    return (rows, lines) if with_lines else rows
+
+
+def read_text(path: str | os.PathLike, key: str, supported: Sequence[str] | None = None) -> tuple[str, str]:
+    """(the file's text, its lower-case suffix); a missing, unreadable or non-UTF-8 file is a UserError.
+    `supported`: the suffixes accepted (None: any)."""
     p = Path(path).expanduser()
     if not p.exists():
         # Hydra may change the working directory, so say which one relative paths started from.
@@ -31,9 +50,9 @@ def read_records(path: str | os.PathLike, key: str, column_names: Sequence[str] 
     if p.is_dir():
         raise UserError(f"{key}={path} is a directory. Fix: point {key} at a file ({', '.join(SUPPORTED)}).")
     suffix = p.suffix.lower()
-    if suffix not in SUPPORTED:
+    if supported is not None and suffix not in supported:
         raise UserError(f"{key}={path}: unsupported file type {suffix!r}. Fix: convert it to one of "
-                        f"{', '.join(SUPPORTED)}.")
+                        f"{', '.join(supported)}.")
     try:
         text = p.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM written by spreadsheet tools
     except UnicodeDecodeError as exc:
@@ -41,19 +60,11 @@ def read_records(path: str | os.PathLike, key: str, column_names: Sequence[str] 
                         "Fix: re-save the file as UTF-8.") from None
     except OSError as exc:
         raise UserError(f"{key}={path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from None
-    if suffix in (".csv", ".tsv"):
-        rows = _read_delimited(text, "\t" if suffix == ".tsv" else ",", path, key, column_names)
-    elif suffix == ".json":
-        rows = _read_json(text, path, key)
-    else:
-        rows = _read_jsonl(text, path, key)
-    if not rows:
-        raise UserError(f"{key}={path}: the file has no data rows, so this split is empty. "
-                        "Fix: point it at a file with examples.")
-    return rows
+    return text, suffix
 
 
-def _read_delimited(text: str, delimiter: str, path, key: str, column_names: Sequence[str] | None) -> list[dict]:
+def _read_delimited(text: str, delimiter: str, path, key: str, column_names: Sequence[str] | None,
+                    lines: list[int]) -> list[dict]:
     tsv = delimiter == "\t"
     kind = "TSV" if tsv else "CSV"
     # GLUE TSVs contain unbalanced quotes, so TSV fields are never quoted. strict=True turns CSV
@@ -80,6 +91,7 @@ def _read_delimited(text: str, delimiter: str, path, key: str, column_names: Seq
                 raise UserError(f"{key}={path}, line {start}: expected {len(header)} fields ({kind} columns "
                                 f"{header}) but found {len(fields)}. Fix: {hint}.")
             rows.append(dict(zip(header, map(str.strip, fields))))
+            lines.append(start)
     except csv.Error as exc:
         raise UserError(f"{key}={path}, line {line}: malformed {kind} ({exc}). "
                         "Fix: check the quoting of the row starting on that line.") from None
@@ -124,7 +136,7 @@ def _first_line_is_json(text: str) -> bool:
     return True
 
 
-def _read_jsonl(text: str, path, key: str) -> list[dict]:
+def _read_jsonl(text: str, path, key: str, lines: list[int] | None = None) -> list[dict]:
     rows: list[dict] = []
     # split("\n"), not splitlines(): JSON strings may hold raw U+2028 etc., which splitlines breaks on.
     for number, line in enumerate(text.split("\n"), start=1):
@@ -139,6 +151,8 @@ def _read_jsonl(text: str, path, key: str) -> list[dict]:
             raise UserError(f"{key}={path}, line {number}: a {type(item).__name__}, not a JSON object. "
                             "Fix: each line must be one JSON object with named fields.")
         rows.append(item)
+        if lines is not None:
+            lines.append(number)
     return rows
 
 
@@ -163,3 +177,46 @@ def require_columns(records: list[dict], columns: Mapping[str, str], path: str, 
         if absent:
             raise UserError(f"{key}={path}: row {i} (counting from 0) has no field for {', '.join(absent)}, "
                             f"though the first row has it. Fix: give every row the same fields.")
+
+
+CONLL_SUFFIXES = ("", ".conll", ".conllu", ".iob", ".bio", ".txt", ".train", ".testa", ".testb", ".dev", ".test")
+
+
+def read_conll(path: str | os.PathLike, key: str, tokens_column: str, tags_column: str,
+               tag_index: int = -1) -> tuple[list[dict], list[int]]:
+    """CoNLL column files: one word per line with whitespace-separated columns, a blank line ends a
+    sentence, `-DOCSTART-` lines separate documents and are skipped. The word is column 0, the tag
+    column `tag_index` (default: the last, as in CoNLL-2003's `word POS chunk NER`).
+
+    Returns rows {tokens_column: [...], tags_column: [...]} and the line each sentence starts on.
+    """
+    text, _ = read_text(path, key)
+    rows: list[dict] = []
+    lines: list[int] = []
+    words: list[str] = []
+    tags: list[str] = []
+    for number, line in enumerate(text.split("\n") + [""], start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                rows.append({tokens_column: words, tags_column: tags})
+                words, tags = [], []
+            continue
+        if len(fields) < 2:
+            raise UserError(f"{key}={path}, line {number}: expected a word and a tag (whitespace-separated "
+                            f"columns), found {line.strip()!r}. Fix: write one 'word ... TAG' per line and a "
+                            "blank line between sentences, or use JSON lines with tokens/tags lists.")
+        try:
+            tag = fields[tag_index]
+        except IndexError:
+            raise UserError(f"{key}={path}, line {number}: data.conll_tag_column={tag_index} but the line has "
+                            f"only {len(fields)} columns. Fix: pick a column that every line has "
+                            "(-1 = the last).") from None
+        if not words:
+            lines.append(number)
+        words.append(fields[0])
+        tags.append(tag)
+    if not rows:
+        raise UserError(f"{key}={path}: no sentences found, so this split is empty. Fix: point it at a "
+                        "CoNLL file (one 'word ... TAG' per line, blank line between sentences).")
+    return rows, lines

@@ -19,6 +19,9 @@ SINGLE = "single_label_classification"
 MULTI = "multi_label_classification"
 REGRESSION = "regression"
 PROBLEM_TYPES = ("auto", SINGLE, MULTI, REGRESSION)
+# The label spaces of the other head kinds (not inferred: each kind's datamodule makes its own).
+TOKEN_CLS = "token_classification"  # names = the tag list
+QUESTION_ANSWERING = "question_answering"  # no names: the targets are start/end positions
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt2tasks.datamodules.base import TaskDataModule
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace, encode_labels, infer_label_space
 
 
@@ -21,12 +21,12 @@ class SeqClsDataModule(TaskDataModule):
     def fit_label_space(self, rows: list[dict]) -> LabelSpace:
         return infer_label_space([r[self.spec.label_column] for r in rows], self.problem_type, self.label_names)
 
-    def encode_rows(self, rows: list[dict], split_key: str) -> dict[str, list]:
+    def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         s = self.spec
         columns: dict[str, list[Any]] = {"text": [_text(r[s.text_column]) for r in rows]}
         if s.text_pair_column:
             columns["text_pair"] = [_text(r[s.text_pair_column]) for r in rows]
-        columns["labels"] = encode_labels([r[s.label_column] for r in rows], self.label_space, split_key)
+        columns["labels"] = encode_labels([r[s.label_column] for r in rows], self.label_space, part.key)
         return columns
 
     def tokenize_batch(self, batch: dict[str, list]) -> dict[str, list]:
@@ -41,7 +41,7 @@ class SeqClsDataModule(TaskDataModule):
             second = tok(batch["text_pair"], add_special_tokens=False)["input_ids"]
             ids = [_join_pair(a, b, sep, max_length) for a, b in zip(first, second)]
         # An empty text still needs one position to classify from.
-        return {"input_ids": [seq or [tok.eos_token_id] for seq in ids]}
+        return {"input_ids": [seq or [tok.eos_token_id] for seq in ids], "labels": batch["labels"]}
 
 
 def _text(value: Any) -> str:

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import GPT2ForSequenceClassification, PreTrainedModel
+from transformers import GPT2ForQuestionAnswering, GPT2ForSequenceClassification, GPT2ForTokenClassification, PreTrainedModel
 
 from gpt2tasks.datamodules.base import TaskDataModule
+from gpt2tasks.datamodules.qa import QADataModule
 from gpt2tasks.datamodules.seq_cls import SeqClsDataModule
+from gpt2tasks.datamodules.token_cls import TokenClsDataModule
 from gpt2tasks.tasks.base import TaskModule
+from gpt2tasks.tasks.qa import QAModule
 from gpt2tasks.tasks.seq_cls import SeqClsModule
+from gpt2tasks.tasks.token_cls import TokenClsModule
 
 
 @dataclass(frozen=True)
@@ -24,4 +28,6 @@ class TaskKind:
 
 KINDS: dict[str, TaskKind] = {
     "seq_cls": TaskKind(GPT2ForSequenceClassification, SeqClsModule, SeqClsDataModule),
+    "token_cls": TaskKind(GPT2ForTokenClassification, TokenClsModule, TokenClsDataModule),
+    "qa": TaskKind(GPT2ForQuestionAnswering, QAModule, QADataModule),
 }

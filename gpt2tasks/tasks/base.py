@@ -23,6 +23,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from gpt2tasks.backbone import count_parameters
+from gpt2tasks.datamodules.labels import LabelSpace
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
@@ -47,6 +48,7 @@ class EvalSpec:
 
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     eval_sets: list[str] = field(default_factory=lambda: ["val"])  # one per val dataloader, in order
+    options: dict[str, Any] = field(default_factory=dict)  # the kind's `eval_options`, from task.*
 
 
 class TaskModule(L.LightningModule):
@@ -69,8 +71,36 @@ class TaskModule(L.LightningModule):
         """(mean loss, per-example outputs to keep for metrics: first dim = batch, incl. 'loss')."""
         raise NotImplementedError
 
-    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    #: task.* keys this kind's evaluation reads, with their defaults (e.g. the NER tag scheme)
+    eval_options: dict[str, Any] = {}
+
+    #: pad value per output field whose per-example length varies (token-level outputs): batches
+    #: are padded to a common length before they are joined. Fields not listed are fixed-size.
+    eval_pad_values: dict[str, float] = {}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
+        """Metrics of one whole eval set from its gathered outputs (sorted by idx). `eval_set` names
+        the split ("val", "val_<name>", "test") for kinds that need its raw examples."""
         raise NotImplementedError
+
+    @classmethod
+    def check_metrics(cls, names: list[str], label_space: LabelSpace, key: str = "task.metrics") -> None:
+        """Raise a UserError for metric names this kind cannot compute."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[str]:
+        """Problems with the kind's eval options (one message each, naming the task.* key)."""
+        return []
+
+    @staticmethod
+    def configure_head(config, label_space: LabelSpace) -> None:
+        """Write the task's fields (num_labels, id2label, ...) into the HF config before the model
+        is built: they travel with every checkpoint and export."""
+        raise NotImplementedError
+
+    def raw_examples(self, eval_set: str) -> list[dict]:
+        return self.trainer.datamodule.examples[eval_set]
 
     # ---- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -116,11 +146,11 @@ class TaskModule(L.LightningModule):
 
     def _finish(self, prefix_of: list[str]) -> None:
         for i, prefix in enumerate(prefix_of):
-            outputs = gather_by_idx(self._outputs.get(i, []))
+            outputs = gather_by_idx(self._outputs.get(i, []), self.eval_pad_values)
             if not len(outputs.get("idx", [])):
                 continue
             metrics = {f"{prefix}/{k}": v for k, v in
-                       {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs)}.items()}
+                       {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs, prefix)}.items()}
             self.latest_metrics.update(metrics)  # full precision, for metrics.json
             self.log_dict(metrics, prog_bar=prefix == "val", sync_dist=False)  # identical on every rank
         self._outputs = {}
@@ -159,18 +189,29 @@ class TaskModule(L.LightningModule):
         return f"{trainable:,} trainable / {total:,} parameters"
 
 
-def gather_by_idx(parts: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+def gather_by_idx(parts: list[dict[str, torch.Tensor]], pad_values: dict[str, float] | None = None
+                  ) -> dict[str, np.ndarray]:
     """Concatenate per-batch outputs from every rank; keep each example once, ordered by idx.
 
     Ranks may hold different numbers of examples (no sampler padding), so objects are gathered,
-    not fixed-shape tensors.
+    not fixed-shape tensors. Fields in `pad_values` (per-token outputs, whose length is each
+    batch's own) are right-padded to a common length first.
     """
-    local = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]} if parts else {}
+    pad_values = pad_values or {}
+
+    def join(name: str, arrays: list[np.ndarray]) -> np.ndarray:
+        if name in pad_values:
+            longest = max(a.shape[1] for a in arrays)
+            arrays = [np.pad(a, [(0, 0), (0, longest - a.shape[1])], constant_values=pad_values[name])
+                      for a in arrays]
+        return np.concatenate(arrays)
+
+    local = {k: join(k, [p[k].numpy() for p in parts]) for k in parts[0]} if parts else {}
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         everyone: list[dict[str, np.ndarray]] = [None] * dist.get_world_size()  # type: ignore[list-item]
         dist.all_gather_object(everyone, local)
         everyone = [d for d in everyone if d]
-        local = {k: np.concatenate([d[k] for d in everyone]) for k in everyone[0]} if everyone else {}
+        local = {k: join(k, [d[k] for d in everyone]) for k in everyone[0]} if everyone else {}
     if not local:
         return {}
     _, first = np.unique(local["idx"], return_index=True)  # sorted by idx, duplicates dropped

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2tasks.datamodules.labels import MULTI, REGRESSION
-from gpt2tasks.metrics import compute_metrics
+from gpt2tasks.metrics import check_metric_names, compute_metrics
 from gpt2tasks.tasks.base import TaskModule
 
 
@@ -40,15 +40,18 @@ class SeqClsModule(TaskModule):
             per_example = F.cross_entropy(logits, labels, reduction="none")
         return per_example.mean(), {"loss": per_example, "logits": logits, "labels": labels}
 
-    def compute_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
         labels = outputs["labels"]
         if self.problem_type not in (REGRESSION, MULTI):
             labels = labels.astype(np.int64)
         return compute_metrics(self.evaluation.metrics, self.problem_type, outputs["logits"], labels)
 
+    @classmethod
+    def check_metrics(cls, names: list[str], label_space, key: str = "task.metrics") -> None:
+        check_metric_names(names, label_space.problem_type, key=key)
+
     @staticmethod
     def configure_head(config, label_space) -> None:
-        """Task fields of the HF config: they travel with every export (id2label, problem_type)."""
         config.num_labels = label_space.num_labels
         config.id2label = label_space.id2label
         config.label2id = {name: i for i, name in label_space.id2label.items()}

@@ -1,0 +1,88 @@
+"""Token classification (NER) over GPT2ForTokenClassification; entity-level metrics over words.
+
+The module is the HF head as is (backbone -> dropout -> classifier on every position). Metrics
+are computed over words, not sub-tokens: each word's tag is the prediction at its first sub-token,
+gathered across the windows of its sentence, then scored with seqeval's (conlleval) chunking.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gpt2tasks.errors import UserError
+from gpt2tasks.metrics_ner import SCHEMES, ner_metrics
+from gpt2tasks.tasks.base import TaskModule
+
+METRICS = ("precision", "recall", "f1", "accuracy")
+
+
+class TokenClsModule(TaskModule):
+    eval_pad_values = {"preds": -100, "labels": -100, "word_ids": -1}
+    eval_options = {"tag_scheme": "IOB2"}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, C)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        labels = batch["labels"]  # (B, T), -100 on padding and on later sub-tokens
+        per_token = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # (B, T), 0 where -100
+        counts = (labels != -100).sum(-1)
+        # The HF head's loss: the mean over every labelled token of the batch.
+        loss = per_token.sum() / counts.sum().clamp(min=1)
+        word_ids = batch["word_ids"]
+        preds = logits.argmax(-1).masked_fill(word_ids < 0, -100)
+        per_example = per_token.sum(-1) / counts.clamp(min=1)
+        return loss, {"loss": per_example, "preds": preds, "labels": labels, "word_ids": word_ids,
+                      "example": batch["example"]}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
+        id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        preds = words_by_example(outputs["example"], outputs["word_ids"], outputs["preds"])
+        golds = words_by_example(outputs["example"], outputs["word_ids"], outputs["labels"])
+        true = [[id2label[int(t)] for t in golds[e]] for e in sorted(golds)]
+        pred = [[id2label[int(t)] for t in preds[e]] for e in sorted(golds)]
+        scores = ner_metrics(true, pred, scheme=self.evaluation.options["tag_scheme"])
+        overall = set(METRICS)
+        return {k: v for k, v in scores.items() if k in self.evaluation.metrics or k not in overall}
+
+    @classmethod
+    def check_metrics(cls, names: list[str], label_space, key: str = "task.metrics") -> None:
+        unknown = [n for n in names if n not in METRICS]
+        if unknown:
+            raise UserError(f"{key}: {unknown} are not token-classification metrics (valid: {', '.join(METRICS)}; "
+                            "per-entity-type <TYPE>_precision/_recall/_f1 are always reported).")
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[str]:
+        if options["tag_scheme"] not in SCHEMES:
+            return [f"task.tag_scheme={options['tag_scheme']!r} is not one of {', '.join(SCHEMES)}. "
+                    "Fix: IOB1 for the original CoNLL-2003 files, IOB2 for most others."]
+        return []
+
+    @staticmethod
+    def configure_head(config, label_space) -> None:
+        config.num_labels = len(label_space.names)
+        config.id2label = dict(enumerate(label_space.names))
+        config.label2id = {name: i for i, name in enumerate(label_space.names)}
+
+
+def words_by_example(examples: np.ndarray, word_ids: np.ndarray, values: np.ndarray) -> dict[int, list]:
+    """example -> the value at each word's first sub-token, in word order.
+
+    `examples` (n,), `word_ids` and `values` (n, T): one row per window, padded with word id -1.
+    Windows of an example hold consecutive, disjoint words, so sorting by word id restores order.
+    """
+    words: dict[int, dict[int, Any]] = defaultdict(dict)
+    for example, ids, vals in zip(examples, word_ids, values):
+        previous = -1
+        for w, v in zip(ids, vals):
+            if w >= 0 and w != previous:  # first sub-token of word w
+                words[int(example)].setdefault(int(w), v)
+            previous = w
+    return {e: [by_word[w] for w in sorted(by_word)] for e, by_word in words.items()}
