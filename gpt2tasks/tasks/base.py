@@ -24,6 +24,7 @@ from transformers import get_scheduler
 
 from gpt2tasks.backbone import count_parameters
 from gpt2tasks.datamodules.labels import LabelSpace
+from gpt2tasks.errors import UserError
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
@@ -83,10 +84,17 @@ class TaskModule(L.LightningModule):
         the split ("val", "val_<name>", "test") for kinds that need its raw examples."""
         raise NotImplementedError
 
+    #: kinds with a fixed metric set: the names task.metrics may list, and what else is reported
+    metric_names: tuple[str, ...] = ()
+    metric_note: str = ""
+
     @classmethod
     def check_metrics(cls, names: list[str], label_space: LabelSpace, key: str = "task.metrics") -> None:
         """Raise a UserError for metric names this kind cannot compute."""
-        raise NotImplementedError
+        unknown = [n for n in names if n not in cls.metric_names]
+        if unknown:
+            raise UserError(f"{key}: {unknown} are not metrics of this task kind (valid: "
+                            f"{', '.join(cls.metric_names)}; {cls.metric_note}).")
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:

@@ -15,15 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gpt2tasks.errors import UserError
 from gpt2tasks.metrics_qa import postprocess_qa, squad_metrics
 from gpt2tasks.tasks.base import TaskModule
 
-METRICS_V1 = ("exact_match", "f1")
-
-
 class QAModule(TaskModule):
     eval_pad_values = {"start_logits": -np.inf, "end_logits": -np.inf}
+    metric_names = ("exact_match", "f1")
+    metric_note = "with task.version_2=true the HasAns_/NoAns_ splits are always reported"
     eval_options = {"version_2": False, "n_best": 20, "max_answer_length": 30, "null_threshold": 0.0}
 
     def __init__(self, *args, **kwargs):
@@ -55,13 +53,6 @@ class QAModule(TaskModule):
         texts = [a.text for a in answers]
         self.latest_predictions[eval_set] = dict(zip(ids, texts))
         return squad_metrics(texts, golds, version_2=bool(opts["version_2"]))
-
-    @classmethod
-    def check_metrics(cls, names: list[str], label_space, key: str = "task.metrics") -> None:
-        unknown = [n for n in names if n not in METRICS_V1]
-        if unknown:
-            raise UserError(f"{key}: {unknown} are not question-answering metrics (valid: {', '.join(METRICS_V1)}; "
-                            "with task.version_2=true the HasAns_/NoAns_ splits are always reported).")
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gpt2tasks.errors import UserError
 from gpt2tasks.metrics_ner import SCHEMES, ner_metrics
 from gpt2tasks.tasks.base import TaskModule
 
@@ -23,6 +22,8 @@ METRICS = ("precision", "recall", "f1", "accuracy")
 
 class TokenClsModule(TaskModule):
     eval_pad_values = {"preds": -100, "labels": -100, "word_ids": -1}
+    metric_names = METRICS
+    metric_note = "per entity type, <TYPE>_precision/_recall/_f1 are always reported"
     eval_options = {"tag_scheme": "IOB2"}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -50,13 +51,6 @@ class TokenClsModule(TaskModule):
         scores = ner_metrics(true, pred, scheme=self.evaluation.options["tag_scheme"])
         overall = set(METRICS)
         return {k: v for k, v in scores.items() if k in self.evaluation.metrics or k not in overall}
-
-    @classmethod
-    def check_metrics(cls, names: list[str], label_space, key: str = "task.metrics") -> None:
-        unknown = [n for n in names if n not in METRICS]
-        if unknown:
-            raise UserError(f"{key}: {unknown} are not token-classification metrics (valid: {', '.join(METRICS)}; "
-                            "per-entity-type <TYPE>_precision/_recall/_f1 are always reported).")
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
