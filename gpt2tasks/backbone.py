@@ -9,6 +9,7 @@ entry points can build models directly. The two GPT-2 facts handled here:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class ModelSpec:
     pad_token: str = "eos"  # "eos" (reuse eos as pad) or "add" (new <|pad|> token, resized embeddings)
     attn_implementation: str = "sdpa"
     config_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {resid_pdrop: 0.0}
+    gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30% slower
+    compile: bool = False  # torch.compile the backbone (in place: checkpoint keys do not change)
 
     @property
     def tokenizer_source(self) -> str:
@@ -132,6 +135,10 @@ def load_model_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> GP
     if spec.attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise UserError(f"model.attn_implementation={spec.attn_implementation!r} is not one of "
                         f"{ATTN_IMPLEMENTATIONS}. Fix: model.attn_implementation=sdpa.")
+    if spec.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise UserError("model.attn_implementation=flash_attention_2 needs the flash-attn package (CUDA only), "
+                        "which is not installed. Fix: `pip install flash-attn --no-build-isolation` on a GPU "
+                        "machine, or model.attn_implementation=sdpa (PyTorch's fused attention, the default).")
     return config
 
 
@@ -156,6 +163,10 @@ def build_model(head_cls: type[PreTrainedModel], spec: ModelSpec, config: GPT2Co
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # A dedicated pad token was added: grow wte (and the tied lm_head) by the new rows.
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if spec.gradient_checkpointing:
+        # Non-reentrant checkpointing: correct when the embeddings are frozen (LoRA), where the
+        # reentrant variant would see no input that requires grad and drop the adapters' gradients.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 

@@ -22,6 +22,7 @@ from gpt2tasks.config import normalize_precision
 from gpt2tasks.datamodules.base import DataSpec, TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
+from gpt2tasks.lora import LoraSpec, apply_lora
 from gpt2tasks.tasks import KINDS
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
 
@@ -39,6 +40,11 @@ def _spec(cls, node: DictConfig):
 
 def model_spec(cfg: DictConfig) -> ModelSpec:
     return _spec(ModelSpec, cfg.model)
+
+
+def lora_spec(cfg: DictConfig) -> LoraSpec:
+    # Checkpoints written before LoRA existed have no peft block: full fine-tuning.
+    return _spec(LoraSpec, cfg.peft) if cfg.get("peft") is not None else LoraSpec()
 
 
 def data_spec(cfg: DictConfig, max_length: int) -> DataSpec:
@@ -94,10 +100,27 @@ def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule, TaskModule, Pre
     kind = KINDS[cfg.task.kind]
     kind.module.configure_head(config, datamodule.label_space)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # same init for the same seed
+    # Token rows the tokenizer adds beyond the checkpoint's vocabulary (e.g. model.pad_token=add):
+    # new, so they train even under LoRA.
+    new_token_ids = list(range(config.vocab_size, len(tokenizer)))
     model = build_model(kind.head, spec, config, tokenizer)
     run_info = {"kind": cfg.task.kind, "config": _plain(cfg), "hf_config": model.config.to_dict(),
-                "label_space": datamodule.label_space.to_dict(), "tokenizer_files": tokenizer_files(tokenizer)}
+                "label_space": datamodule.label_space.to_dict(), "tokenizer_files": tokenizer_files(tokenizer),
+                "new_token_ids": new_token_ids}
+    model = adapt_model(cfg, model, new_token_ids)
     return datamodule, build_module(cfg, model, datamodule, run_info), tokenizer
+
+
+def adapt_model(cfg: DictConfig, model, new_token_ids: list[int]):
+    """The training-time wrappers around the HF head model: LoRA adapters, then torch.compile."""
+    lora = lora_spec(cfg)
+    if lora.enabled:
+        model = apply_lora(model, lora, KINDS[cfg.task.kind].module.head_modules, new_token_ids)
+    if model_spec(cfg).compile:
+        # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the eager
+        # model. Only the backbone: it is where the time goes, and heads differ per kind.
+        model.transformer.compile()
+    return model
 
 
 def build_from_checkpoint(cfg: DictConfig, info: dict) -> tuple[TaskDataModule, TaskModule]:
@@ -109,6 +132,7 @@ def build_from_checkpoint(cfg: DictConfig, info: dict) -> tuple[TaskDataModule, 
     datamodule.setup("validate")
     kind = KINDS[cfg.task.kind]
     model = build_model(kind.head, model_spec(cfg), config, tokenizer, from_checkpoint=False)
+    model = adapt_model(cfg, model, info.get("new_token_ids", []))
     return datamodule, build_module(cfg, model, datamodule, info)
 
 

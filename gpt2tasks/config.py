@@ -86,6 +86,11 @@ def validate_config(cfg: DictConfig) -> None:
     need((max_steps is not None and max_steps > 0) or (max_epochs is not None and max_epochs > 0),
          "trainer.max_epochs and trainer.max_steps are both unset/non-positive: training would never stop "
          "or never start. Fix: trainer.max_epochs=3 or trainer.max_steps=1000.")
+    if cfg.get("peft") is not None:
+        from gpt2tasks.build import lora_spec
+        from gpt2tasks.lora import check_spec
+
+        problems += check_spec(lora_spec(cfg))
     need(cfg.logger.kind in LOGGERS, f"logger.kind={cfg.logger.kind!r} is not one of {LOGGERS}.")
     need(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other. Fix: pick one.")
 

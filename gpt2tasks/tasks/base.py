@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import get_scheduler
 
+from gpt2tasks import lora
 from gpt2tasks.backbone import count_parameters
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
@@ -71,6 +72,9 @@ class TaskModule(L.LightningModule):
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(mean loss, per-example outputs to keep for metrics: first dim = batch, incl. 'loss')."""
         raise NotImplementedError
+
+    #: the HF head's own new layers (trained in full and saved under LoRA), e.g. ("score",)
+    head_modules: tuple[str, ...] = ()
 
     #: task.* keys this kind's evaluation reads, with their defaults (e.g. the NER tag scheme)
     eval_options: dict[str, Any] = {}
@@ -194,7 +198,7 @@ class TaskModule(L.LightningModule):
 
     def parameter_summary(self) -> str:
         trainable, total = count_parameters(self.model)
-        return f"{trainable:,} trainable / {total:,} parameters"
+        return f"{trainable:,} trainable / {total:,} parameters ({100 * trainable / max(total, 1):.2f}%); {lora.describe(self.model)}"
 
 
 def gather_by_idx(parts: list[dict[str, torch.Tensor]], pad_values: dict[str, float] | None = None

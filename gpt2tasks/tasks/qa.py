@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from gpt2tasks.metrics_qa import postprocess_qa, squad_metrics
 from gpt2tasks.tasks.base import TaskModule
 
+
 class QAModule(TaskModule):
+    head_modules = ("qa_outputs",)
     eval_pad_values = {"start_logits": -np.inf, "end_logits": -np.inf}
     metric_names = ("exact_match", "f1")
     metric_note = "with task.version_2=true the HasAns_/NoAns_ splits are always reported"

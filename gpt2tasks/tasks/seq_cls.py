@@ -17,6 +17,8 @@ from gpt2tasks.tasks.base import TaskModule
 
 
 class SeqClsModule(TaskModule):
+    head_modules = ("score",)
+
     @property
     def problem_type(self) -> str:
         return self.model.config.problem_type

@@ -1,0 +1,137 @@
+"""LoRA on GPT-2 through `peft`: the only module that imports it.
+
+GPT-2 facts handled here:
+- Its projections are `Conv1D` (weights stored in x out), so adapters need `fan_in_fan_out=True`.
+- `c_proj` names two different layers (attention output and MLP output), so targets are matched by
+  their parent too: `attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj` (a bare `c_proj` means both).
+- The task head (`score`, `classifier`, `qa_outputs`, `multiple_choice_head`) is new: it stays
+  fully trainable and is saved (`modules_to_save`). Token rows added to the vocabulary (a dedicated
+  pad or summary token) are new too: only those rows of `wte` train (`trainable_token_indices`),
+  not the whole embedding matrix.
+The wrapped model is a `peft.PeftModel`; it forwards attribute access to the HF model, so task
+modules keep using `model.transformer`, `model.score`, `model.config` unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from gpt2tasks.errors import UserError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("none", "lora")
+# Target presets by GPT-2 module name (matched as a suffix of the full module path).
+TARGET_PRESETS = {
+    "attention": ["attn.c_attn", "attn.c_proj"],
+    "attention_mlp": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
+}
+# Every name a target may use: the four projections, alone or with their parent module.
+VALID_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+BIAS_CHOICES = ("none", "all", "lora_only")
+
+
+@dataclass
+class LoraSpec:
+    """What `peft.*` in the config says."""
+
+    method: str = "none"  # none | lora
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.05
+    targets: str | list[str] = "attention_mlp"  # a preset name or a list of module names
+    bias: str = "none"  # none | all | lora_only (which biases train besides the head)
+    extra_trainable: list[str] = field(default_factory=list)  # more modules trained in full (e.g. ln_f)
+
+    @property
+    def enabled(self) -> bool:
+        return self.method == "lora"
+
+    @property
+    def target_modules(self) -> list[str]:
+        if isinstance(self.targets, str):
+            return list(TARGET_PRESETS.get(self.targets, [self.targets]))
+        return [str(t) for t in self.targets]
+
+
+def check_spec(spec: LoraSpec) -> list[str]:
+    """Problems with `peft.*`, one message each naming the key and the fix (for validate_config)."""
+    problems = []
+    if spec.method not in METHODS:
+        problems.append(f"peft.method={spec.method!r} is not one of {', '.join(METHODS)}. Fix: peft=lora or peft=none.")
+    if not spec.enabled:
+        return problems
+    if not isinstance(spec.r, int) or isinstance(spec.r, bool) or spec.r <= 0:
+        problems.append(f"peft.r={spec.r!r} must be a positive integer (the adapter rank). Fix: e.g. peft.r=8.")
+    if not isinstance(spec.alpha, (int, float)) or spec.alpha <= 0:
+        problems.append(f"peft.alpha={spec.alpha!r} must be a positive number (adapters scale by alpha / r). "
+                        "Fix: e.g. peft.alpha=16.")
+    if not isinstance(spec.dropout, (int, float)) or not 0 <= spec.dropout < 1:
+        problems.append(f"peft.dropout={spec.dropout!r} must be in [0, 1). Fix: e.g. peft.dropout=0.05.")
+    if spec.bias not in BIAS_CHOICES:
+        problems.append(f"peft.bias={spec.bias!r} is not one of {', '.join(BIAS_CHOICES)}. Fix: peft.bias=none.")
+    targets = spec.target_modules
+    unknown = [t for t in targets if t not in VALID_TARGETS]
+    if not targets or unknown:
+        problems.append(
+            f"peft.targets={spec.targets!r}: {unknown or 'no modules'} {'is' if len(unknown) == 1 else 'are'} not "
+            f"GPT-2 projection(s). Fix: a preset ({', '.join(TARGET_PRESETS)}) or a list of "
+            f"{', '.join(VALID_TARGETS)} (c_proj alone means both the attention and the MLP output).")
+    return problems
+
+
+def apply_lora(model: nn.Module, spec: LoraSpec, head_modules: Sequence[str], new_token_ids: Sequence[int] = ()):
+    """Wrap the HF model with LoRA adapters: adapters + head (+ new token rows) train, the rest is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    problems = check_spec(spec)
+    if problems:
+        raise UserError(" ".join(problems))
+    # Only module names the model really has, so a typo in extra_trainable is caught here.
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in spec.extra_trainable if m not in names]
+    if missing:
+        raise UserError(f"peft.extra_trainable={missing}: this model has no such module. Fix: use module names "
+                        "of GPT-2, e.g. ln_f, wpe, or leave it empty.")
+    config = LoraConfig(
+        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=spec.target_modules,
+        fan_in_fan_out=True,  # GPT-2's Conv1D stores weights in x out
+        bias=spec.bias, modules_to_save=[*head_modules, *spec.extra_trainable] or None,
+        trainable_token_indices={"wte": list(new_token_ids)} if new_token_ids else None,
+    )
+    wrapped = get_peft_model(model, config)
+    wrapped.train()
+    return wrapped
+
+
+def targeted_modules(model: nn.Module) -> list[str]:
+    """Full names of the modules carrying LoRA adapters (empty for a plain model)."""
+    return [name for name, module in model.named_modules() if hasattr(module, "lora_A") and len(module.lora_A)]
+
+
+def describe(model: nn.Module) -> str:
+    """One line for the start-up log: which modules are adapted, and which train in full."""
+    targets = targeted_modules(model)
+    if not targets:
+        return "no LoRA (full fine-tuning)"
+    kinds = sorted({".".join(n.split(".")[-2:]) for n in targets})
+    layers = len({n.split(".h.")[1].split(".")[0] for n in targets if ".h." in n})
+    full = sorted({n.split(".")[-2] for n, p in model.named_parameters()
+                   if p.requires_grad and "lora_" not in n and "modules_to_save" in n})
+    tokens = any("trainable_tokens" in n for n, p in model.named_parameters() if p.requires_grad)
+    return (f"LoRA on {len(targets)} modules ({', '.join(kinds)} in {layers} layers); trained in full: "
+            f"{', '.join(full) or 'nothing'}{'; new token rows of wte' if tokens else ''}")
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """The plain HF model with the adapters folded into its weights (outputs unchanged)."""
+    # A plain model (no LoRA, or merged already) is returned as it is: merging twice changes nothing.
+    return model.merge_and_unload() if is_lora(model) else model
+
+
+def is_lora(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
