@@ -142,3 +142,13 @@ def test_bad_input_messages(tmp_path, tiny_tokenizer, caplog):
     dm = LanguageModelingDataModule(DataSpec(train_file=str(path), validation_file=str(path)), tiny_tokenizer)
     with pytest.raises(UserError, match=r"line 1: data.text_column='text' holds a list, not text"):
         dm.setup("fit")
+
+
+def test_block_size_is_checked_before_any_data_is_read(cfg_factory, tmp_path):
+    from gpt2tasks.train import train
+
+    with pytest.raises(UserError, match=r"data.block_size=2048 must be .* n_positions=1024"):
+        train(cfg_factory("task=sample_lm", "data.block_size=2048", output_dir=tmp_path / "big"))
+    with pytest.raises(UserError, match=r"data.block_size=1 must be an integer >= 2"):
+        train(cfg_factory("task=sample_lm", "data.block_size=1", output_dir=tmp_path / "small"))
+    assert not (tmp_path / "big").exists() and not (tmp_path / "small").exists()
