@@ -77,7 +77,8 @@ class LanguageModelingDataModule(TaskDataModule):
         return {"text": texts}
 
     def preprocessing_params(self) -> dict[str, Any]:
-        return {"block_size": self.spec.block_size, "packing": self.spec.packing}
+        # line_by_line changes the rows read from the same file, so it belongs in the cache key too
+        return {"block_size": self.spec.block_size, "packing": self.spec.packing, "line_by_line": self.spec.line_by_line}
 
     def tokenize_batch(self, batch: dict[str, list]) -> dict[str, list]:
         eos = self.tokenizer.eos_token_id

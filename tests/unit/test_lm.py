@@ -25,8 +25,9 @@ DOCS = ["the movie was great and the cast was charming .",
 
 
 def datamodule(tmp_path, tokenizer, lines=DOCS, **spec):
-    path = tmp_path / "train.txt"
-    path.write_text("\n".join(lines) + "\n")
+    path, text = tmp_path / "train.txt", "\n".join(lines) + "\n"
+    if not path.exists() or path.read_text() != text:  # same file (size, mtime) for the cache tests
+        path.write_text(text)
     dm = LanguageModelingDataModule(DataSpec(train_file=str(path), validation_file=str(path),
                                              cache_dir=str(tmp_path / "cache"), **spec), tokenizer)
     dm.setup("fit")
@@ -63,6 +64,7 @@ def test_unpacked_rows_are_documents_split_into_windows(tmp_path, tiny_tokenizer
 
 
 def test_whole_file_and_jsonl_text_column(tmp_path, tiny_tokenizer):
+    datamodule(tmp_path, tiny_tokenizer, block_size=1024)  # line by line first, into the same cache
     dm = datamodule(tmp_path, tiny_tokenizer, line_by_line=False, block_size=1024)
     text = "\n".join(DOCS) + "\n"
     assert dm.datasets["train"].rows[0]["input_ids"] == tiny_tokenizer(text)["input_ids"] + [tiny_tokenizer.eos_token_id]
@@ -152,3 +154,11 @@ def test_block_size_is_checked_before_any_data_is_read(cfg_factory, tmp_path):
     with pytest.raises(UserError, match=r"data.block_size=1 must be an integer >= 2"):
         train(cfg_factory("task=sample_lm", "data.block_size=1", output_dir=tmp_path / "small"))
     assert not (tmp_path / "big").exists() and not (tmp_path / "small").exists()
+
+
+def test_line_by_line_is_part_of_the_cache_key(tmp_path, tiny_tokenizer):
+    # One line: both modes read one row from the same file, but whole-file mode keeps the newline.
+    by_line = datamodule(tmp_path, tiny_tokenizer, lines=["one line ."]).datasets["train"].rows
+    whole = datamodule(tmp_path, tiny_tokenizer, lines=["one line ."], line_by_line=False).datasets["train"].rows
+    assert whole[0]["input_ids"] == tiny_tokenizer("one line .\n")["input_ids"] + [tiny_tokenizer.eos_token_id]
+    assert by_line[0]["input_ids"] != whole[0]["input_ids"]
