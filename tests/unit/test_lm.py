@@ -162,3 +162,11 @@ def test_line_by_line_is_part_of_the_cache_key(tmp_path, tiny_tokenizer):
     whole = datamodule(tmp_path, tiny_tokenizer, lines=["one line ."], line_by_line=False).datasets["train"].rows
     assert whole[0]["input_ids"] == tiny_tokenizer("one line .\n")["input_ids"] + [tiny_tokenizer.eos_token_id]
     assert by_line[0]["input_ids"] != whole[0]["input_ids"]
+
+
+def test_sample_options_are_checked():
+    problems = LanguageModelingModule.check_options({"sample_prompts": "The", "sample_max_new_tokens": 0,
+                                                     "sample_top_p": 1.5})
+    assert [p.split("=")[0] for p in problems] == ["task.sample_prompts", "task.sample_max_new_tokens",
+                                                   "task.sample_top_p"]
+    assert LanguageModelingModule.check_options(LanguageModelingModule.eval_options) == []
