@@ -68,8 +68,10 @@ def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config
                      label_space: LabelSpace | None = None) -> TaskDataModule:
     kind = KINDS[cfg.task.kind]
     spec = data_spec(cfg, clamp_max_length(int(cfg.data.max_length), config))
-    return kind.datamodule(spec, tokenizer, seed=int(cfg.seed), label_space=label_space,
-                           label_names=_plain(cfg.task.label_names), problem_type=cfg.task.problem_type)
+    datamodule = kind.datamodule(spec, tokenizer, seed=int(cfg.seed), label_space=label_space,
+                                 label_names=_plain(cfg.task.label_names), problem_type=cfg.task.problem_type)
+    datamodule.check_model_limits(n_positions(config))
+    return datamodule
 
 
 def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: dict | None = None) -> TaskModule:

@@ -61,6 +61,9 @@ def validate_config(cfg: DictConfig) -> None:
         need(not unknown, f"task.metrics: {unknown} are not metrics for {task.problem_type} "
                           f"(valid: {', '.join(available_metrics(task.problem_type))}).")
 
+    if task.kind == "lm":  # the upper bound (the model's n_positions) is checked once the model config is known
+        need(_is_int(data.block_size) and data.block_size >= 2,
+             f"data.block_size={data.block_size!r} must be an integer >= 2 (tokens per row). Fix: e.g. data.block_size=128.")
     for key in ("batch_size", "max_length"):
         need(_is_int(data[key]) and data[key] >= 1, f"data.{key}={data[key]!r} must be a positive integer.")
     need(data.eval_batch_size is None or (_is_int(data.eval_batch_size) and data.eval_batch_size >= 1),

@@ -73,6 +73,10 @@ class DataSpec:
     doc_stride: int = 64  # tokens shared by consecutive windows of a long context
     max_question_length: int = 64  # longer questions are cut to their first tokens
     max_bad_answer_fraction: float = 0.01  # answer_start not matching the text: refuse above this share
+    # language modelling
+    block_size: int = 128  # tokens per training row (<= the model's n_positions)
+    packing: bool = True  # join documents with eos and cut into blocks; false: one document per row, padded
+    line_by_line: bool = True  # TXT files: one document per line; false: the whole file is one document
     max_length: int = 128
     batch_size: int = 32  # per device; the effective batch is logged at start
     eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to keep)
@@ -115,6 +119,9 @@ class TaskDataModule(L.LightningDataModule):
     padded_fields: dict[str, int] = {}
     #: per-row fields kept for metrics but never batched (e.g. QA character offsets)
     unbatched_fields: tuple[str, ...] = ()
+    #: rows per tokenize_batch call (datasets.map); None = the whole split at once, for kinds whose
+    #: rows depend on the whole split (LM packing cuts one token stream into blocks)
+    map_batch_size: int | None = 1000
 
     def __init__(self, spec: DataSpec, tokenizer, seed: int = 0, label_space: LabelSpace | None = None,
                  label_names: list[str] | None = None, problem_type: str = "auto"):
@@ -154,6 +161,9 @@ class TaskDataModule(L.LightningDataModule):
     def preprocessing_params(self) -> dict[str, Any]:
         """Everything tokenize_batch depends on besides the data and tokenizer (cache key)."""
         return {"max_length": self.spec.max_length, "pair_separator": self.spec.pair_separator}
+
+    def check_model_limits(self, n_positions: int) -> None:
+        """Raise a UserError for data keys the model cannot take (called before loading any data)."""
 
     # ---- loading ------------------------------------------------------------------------------
     def _sources(self) -> dict[str, tuple[str, str | None, str | None]]:
@@ -254,7 +264,8 @@ class TaskDataModule(L.LightningDataModule):
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
         ds = datasets.Dataset.from_dict(columns)
-        ds = ds.map(self.tokenize_batch, batched=True, remove_columns=list(columns), desc=f"Tokenizing {split}",
+        ds = ds.map(self.tokenize_batch, batched=True, batch_size=self.map_batch_size, remove_columns=list(columns),
+                    desc=f"Tokenizing {split}",
                     cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
                     load_from_cache_file=True)
         return ListDataset([{**row, "idx": i} for i, row in enumerate(ds.to_list())])

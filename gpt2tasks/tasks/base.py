@@ -161,6 +161,7 @@ class TaskModule(L.LightningModule):
             outputs = gather_by_idx(self._outputs.get(i, []), self.eval_pad_values)
             if not len(outputs.get("idx", [])):
                 continue
+            # loss: the mean of per-example losses, unless compute_metrics returns its own (LM: per token)
             metrics = {f"{prefix}/{k}": v for k, v in
                        {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs, prefix)}.items()}
             self.latest_metrics.update(metrics)  # full precision, for metrics.json

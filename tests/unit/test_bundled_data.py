@@ -52,3 +52,14 @@ def test_tokenizer_is_a_gpt2_style_byte_level_bpe():
     assert tok.eos_token == "<|endoftext|>" and tok.pad_token is None
     assert tok("<|endoftext|>")["input_ids"] == [tok.eos_token_id]
     assert tok.tokenize("the movie")[1].startswith("Ġ")  # GPT-2's space marker, no prefix space
+
+
+def test_lm_sample_is_what_the_script_makes(tmp_path):
+    subprocess.run([sys.executable, REPO / "scripts" / "make_sample_lm.py", "--out-dir", tmp_path], check=True,
+                   capture_output=True)
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == ["test.txt", "train.txt", "validation.txt"]
+    for name in made:
+        committed = REPO / "data" / "sample_lm" / name
+        assert (tmp_path / name).read_bytes() == committed.read_bytes(), f"{committed} differs from what scripts/ make"
+    assert sum((REPO / "data" / "sample_lm" / n).stat().st_size for n in made) < 1_000_000

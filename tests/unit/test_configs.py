@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2ForSequenceClassification
 
-from gpt2tasks.backbone import load_model_config, load_tokenizer
+from gpt2tasks.backbone import load_model_config, load_tokenizer, n_positions
 from gpt2tasks.build import data_spec, model_spec, trainer_kwargs
 from gpt2tasks.config import validate_config
 from gpt2tasks.datamodules.labels import LabelSpace
@@ -28,6 +28,7 @@ GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
 
 def test_contract_names_are_shipped():
     assert set(GLUE) <= set(TASKS) and {"text_classification", "sample_sentiment"} <= set(TASKS)
+    assert {"wikitext2", "language_modeling", "sample_lm"} <= set(TASKS)
     assert set(MODELS) == {"tiny", "distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"}
 
 
@@ -44,6 +45,7 @@ def test_each_task_composes_and_instantiates_on_tiny(task, tmp_path, tiny_tokeni
     datamodule = kind.datamodule(spec, tiny_tokenizer, label_names=cfg.task.label_names)
     assert datamodule.spec.text_column
     config = load_model_config(model_spec(cfg), tiny_tokenizer)
+    datamodule.check_model_limits(n_positions(config))  # e.g. the LM block size fits the model
     names = list(cfg.task.label_names or ["a", "b"])
     problem = "regression" if cfg.task.problem_type == "regression" else "single_label_classification"
     kind.module.configure_head(config, LabelSpace(problem, [] if problem == "regression" else names))

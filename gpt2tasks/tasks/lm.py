@@ -1,0 +1,140 @@
+"""Causal language modelling over GPT2LMHeadModel: per-token loss, exact corpus perplexity, samples.
+
+Loss: position t predicts token t+1. Targets are masked by the attention mask, never by token id:
+pad = eos, and a document's real eos must still be predicted. On an unpadded batch the loss equals
+the HF head's `labels=input_ids` loss (the mean over every predicted token of the batch).
+Evaluation keeps, per row, the summed NLL and the number of predicted tokens, so the split's
+`loss` (mean NLL per token) and `perplexity` = exp(loss) are computed once over the whole split,
+exactly -- never as a mean of per-batch values.
+During training, each validation also logs a few continuations of `task.sample_prompts` (greedy and
+top-p), on rank 0 only, with a fixed seed that leaves the training RNG untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.utils import logging as hf_logging
+
+from gpt2tasks.tasks.base import TaskModule
+
+log = logging.getLogger(__name__)
+
+
+class LanguageModelingModule(TaskModule):
+    metric_names = ("perplexity",)
+    metric_note = "loss is the mean NLL per predicted token, perplexity = exp(loss)"
+    eval_options = {"sample_prompts": [], "sample_max_new_tokens": 24, "sample_top_p": 0.9}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        logits = self(input_ids, attention_mask)[:, :-1].float()  # (B, T-1, V): position t predicts t+1
+        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1), padding ignored
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T-1), 0 where ignored
+        tokens = (targets != -100).sum(-1)  # (B,) predicted tokens per row
+        nll_sum = nll.sum(-1)  # (B,)
+        loss = nll_sum.sum() / tokens.sum().clamp(min=1)
+        return loss, {"loss": nll_sum / tokens.clamp(min=1), "nll": nll_sum, "tokens": tokens}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
+        return corpus_metrics(outputs["nll"], outputs["tokens"])
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[str]:
+        problems = []
+        prompts = options["sample_prompts"]
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            problems.append(f"task.sample_prompts={prompts!r} must be a list of strings ([] turns samples off).")
+        n = options["sample_max_new_tokens"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            problems.append(f"task.sample_max_new_tokens={n!r} must be a positive integer.")
+        top_p = options["sample_top_p"]
+        if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1:
+            problems.append(f"task.sample_top_p={top_p!r} must be in (0, 1].")
+        return problems
+
+    @staticmethod
+    def configure_head(config, label_space) -> None:
+        """The LM head is the tied `wte`: nothing to add."""
+
+    # ---- samples ------------------------------------------------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        trainer = self.trainer
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.is_global_zero:
+            self.log_samples()
+
+    def log_samples(self) -> list[tuple[str, str, str]]:
+        """Log (prompt, greedy, top-p) continuations of task.sample_prompts to the console and, when
+        the logger takes text (wandb, tensorboard), as text."""
+        opts = self.evaluation.options
+        rows = self.sample(self.trainer.datamodule.tokenizer, opts["sample_prompts"],
+                           int(opts["sample_max_new_tokens"]), float(opts["sample_top_p"]))
+        step = self.global_step
+        for prompt, greedy, top_p in rows:
+            log.info("sample at step %d: %r -> greedy %r | top-p %r", step, prompt, greedy, top_p)
+        for logger in self.loggers if rows else []:
+            if hasattr(logger, "log_text"):  # wandb
+                logger.log_text(key="val/samples", columns=["prompt", "greedy", "top_p"], data=[list(r) for r in rows],
+                                step=step)
+            elif hasattr(getattr(logger, "experiment", None), "add_text"):  # tensorboard
+                table = "\n".join(f"| {p!r} | {g!r} | {t!r} |" for p, g, t in rows)
+                logger.experiment.add_text("val/samples", "| prompt | greedy | top-p |\n|---|---|---|\n" + table, step)
+        return rows
+
+    @torch.no_grad()
+    def sample(self, tokenizer, prompts: list[str], max_new_tokens: int, top_p: float) -> list[tuple[str, str, str]]:
+        """(prompt, greedy continuation, top-p continuation) per prompt, one prompt at a time (no padding)."""
+        limit = self.model.config.n_positions - max_new_tokens
+        rows = []
+        # generate() drops an all-ones attention mask, and GPT-2 then warns that pad (= eos) may mean
+        # padding; these prompts are never padded, so the warning would only mislead.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        # A fixed seed makes top-p samples comparable between validations; fork_rng keeps them from
+        # shifting the training RNG (a resumed run must match an uninterrupted one).
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(0)
+                for prompt in prompts:
+                    # eos first: in training, every document after the first starts right after an eos.
+                    ids = [tokenizer.eos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+                    ids = torch.tensor([ids[-limit:]], device=self.device)  # (1, P)
+                    texts = []
+                    for how in ({"do_sample": False}, {"do_sample": True, "top_p": top_p, "top_k": 0}):
+                        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                                  max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                                  num_beams=1, **how)  # (1, P + new)
+                        texts.append(tokenizer.decode(out[0, ids.shape[1]:].tolist()))
+                    rows.append((prompt, *texts))
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        return rows
+
+
+def corpus_metrics(nll: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
+    """loss = total NLL / total predicted tokens over the split; perplexity = exp(loss)."""
+    total, count = float(np.sum(nll, dtype=np.float64)), int(np.sum(tokens, dtype=np.int64))
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
+
+
+def unigram_perplexity(train_tokens: Iterable[int], eval_tokens: Iterable[int], vocab_size: int) -> float:
+    """Perplexity of eval_tokens under the training tokens' unigram distribution (add-one smoothed
+    over the vocabulary): the baseline a language model must beat by using context."""
+    counts = Counter(train_tokens)
+    total = sum(counts.values()) + vocab_size
+    eval_tokens = list(eval_tokens)
+    nll = -sum(math.log((counts[t] + 1) / total) for t in eval_tokens)
+    return math.exp(nll / len(eval_tokens))
