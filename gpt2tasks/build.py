@@ -108,9 +108,18 @@ def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule, TaskModule, Pre
     model = build_model(kind.head, spec, config, tokenizer)
     run_info = {"kind": cfg.task.kind, "config": _plain(cfg), "hf_config": model.config.to_dict(),
                 "label_space": datamodule.label_space.to_dict(), "tokenizer_files": tokenizer_files(tokenizer),
-                "new_token_ids": new_token_ids}
+                "new_token_ids": new_token_ids, "frozen_base_from": lean_checkpoint_base(cfg, new_token_ids)}
     model = adapt_model(cfg, model, new_token_ids)
     return datamodule, build_module(cfg, model, datamodule, run_info), tokenizer
+
+
+def lean_checkpoint_base(cfg: DictConfig, new_token_ids: list[int]) -> str | None:
+    """The checkpoint the frozen base weights can be reloaded from, when checkpoints may leave them
+    out: LoRA over pretrained weights. Not with added token rows (their base rows are random init)."""
+    spec = model_spec(cfg)
+    if lora_spec(cfg).enabled and spec.pretrained and spec.name_or_path and not new_token_ids:
+        return str(spec.name_or_path)
+    return None
 
 
 def adapt_model(cfg: DictConfig, model, new_token_ids: list[int]):
@@ -133,7 +142,9 @@ def build_from_checkpoint(cfg: DictConfig, info: dict) -> tuple[TaskDataModule, 
     datamodule = build_datamodule(cfg, tokenizer, config, label_space=label_space)
     datamodule.setup("validate")
     kind = KINDS[cfg.task.kind]
-    model = build_model(kind.head, model_spec(cfg), config, tokenizer, from_checkpoint=False)
+    # A lean LoRA checkpoint holds no frozen base weights: load them from the base checkpoint again.
+    model = build_model(kind.head, model_spec(cfg), config, tokenizer,
+                        from_checkpoint=bool(info.get("frozen_base_from")))
     model = adapt_model(cfg, model, info.get("new_token_ids", []))
     return datamodule, build_module(cfg, model, datamodule, info)
 

@@ -69,6 +69,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     cfg = apply_overrides(info["config"], list(overrides))
     validate_config(cfg)
     datamodule, module = build_from_checkpoint(cfg, info)
+    module.complete_state_dict(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     kwargs = trainer_kwargs(cfg)
     for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",

@@ -191,11 +191,25 @@ class TaskModule(L.LightningModule):
         # RNG states make a resumed run continue exactly like an uninterrupted one (dropout, the
         # dataloader's base seed); run_info makes the checkpoint self-contained for `eval`.
         checkpoint["gpt2tasks"] = {**self.run_info, "rng": _rng_state()}
+        if self.run_info.get("frozen_base_from"):
+            # LoRA over a base loaded from a checkpoint: the frozen weights can be reloaded from
+            # there, so they are not stored again (a gpt2-xl LoRA checkpoint: MBs, not 6 GB).
+            frozen = {p.data_ptr() for p in self.parameters() if not p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                        if v.data_ptr() not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.complete_state_dict(checkpoint)
         rng = checkpoint.get("gpt2tasks", {}).get("rng")
         if rng is not None and self.trainer.state.fn == "fit":
             _set_rng_state(rng)
+
+    def complete_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Put back the frozen base weights a lean checkpoint left out: this module was built from
+        the same base checkpoint (`run_info["frozen_base_from"]`), so its own values are those."""
+        if checkpoint.get("gpt2tasks", {}).get("frozen_base_from"):
+            for key, value in self.state_dict().items():
+                checkpoint["state_dict"].setdefault(key, value)
 
     def parameter_summary(self) -> str:
         trainable, total = count_parameters(self.model)

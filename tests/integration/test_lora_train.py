@@ -61,3 +61,19 @@ def test_compile_and_gradient_checkpointing_run_on_cpu(cfg_factory, tmp_path):
     assert not any("_orig_mod" in k for k in state)
     assert evaluate_checkpoint(str(out / "checkpoints" / "last.ckpt"), ["model.compile=false"]).keys() == metrics.keys()
     torch._dynamo.reset()
+
+
+def test_lora_over_a_local_checkpoint_saves_only_what_it_trains(cfg_factory, tmp_path, tiny_gpt2_dir):
+    """The frozen base is reloaded from model.name_or_path: checkpoints hold adapters + head only,
+    and eval and resume still work from them."""
+    out = tmp_path / "lean"
+    common = (f"model.name_or_path={tiny_gpt2_dir}", "peft=lora", "optim.lr=1e-2", "trainer.max_epochs=2",
+              "data.max_train_samples=64", "data.max_eval_samples=32", "data.batch_size=16")
+    metrics = train(cfg_factory(*common, output_dir=out))
+    ckpt = load_checkpoint(str(out / "checkpoints" / "last.ckpt"))
+    keys = set(ckpt["state_dict"])
+    assert keys and all("lora_" in k or "modules_to_save" in k for k in keys), sorted(keys)[:5]
+    assert ckpt["gpt2tasks"]["frozen_base_from"] == str(tiny_gpt2_dir)
+    assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
+    resumed = train(cfg_factory(*common[:-4], "trainer.max_epochs=3", *common[-3:], "resume=true", output_dir=out))
+    assert set(resumed) == set(metrics)
