@@ -22,6 +22,7 @@ PROBLEM_TYPES = ("auto", SINGLE, MULTI, REGRESSION)
 # The label spaces of the other head kinds (not inferred: each kind's datamodule makes its own).
 TOKEN_CLS = "token_classification"  # names = the tag list
 QUESTION_ANSWERING = "question_answering"  # no names: the targets are start/end positions
+MULTIPLE_CHOICE = "multiple_choice"  # names = the choice indices "0".."C-1": the number of choices
 
 
 @dataclass

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import GPT2ForQuestionAnswering, GPT2ForSequenceClassification, GPT2ForTokenClassification, PreTrainedModel
+from transformers import (GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
+                          GPT2ForTokenClassification, PreTrainedModel)
 
 from gpt2tasks.datamodules.base import TaskDataModule
+from gpt2tasks.datamodules.mc import MultipleChoiceDataModule
 from gpt2tasks.datamodules.qa import QADataModule
 from gpt2tasks.datamodules.seq_cls import SeqClsDataModule
 from gpt2tasks.datamodules.token_cls import TokenClsDataModule
 from gpt2tasks.tasks.base import TaskModule
+from gpt2tasks.tasks.mc import MultipleChoiceModule
 from gpt2tasks.tasks.qa import QAModule
 from gpt2tasks.tasks.seq_cls import SeqClsModule
 from gpt2tasks.tasks.token_cls import TokenClsModule
@@ -30,4 +33,5 @@ KINDS: dict[str, TaskKind] = {
     "seq_cls": TaskKind(GPT2ForSequenceClassification, SeqClsModule, SeqClsDataModule),
     "token_cls": TaskKind(GPT2ForTokenClassification, TokenClsModule, TokenClsDataModule),
     "qa": TaskKind(GPT2ForQuestionAnswering, QAModule, QADataModule),
+    "mc": TaskKind(GPT2DoubleHeadsModel, MultipleChoiceModule, MultipleChoiceDataModule),
 }

@@ -72,7 +72,7 @@ class TaskModule(L.LightningModule):
         """(mean loss, per-example outputs to keep for metrics: first dim = batch, incl. 'loss')."""
         raise NotImplementedError
 
-    #: task.* keys this kind's evaluation reads, with their defaults (e.g. the NER tag scheme)
+    #: task.* keys this kind reads, with their defaults (e.g. the NER tag scheme, loss weights)
     eval_options: dict[str, Any] = {}
 
     #: pad value per output field whose per-example length varies (token-level outputs): batches
