@@ -1,15 +1,14 @@
 """Make data/sample_mc: the bundled, offline multiple-choice sample (synthetic, SWAG-shaped).
 
-Each row is {"context", "endings" (4), "label"}: a two-line story in which Mary meets "the <adjective>
-<noun>" (a quality and a thing), sometimes a second thing, and a stem ("The next time, Mary"); the
-endings continue the stem with one action on "the <adjective> <noun>". Only the correct ending
-names the thing the story mentioned, with its quality: of the three distractors one keeps the
-adjective with another noun, one the noun with another adjective, one changes both, and none
-names anything else from the story. Every ending of a row uses the same verb and all words are
-equally frequent, so an ending cannot be told right on its own: the model has to compare it with
-the context (for a causal model, the summary token after the ending sees both). Labels are
-balanced over the four positions. The words are ones the bundled tiny tokenizer keeps whole (it
-was trained on the review sample), so a choice is about 25 tokens and a CPU epoch takes seconds.
+Each row is {"context", "endings" (4), "label"}: a short story in which Mary meets "the <adjective>
+<noun>", sometimes a second thing, and a stem ("Then Mary"); the endings continue the stem with
+one action on "the <adjective> <noun>". All four endings use the same action and the story's
+adjective; only the correct one names the story's noun, the distractors nouns the story never
+mentions (not even the second thing). Every noun is equally frequent, so an ending cannot be told
+right on its own: the model has to find its noun in the context (for a causal model, the summary
+token after the ending sees both). Labels are balanced over the four positions. The words are
+ones the bundled tiny tokenizer keeps whole (it was trained on the review sample), so a choice
+is about 25 tokens.
 
 Deterministic from --seed: the same files, byte for byte, on every run.
 
@@ -43,17 +42,13 @@ ACTIONS = ["would recommend", "would avoid", "said that she liked", "said that s
 def make_row(rng: random.Random, label: int) -> dict:
     adj, noun = rng.choice(ADJECTIVES), rng.choice(NOUNS)
     story = [f"On {rng.choice(DAYS)} Mary {rng.choice(MET)} the {adj} {noun} in {rng.choice(PLACES)}."]
-    used_adj, used_noun = {adj}, {noun}
+    mentioned = {noun}
     if rng.random() < 0.5:  # a second thing in the story, never named by an ending
-        adj2, noun2 = rng.choice([a for a in ADJECTIVES if a != adj]), rng.choice([n for n in NOUNS if n != noun])
-        story.append(f"The {noun2} was {adj2}.")
-        used_adj.add(adj2)
-        used_noun.add(noun2)
+        noun2 = rng.choice([n for n in NOUNS if n != noun])
+        story.append(f"The {noun2} was {rng.choice(ADJECTIVES)}.")
+        mentioned.add(noun2)
     context = " ".join(story) + " " + rng.choice(STEMS)
-    other_adj = rng.sample([a for a in ADJECTIVES if a not in used_adj], 2)
-    other_noun = rng.sample([n for n in NOUNS if n not in used_noun], 2)
-    wrong = [(adj, other_noun[0]), (other_adj[0], noun), (other_adj[1], other_noun[1])]
-    rng.shuffle(wrong)
+    wrong = [(adj, n) for n in rng.sample([n for n in NOUNS if n not in mentioned], CHOICES - 1)]
     items = wrong[:label] + [(adj, noun)] + wrong[label:]
     action = rng.choice(ACTIONS)
     return {"context": context, "endings": [f"{action} the {a} {n}." for a, n in items], "label": label}

@@ -11,12 +11,24 @@ from gpt2tasks.train import train
 from tests.conftest import run_cli, shared_dataset
 
 
-def test_mc_sample_learns_and_eval_reproduces_it(cfg_factory, tmp_path):
-    out = tmp_path / "mc"
-    metrics = train(cfg_factory("task=sample_mc", "trainer.max_epochs=4", "optim.lr=2e-3",
-                                "data.max_eval_samples=200", output_dir=out))
-    assert {"val/accuracy", "val/loss", "val/mc_loss", "test/accuracy"} <= set(metrics)
-    assert metrics["val/accuracy"] > 0.45  # chance is 0.25; the full default run is in the README
+def test_labels_choices_and_summary_tokens_line_up_end_to_end(cfg_factory, tmp_path):
+    # The bundled sample's rows with one word added to every correct ending: a model that sees
+    # that word at the summary token learns it in a few dozen steps -- but only if labels, choice
+    # order and mc_token_ids line up through reading, tokenizing, sampling and collating (any
+    # mix-up leaves it at chance, 0.25). Learning the sample itself (matching the ending's noun to
+    # the story) takes a few hundred steps: the README has that number.
+    rows = [json.loads(line) for line in open(cfg_factory("task=sample_mc").data.train_file)][:800]
+    for row in rows:
+        row["endings"][row["label"]] = "truly " + row["endings"][row["label"]]
+    for name, part in (("train.jsonl", rows[:600]), ("dev.jsonl", rows[600:])):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+    out = tmp_path / "run"
+    metrics = train(cfg_factory("task=sample_mc", f"data.train_file={tmp_path / 'train.jsonl'}",
+                                f"data.validation_file={tmp_path / 'dev.jsonl'}", "data.test_file=null",
+                                "data.batch_size=16", "optim.lr=3e-3", "optim.warmup_ratio=0", "trainer.max_epochs=1",
+                                output_dir=out))
+    assert set(metrics) == {"val/accuracy", "val/loss", "val/mc_loss"}
+    assert metrics["val/accuracy"] > 0.6, metrics
     assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
 
 
