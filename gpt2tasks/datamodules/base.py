@@ -27,7 +27,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler
+from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, longest_sequence
 from gpt2tasks.datamodules.files import read_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
@@ -68,7 +68,7 @@ class DataSpec:
     # question answering
     id_column: str = "id"
     question_column: str = "question"
-    context_column: str = "context"
+    context_column: str | list[str] = "context"  # multiple choice: a list of columns is joined with spaces
     answers_column: str = "answers"
     doc_stride: int = 64  # tokens shared by consecutive windows of a long context
     max_question_length: int = 64  # longer questions are cut to their first tokens
@@ -77,6 +77,8 @@ class DataSpec:
     block_size: int = 128  # tokens per training row (<= the model's n_positions)
     packing: bool = True  # join documents with eos and cut into blocks; false: one document per row, padded
     line_by_line: bool = True  # TXT files: one document per line; false: the whole file is one document
+    # multiple choice (context from data.context_column, the label from data.label_column)
+    endings_column: str | list[str] = "endings"  # a column holding a list, or one column per ending
     max_length: int = 128
     batch_size: int = 32  # per device; the effective batch is logged at start
     eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to keep)
@@ -122,6 +124,8 @@ class TaskDataModule(L.LightningDataModule):
     #: rows per tokenize_batch call (datasets.map); None = the whole split at once, for kinds whose
     #: rows depend on the whole split (LM packing cuts one token stream into blocks)
     map_batch_size: int | None = 1000
+    #: builds the batches (multiple choice adds each choice's summary-token position)
+    collator_class: type[Collator] = Collator
 
     def __init__(self, spec: DataSpec, tokenizer, seed: int = 0, label_space: LabelSpace | None = None,
                  label_names: list[str] | None = None, problem_type: str = "auto"):
@@ -290,12 +294,12 @@ class TaskDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         rank, world = self._world()
         batch_size = self.spec.batch_size if train else (self.spec.eval_batch_size or 2 * self.spec.batch_size)
-        sampler = LengthGroupedSampler([len(r["input_ids"]) for r in ds.rows], batch_size, shuffle=train,
-                                       seed=self.seed, group_by_length=self.spec.group_by_length,
-                                       rank=rank, world_size=world)
+        lengths = [longest_sequence(r["input_ids"]) for r in ds.rows]  # a row of choices: its longest
+        sampler = LengthGroupedSampler(lengths, batch_size, shuffle=train, seed=self.seed,
+                                       group_by_length=self.spec.group_by_length, rank=rank, world_size=world)
         return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
-                          collate_fn=Collator(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
-                                              self.padded_fields, skip=self.unbatched_fields),
+                          collate_fn=self.collator_class(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
+                                                         self.padded_fields, skip=self.unbatched_fields),
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -76,7 +76,8 @@ class Collator:
 
     `padded` maps a field to its pad value (input_ids -> pad id, token labels -> -100); other fields
     are stacked as they are, except those in `skip` (per-row data kept for metrics, not the model).
-    attention_mask is built here, so datasets never store it.
+    attention_mask is built here, so datasets never store it. A row may hold one sequence per
+    choice (multiple choice): its padded fields and attention_mask then become (batch, choices, T).
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None,
@@ -86,7 +87,8 @@ class Collator:
         self.skip = set(skip)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(f["input_ids"]) for f in features)
+        lengths = torch.as_tensor([_lengths(f["input_ids"]) for f in features])  # (B,), or (B, C) for choices
+        longest = int(lengths.max())
         if self.pad_to_multiple_of:
             longest = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch: dict[str, torch.Tensor] = {}
@@ -95,13 +97,42 @@ class Collator:
                 continue
             values = [f[name] for f in features]
             if name in self.padded:
-                # (batch, longest), right padding
-                out = torch.full((len(values), longest), self.padded[name], dtype=torch.long)
-                for row, seq in enumerate(values):
-                    out[row, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                # (B, longest) or (B, C, longest), right padding
+                out = torch.full((*lengths.shape, longest), self.padded[name], dtype=torch.long)
+                for index, seq in _sequences(values):
+                    out[index][:len(seq)] = torch.as_tensor(seq, dtype=torch.long)
                 batch[name] = out
             else:
                 batch[name] = torch.as_tensor(values)
-        lengths = torch.as_tensor([len(f["input_ids"]) for f in features])
-        batch["attention_mask"] = (torch.arange(longest)[None, :] < lengths[:, None]).long()
+        batch["attention_mask"] = (torch.arange(longest) < lengths[..., None]).long()
         return batch
+
+
+class ChoiceCollator(Collator):
+    """Collator for rows of choices, adding `mc_token_ids` (B, C): the position of each choice's last
+    real token -- its summary token -- never a padding position."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        batch["mc_token_ids"] = batch["attention_mask"].sum(-1) - 1  # (B, C)
+        return batch
+
+
+def longest_sequence(ids: list) -> int:
+    """Length the sampler groups a row by: its sequence, or its longest choice."""
+    lengths = _lengths(ids)
+    return max(lengths) if isinstance(lengths, list) else lengths
+
+
+def _lengths(ids: list) -> int | list[int]:
+    return [len(seq) for seq in ids] if ids and isinstance(ids[0], list) else len(ids)
+
+
+def _sequences(values: list[list]):
+    """(index, sequence) of every sequence in a batch: (row,) for flat rows, (row, choice) for choices."""
+    for row, value in enumerate(values):
+        if value and isinstance(value[0], list):
+            for choice, seq in enumerate(value):
+                yield (row, choice), seq
+        else:
+            yield (row,), value

@@ -23,6 +23,7 @@ PROBLEM_TYPES = ("auto", SINGLE, MULTI, REGRESSION)
 TOKEN_CLS = "token_classification"  # names = the tag list
 QUESTION_ANSWERING = "question_answering"  # no names: the targets are start/end positions
 LANGUAGE_MODELING = "language_modeling"  # no names: the targets are the next tokens
+MULTIPLE_CHOICE = "multiple_choice"  # names = the choice indices "0".."C-1": the number of choices
 
 
 @dataclass

@@ -76,7 +76,7 @@ class TaskModule(L.LightningModule):
     #: the HF head's own new layers (trained in full and saved under LoRA), e.g. ("score",)
     head_modules: tuple[str, ...] = ()
 
-    #: task.* keys this kind's evaluation reads, with their defaults (e.g. the NER tag scheme)
+    #: task.* keys this kind reads, with their defaults (e.g. the NER tag scheme, loss weights)
     eval_options: dict[str, Any] = {}
 
     #: pad value per output field whose per-example length varies (token-level outputs): batches

@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import Callback
 from gpt2tasks.evaluation import evaluate_checkpoint, load_checkpoint
 from gpt2tasks.train import train
 
-SAMPLE_TASKS = ["sample_sentiment", "sample_ner", "sample_qa", "sample_lm"]
+SAMPLE_TASKS = ["sample_sentiment", "sample_ner", "sample_qa", "sample_lm", "sample_mc"]
 
 
 class LossLog(Callback):

@@ -36,6 +36,18 @@ def test_ner_and_qa_samples_are_what_the_script_makes(tmp_path):
         assert path.read_bytes() == committed.read_bytes(), f"{committed} differs from what scripts/ make"
 
 
+def test_mc_sample_is_what_the_script_makes(tmp_path):
+    subprocess.run([sys.executable, REPO / "scripts" / "make_sample_mc.py", "--out-dir", tmp_path], check=True,
+                   capture_output=True)
+    made = sorted(p for p in tmp_path.rglob("*.jsonl"))
+    assert [p.relative_to(tmp_path).as_posix() for p in made] == [
+        f"sample_mc/{split}.jsonl" for split in ("test", "train", "validation")]
+    for path in made:
+        committed = REPO / "data" / path.relative_to(tmp_path)
+        assert path.read_bytes() == committed.read_bytes(), f"{committed} differs from what scripts/ make"
+    assert sum(p.stat().st_size for p in made) < 1_000_000
+
+
 def test_sample_splits_are_balanced_and_disjoint():
     splits = {name: _read(REPO / "data" / "sample_sentiment" / f"{name}.csv") for name in ("train", "validation", "test")}
     assert {k: len(v) for k, v in splits.items()} == {"train": 2000, "validation": 300, "test": 300}

@@ -29,6 +29,7 @@ GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
 def test_contract_names_are_shipped():
     assert set(GLUE) <= set(TASKS) and {"text_classification", "sample_sentiment"} <= set(TASKS)
     assert {"wikitext2", "language_modeling", "sample_lm"} <= set(TASKS)
+    assert {"swag", "multiple_choice", "sample_mc"} <= set(TASKS)
     assert set(MODELS) == {"tiny", "distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"}
 
 
@@ -50,7 +51,9 @@ def test_each_task_composes_and_instantiates_on_tiny(task, tmp_path, tiny_tokeni
     problem = "regression" if cfg.task.problem_type == "regression" else "single_label_classification"
     kind.module.configure_head(config, LabelSpace(problem, [] if problem == "regression" else names))
     module = kind.module(kind.head(config), OptimSpec(**cfg.optim), None)
-    assert module.model.config.num_labels == (1 if problem == "regression" else len(names))
+    # GPT2DoubleHeadsModel scores each choice with one number, whatever the number of choices
+    expected = 1 if problem == "regression" or cfg.task.kind == "mc" else len(names)
+    assert module.model.config.num_labels == expected
     assert trainer_kwargs(cfg)["precision"] == "32-true"
 
 

@@ -8,14 +8,16 @@ from transformers import GPT2Config
 
 from gpt2tasks import lora
 from gpt2tasks.backbone import ModelSpec, build_model
-from gpt2tasks.datamodules.labels import LANGUAGE_MODELING, QUESTION_ANSWERING, SINGLE, TOKEN_CLS, LabelSpace
+from gpt2tasks.datamodules.labels import (LANGUAGE_MODELING, MULTIPLE_CHOICE, QUESTION_ANSWERING, SINGLE, TOKEN_CLS,
+                                          LabelSpace)
 from gpt2tasks.errors import UserError
 from gpt2tasks.lora import LoraSpec, apply_lora, check_spec
 from gpt2tasks.tasks import KINDS
 
 N_LAYER = 2
 LABELS = {"seq_cls": LabelSpace(SINGLE, ["a", "b", "c"]), "token_cls": LabelSpace(TOKEN_CLS, ["O", "B-X", "I-X"]),
-          "qa": LabelSpace(QUESTION_ANSWERING, []), "lm": LabelSpace(LANGUAGE_MODELING, [])}
+          "qa": LabelSpace(QUESTION_ANSWERING, []), "lm": LabelSpace(LANGUAGE_MODELING, []),
+          "mc": LabelSpace(MULTIPLE_CHOICE, ["0", "1", "2"])}
 HEADS = [kind for kind in KINDS if kind in LABELS]
 
 
@@ -73,6 +75,8 @@ def test_merged_model_gives_the_adapter_models_outputs(kind, tiny_tokenizer):
     randomize_adapters(model)
     model.eval()
     ids, mask = batch(tiny_tokenizer)
+    if kind == "mc":  # (1 example, 3 choices, T)
+        ids, mask = ids[None], mask[None]
     with torch.no_grad():
         before = model(input_ids=ids, attention_mask=mask)
         merged = lora.merge(model)
@@ -80,7 +84,7 @@ def test_merged_model_gives_the_adapter_models_outputs(kind, tiny_tokenizer):
         twice = lora.merge(merged)
     assert type(merged) is KINDS[kind].head and not lora.is_lora(merged)
     assert not any("lora" in k or "modules_to_save" in k for k in merged.state_dict())
-    for name in ("logits", "start_logits", "end_logits"):
+    for name in ("logits", "start_logits", "end_logits", "mc_logits"):
         if getattr(before, name, None) is not None:
             torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-5)
     assert twice is merged  # merging a merged model changes nothing
