@@ -120,8 +120,9 @@ def describe(model: nn.Module) -> str:
         return "no LoRA (full fine-tuning)"
     kinds = sorted({".".join(n.split(".")[-2:]) for n in targets})
     layers = len({n.split(".h.")[1].split(".")[0] for n in targets if ".h." in n})
-    full = sorted({n.split(".")[-2] for n, p in model.named_parameters()
-                   if p.requires_grad and "lora_" not in n and "modules_to_save" in n})
+    # ...score.modules_to_save.default.weight -> score
+    full = sorted({n.split(".modules_to_save.")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters()
+                   if p.requires_grad and ".modules_to_save." in n})
     tokens = any("trainable_tokens" in n for n, p in model.named_parameters() if p.requires_grad)
     return (f"LoRA on {len(targets)} modules ({', '.join(kinds)} in {layers} layers); trained in full: "
             f"{', '.join(full) or 'nothing'}{'; new token rows of wte' if tokens else ''}")

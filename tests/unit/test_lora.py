@@ -58,6 +58,7 @@ def test_only_adapters_and_the_head_train(kind, tiny_tokenizer):
                      for name, _ in getattr(model, head).original_module.named_parameters()}
     assert trainable == expected
     assert lora.targeted_modules(model) and "LoRA on 8 modules" in lora.describe(model)
+    assert lora.describe(model).endswith(f"trained in full: {', '.join(KINDS[kind].module.head_modules) or 'nothing'}")
 
 
 def test_attention_preset_leaves_the_mlp_alone(tiny_tokenizer):
