@@ -3,6 +3,8 @@
     python scripts/compare_hf_trainer.py --kind seq_cls     # bundled sentiment sample, accuracy
     python scripts/compare_hf_trainer.py --kind token_cls   # bundled NER sample, entity F1
     python scripts/compare_hf_trainer.py --kind qa          # bundled QA sample, SQuAD F1
+    python scripts/compare_hf_trainer.py --kind mc          # bundled multiple-choice sample, accuracy
+    python scripts/compare_hf_trainer.py --kind lm          # bundled text sample, perplexity
     python scripts/compare_hf_trainer.py --kind qa --train-file train.jsonl --validation-file dev.jsonl --model-dir DIR
 
 Both sides get the same local GPT-2 checkpoint, files, steps, batch size, learning rate (linear
@@ -47,6 +49,12 @@ KINDS = {
     "qa": dict(preset="question_answering", train=DATA / "sample_qa/train.jsonl",
                validation=DATA / "sample_qa/validation.jsonl", metric="f1",
                steps=600, batch_size=32, max_length=128, lr=1e-3, warmup_ratio=0.1, weight_decay=0.01),
+    "mc": dict(preset="multiple_choice", train=DATA / "sample_mc/train.jsonl",
+               validation=DATA / "sample_mc/validation.jsonl", metric="accuracy",
+               steps=500, batch_size=32, max_length=48, lr=1e-3, warmup_ratio=0.1, weight_decay=0.01),
+    "lm": dict(preset="language_modeling", train=DATA / "sample_lm/train.txt",
+               validation=DATA / "sample_lm/validation.txt", metric="perplexity",
+               steps=300, batch_size=16, max_length=128, lr=2e-3, warmup_ratio=0.1, weight_decay=0.01),
 }
 
 
@@ -80,7 +88,10 @@ def run_gpt2tasks(args, model_dir: Path, out: Path) -> tuple[float, float]:
     kind = KINDS[args.kind]
     columns = {"seq_cls": [f"data.text_column={args.text_column}", f"data.label_column={args.label_column}"],
                "token_cls": [f"data.tokens_column={args.tokens_column}", f"data.tags_column={args.tags_column}"],
-               "qa": [f"data.doc_stride={args.doc_stride}", f"data.max_question_length={args.max_question_length}"]}
+               "qa": [f"data.doc_stride={args.doc_stride}", f"data.max_question_length={args.max_question_length}"],
+               # the sample's endings continue the context's last words: one running text
+               "mc": ["data.pair_separator=' '"],
+               "lm": [f"data.block_size={args.max_length}", "task.sample_prompts=[]"]}
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
@@ -100,10 +111,12 @@ def run_gpt2tasks(args, model_dir: Path, out: Path) -> tuple[float, float]:
 
 
 # ---- plain Hugging Face Trainer -------------------------------------------------------------------
-def hf_train(args, model_class, model_dir: Path, out: Path, train_dataset, collator, **model_kwargs):
+def hf_train(args, model_class, model_dir: Path, out: Path, train_dataset, collator, trainer_class=None,
+             **model_kwargs):
     """Train `model_class` from `model_dir` with a plain `Trainer`; returns (trainer, seconds)."""
     from transformers import Trainer, TrainingArguments, set_seed
 
+    trainer_class = trainer_class or Trainer
     set_seed(args.seed)
     dropout = dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), 0.0) if args.no_dropout else {}
     model = model_class.from_pretrained(model_dir, **model_kwargs, **dropout)
@@ -115,7 +128,7 @@ def hf_train(args, model_class, model_dir: Path, out: Path, train_dataset, colla
         warmup_steps=int(args.warmup_ratio * args.steps),
         weight_decay=args.weight_decay, max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no",
         eval_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=50)
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator)
+    trainer = trainer_class(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator)
     start = time.perf_counter()
     trainer.train()
     return trainer, time.perf_counter() - start
@@ -259,7 +272,93 @@ def hf_qa(args, model_dir: Path, out: Path) -> tuple[float, float]:
     return squad_metrics(predictions, references)["f1"] / 100, seconds
 
 
-HF_RUNS = {"seq_cls": hf_seq_cls, "token_cls": hf_token_cls, "qa": hf_qa}
+def hf_mc(args, model_dir: Path, out: Path) -> tuple[float, float]:
+    """run_swag style over GPT2DoubleHeadsModel. Plain `Trainer` cannot train it as is: the model's
+    `loss` is the LM loss (None without LM labels) and the choice loss is `mc_loss`, so the one
+    change is a compute_loss that returns mc_loss."""
+    import torch
+    from datasets import Dataset
+    from transformers import GPT2DoubleHeadsModel, Trainer
+
+    train_rows, val_rows = read_rows(args.train_file), read_rows(args.validation_file)
+    tok = hf_tokenizer(model_dir)
+
+    def encode(rows):
+        """Each choice: context + " " + ending + eos, the context's start cut first when too long."""
+        choices = []
+        for r in rows:
+            context = tok(r["context"], add_special_tokens=False)["input_ids"]
+            row = []
+            for ending in r["endings"]:
+                tail = tok(" " + ending, add_special_tokens=False)["input_ids"][:args.max_length - 1]
+                room = args.max_length - 1 - len(tail)
+                row.append(context[max(len(context) - room, 0):] + tail + [tok.eos_token_id])
+            choices.append(row)
+        return Dataset.from_dict({"input_ids": choices, "mc_labels": [int(r["label"]) for r in rows]})
+
+    def collate(features):
+        longest = max(len(c) for f in features for c in f["input_ids"])
+        n = len(features[0]["input_ids"])
+        ids = torch.full((len(features), n, longest), tok.eos_token_id)
+        mask = torch.zeros_like(ids)
+        for i, f in enumerate(features):
+            for c, seq in enumerate(f["input_ids"]):
+                ids[i, c, :len(seq)] = torch.tensor(seq)
+                mask[i, c, :len(seq)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "mc_token_ids": mask.sum(-1) - 1,
+                "mc_labels": torch.tensor([f["mc_labels"] for f in features])}
+
+    class ChoiceTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**inputs)
+            return (outputs.mc_loss, outputs) if return_outputs else outputs.mc_loss
+
+    trainer, seconds = hf_train(args, GPT2DoubleHeadsModel, model_dir, out, encode(train_rows), collate,
+                                trainer_class=ChoiceTrainer)
+    model, val_set = trainer.model.eval(), encode(val_rows)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(val_set), 64):
+            batch = collate([val_set[i] for i in range(start, min(start + 64, len(val_set)))])
+            labels = batch.pop("mc_labels")
+            correct += int((model(**batch).mc_logits.argmax(-1) == labels).sum())
+    return correct / len(val_set), seconds
+
+
+def hf_lm(args, model_dir: Path, out: Path) -> tuple[float, float]:
+    """run_clm style: documents + eos, concatenated, cut into blocks (training drops the last
+    partial block, as run_clm does). Perplexity is exact over all validation tokens, partial
+    block included, as gpt2tasks computes it."""
+    import math
+
+    import torch
+    from datasets import Dataset
+    from transformers import GPT2LMHeadModel, default_data_collator
+
+    tok = hf_tokenizer(model_dir)
+
+    def blocks(path, keep_last):
+        stream = []
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                stream += tok(line, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        size = args.max_length
+        cut = [stream[i:i + size] for i in range(0, len(stream), size)]
+        return cut if keep_last or len(cut[-1]) == size else cut[:-1]
+
+    train_blocks = blocks(args.train_file, keep_last=False)
+    train_set = Dataset.from_dict({"input_ids": train_blocks, "labels": train_blocks})
+    trainer, seconds = hf_train(args, GPT2LMHeadModel, model_dir, out, train_set, default_data_collator)
+    model, nll, count = trainer.model.eval(), 0.0, 0
+    with torch.no_grad():
+        for block in blocks(args.validation_file, keep_last=True):
+            ids = torch.tensor([block])
+            nll += float(model(input_ids=ids, labels=ids).loss) * (len(block) - 1)
+            count += len(block) - 1
+    return math.exp(nll / count), seconds
+
+
+HF_RUNS = {"seq_cls": hf_seq_cls, "token_cls": hf_token_cls, "qa": hf_qa, "mc": hf_mc, "lm": hf_lm}
 
 
 def main() -> None:
@@ -311,15 +410,18 @@ def main() -> None:
     metric = kind["metric"]
     print(f"\n{args.kind} ({Path(args.train_file).parent.name}), {args.steps} steps, batch {args.batch_size}, "
           f"lr {args.lr}, warmup {args.warmup_ratio}, weight decay {args.weight_decay}\n"
-          f"| seed | gpt2tasks val {metric} | HF Trainer val {metric} | difference (points) | gpt2tasks s | HF s |\n"
+          f"| seed | gpt2tasks val {metric} | HF Trainer val {metric} | difference | gpt2tasks s | HF s |\n"
           "|---|---|---|---|---|---|")
+    def difference(ours, theirs):  # perplexity: relative; scores in [0, 1]: points
+        return f"{100 * (ours / theirs - 1):+.2f}%" if metric == "perplexity" else f"{100 * (ours - theirs):+.2f}"
+
     for seed, ours, theirs, ours_s, theirs_s in rows:
-        print(f"| {seed} | {ours:.4f} | {theirs:.4f} | {100 * (ours - theirs):+.2f} | {ours_s:.1f} | {theirs_s:.1f} |")
+        print(f"| {seed} | {ours:.4f} | {theirs:.4f} | {difference(ours, theirs)} | {ours_s:.1f} | {theirs_s:.1f} |")
     if len(rows) > 1:
         ours_all, theirs_all = [r[1] for r in rows], [r[2] for r in rows]
         print(f"| mean ± sd | {statistics.mean(ours_all):.4f} ± {statistics.stdev(ours_all):.4f} | "
               f"{statistics.mean(theirs_all):.4f} ± {statistics.stdev(theirs_all):.4f} | "
-              f"{100 * (statistics.mean(ours_all) - statistics.mean(theirs_all)):+.2f} | | |")
+              f"{difference(statistics.mean(ours_all), statistics.mean(theirs_all))} | | |")
 
 
 if __name__ == "__main__":
