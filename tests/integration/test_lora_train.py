@@ -34,8 +34,8 @@ def test_lora_run_learns_and_eval_reproduces_it(task, cfg_factory, tmp_path):
     metrics = train(cfg_factory(f"task={task}", "peft=lora", "optim.lr=1e-2", "trainer.max_epochs=5",
                                 "data.max_train_samples=128", "data.max_eval_samples=64", "data.batch_size=16",
                                 "trainer.check_val_every_n_epoch=5", output_dir=out), callbacks=[losses])
-    assert len(losses.losses) >= 40
-    assert mean(losses.losses[-8:]) < 0.95 * mean(losses.losses[:8])
+    n = len(losses.losses) // 5  # LM packs 128 documents into few blocks: 4 steps an epoch
+    assert n >= 4 and mean(losses.losses[-n:]) < 0.95 * mean(losses.losses[:n])
     ckpt = out / "checkpoints" / "best.ckpt"
     # The checkpoint holds the adapter model, and eval rebuilds it from the saved config alone.
     assert any("lora_A" in k for k in load_checkpoint(str(ckpt))["state_dict"])
