@@ -118,7 +118,9 @@ def lean_checkpoint_base(cfg: DictConfig, new_token_ids: list[int]) -> str | Non
     out: LoRA over pretrained weights. Not with added token rows (their base rows are random init)."""
     spec = model_spec(cfg)
     if lora_spec(cfg).enabled and spec.pretrained and spec.name_or_path and not new_token_ids:
-        return str(spec.name_or_path)
+        path = os.path.expanduser(str(spec.name_or_path))
+        # A local folder is kept absolute, so eval from another directory still finds it.
+        return os.path.abspath(path) if os.path.isdir(path) else str(spec.name_or_path)
     return None
 
 
@@ -143,8 +145,10 @@ def build_from_checkpoint(cfg: DictConfig, info: dict) -> tuple[TaskDataModule, 
     datamodule.setup("validate")
     kind = KINDS[cfg.task.kind]
     # A lean LoRA checkpoint holds no frozen base weights: load them from the base checkpoint again.
-    model = build_model(kind.head, model_spec(cfg), config, tokenizer,
-                        from_checkpoint=bool(info.get("frozen_base_from")))
+    spec = model_spec(cfg)
+    if info.get("frozen_base_from"):
+        spec.name_or_path = info["frozen_base_from"]
+    model = build_model(kind.head, spec, config, tokenizer, from_checkpoint=bool(info.get("frozen_base_from")))
     model = adapt_model(cfg, model, info.get("new_token_ids", []))
     return datamodule, build_module(cfg, model, datamodule, info)
 
