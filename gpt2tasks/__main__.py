@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "train": "fine-tune a GPT-2 backbone for a task (Hydra overrides: task=... model=... key=value)",
     "eval": "re-evaluate a checkpoint: eval ckpt=<path> [key=value ...]",
+    "export": "write a Hugging Face folder (and push it): export ckpt=<path> out=<dir> [merge_lora=true]",
 }
 
 USAGE = "usage: python -m gpt2tasks <command> [args]\n\ncommands:\n" + "\n".join(
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         from gpt2tasks.evaluation import main as eval_main
 
         eval_main(rest)
+    elif command == "export":
+        from gpt2tasks.export import main as export_main
+
+        export_main(rest)
 
 
 if __name__ == "__main__":

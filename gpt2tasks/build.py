@@ -108,9 +108,20 @@ def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule, TaskModule, Pre
     model = build_model(kind.head, spec, config, tokenizer)
     run_info = {"kind": cfg.task.kind, "config": _plain(cfg), "hf_config": model.config.to_dict(),
                 "label_space": datamodule.label_space.to_dict(), "tokenizer_files": tokenizer_files(tokenizer),
-                "new_token_ids": new_token_ids, "frozen_base_from": lean_checkpoint_base(cfg, new_token_ids)}
+                "new_token_ids": new_token_ids, "frozen_base_from": lean_checkpoint_base(cfg, new_token_ids),
+                "command": training_command()}
     model = adapt_model(cfg, model, new_token_ids)
     return datamodule, build_module(cfg, model, datamodule, run_info), tokenizer
+
+
+def training_command() -> str | None:
+    """The command line of a run launched by `python -m gpt2tasks train` (for the export's model
+    card); None when training is called from Python."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return " ".join(["python -m gpt2tasks train", *HydraConfig.get().overrides.task])
 
 
 def lean_checkpoint_base(cfg: DictConfig, new_token_ids: list[int]) -> str | None:
@@ -138,19 +149,25 @@ def adapt_model(cfg: DictConfig, model, new_token_ids: list[int]):
 
 def build_from_checkpoint(cfg: DictConfig, info: dict) -> tuple[TaskDataModule, TaskModule]:
     """The same objects from a checkpoint's saved run_info: no download, no training data needed."""
+    tokenizer, model = model_from_run_info(cfg, info)
+    label_space = LabelSpace(**info["label_space"])
+    datamodule = build_datamodule(cfg, tokenizer, model.config, label_space=label_space)
+    datamodule.setup("validate")
+    return datamodule, build_module(cfg, model, datamodule, info)
+
+
+def model_from_run_info(cfg: DictConfig, info: dict) -> tuple[PreTrainedTokenizerBase, Any]:
+    """The run's tokenizer and its HF head model (LoRA-wrapped when the run used LoRA), with the
+    weights of initialisation: load a checkpoint's state_dict into it next."""
     tokenizer = tokenizer_from_files(info["tokenizer_files"])
     config = GPT2Config.from_dict(info["hf_config"])
-    label_space = LabelSpace(**info["label_space"])
-    datamodule = build_datamodule(cfg, tokenizer, config, label_space=label_space)
-    datamodule.setup("validate")
     kind = KINDS[cfg.task.kind]
     # A lean LoRA checkpoint holds no frozen base weights: load them from the base checkpoint again.
     spec = model_spec(cfg)
     if info.get("frozen_base_from"):
         spec.name_or_path = info["frozen_base_from"]
     model = build_model(kind.head, spec, config, tokenizer, from_checkpoint=bool(info.get("frozen_base_from")))
-    model = adapt_model(cfg, model, info.get("new_token_ids", []))
-    return datamodule, build_module(cfg, model, datamodule, info)
+    return tokenizer, adapt_model(cfg, model, info.get("new_token_ids", []))
 
 
 def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:

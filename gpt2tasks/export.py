@@ -1,0 +1,395 @@
+"""`python -m gpt2tasks export ckpt=<path> out=<dir>`: a Hugging Face folder anyone can load.
+
+The folder needs no gpt2tasks to use: `config.json` (task fields, id2label, pad_token_id),
+`model.safetensors`, the tokenizer (pad token, right padding, and the input layout our datamodule
+used, so `pipeline(...)` feeds the model what it was trained on), `generation_config.json` for
+heads that generate, and a model card. `gpt2tasks.json` beside them lets `gpt2tasks predict` and
+`eval` rebuild the exact preprocessing.
+
+LoRA runs export merged (a plain model) by default, or as a PEFT adapter folder.
+Everything is written to a temporary folder next to `out` and moved into place at the end, so a
+failure never leaves a half-written export, and a failed push leaves the local export intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from gpt2tasks import lora
+from gpt2tasks.build import model_from_run_info
+from gpt2tasks.errors import UserError
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1
+INFO_FILE = "gpt2tasks.json"
+
+# Per task kind: the Hub pipeline tag and the class that loads the export.
+PIPELINE_TAGS = {"seq_cls": "text-classification", "token_cls": "token-classification",
+                 "qa": "question-answering", "lm": "text-generation", "mc": "multiple-choice"}
+AUTO_CLASSES = {"seq_cls": "AutoModelForSequenceClassification", "token_cls": "AutoModelForTokenClassification",
+                "qa": "AutoModelForQuestionAnswering", "lm": "AutoModelForCausalLM", "mc": "GPT2DoubleHeadsModel"}
+
+USAGE = """usage: python -m gpt2tasks export ckpt=<path.ckpt> out=<dir> [merge_lora=true] [overwrite=false]
+                                [push_to_hub=false hub.repo_id=<user/name> hub.private=false]
+
+Writes a Hugging Face folder (config, safetensors weights, tokenizer, model card) that plain
+`transformers` loads. LoRA runs are merged into plain weights (merge_lora=true, default) or saved as
+a PEFT adapter (merge_lora=false). push_to_hub=true uploads the folder to hub.repo_id with the token
+from HF_TOKEN or `hf auth login`. An existing non-empty out= is replaced only with overwrite=true."""
+
+
+@dataclass
+class ExportOptions:
+    ckpt: str | None = None
+    out: str | None = None
+    merge_lora: bool = True
+    overwrite: bool = False
+    push_to_hub: bool = False
+    hub_repo_id: str | None = None
+    hub_private: bool = False
+    hub_commit_message: str = "Upload model exported by gpt2tasks"
+    license: str = "mit"  # GPT-2's own license; set it to your data's terms where those differ
+
+
+def parse_options(argv: list[str]) -> ExportOptions:
+    """key=value arguments (hub.* keys may use dots) -> ExportOptions; unknown keys are refused."""
+    known = {f.name: f for f in fields(ExportOptions)}
+    values: dict[str, Any] = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        name = key.replace(".", "_")
+        if not sep or name not in known:
+            valid = ", ".join(f.name.replace("hub_", "hub.") for f in fields(ExportOptions))
+            raise UserError(f"export: {item!r} is not one of its key=value options ({valid}). Fix: e.g. "
+                            f"ckpt=outputs/<task>/<time>/checkpoints/best.ckpt out=exported/.\n{USAGE}")
+        if known[name].type == "bool":
+            if value.lower() not in ("true", "false"):
+                raise UserError(f"export: {key}={value!r} must be true or false. Fix: {key}=true.")
+            values[name] = value.lower() == "true"
+        else:
+            values[name] = value
+    return ExportOptions(**values)
+
+
+def export(options: ExportOptions) -> Path:
+    """Write the export folder (and push it when asked); returns its path."""
+    from gpt2tasks.evaluation import load_checkpoint
+
+    if not options.ckpt or not options.out:
+        raise UserError(f"export needs ckpt=<path> and out=<dir>. Fix: e.g. ckpt=outputs/<task>/<time>/"
+                        f"checkpoints/best.ckpt out=exported/my-model.\n{USAGE}")
+    out = Path(options.out).expanduser().absolute()
+    if options.push_to_hub:  # before any work: a push that cannot happen is refused up front
+        check_repo_id(options.hub_repo_id)
+        token = hub_token()
+    check_out_dir(out, options.overwrite)
+    checkpoint = load_checkpoint(options.ckpt)
+    info = checkpoint["gpt2tasks"]
+    cfg = OmegaConf.create(info["config"])
+    cfg.model.compile = False  # an export is eager weights; compiling would only cost time
+    cfg.model.gradient_checkpointing = False
+    tokenizer, model = model_from_run_info(cfg, info)
+    load_weights(model, checkpoint, options.ckpt)
+    model.eval()
+    adapter = lora.is_lora(model) and not options.merge_lora
+    if adapter:
+        check_adapter_export(info)
+    else:
+        model = lora.merge(model)
+    metrics = run_metrics(Path(options.ckpt))
+
+    with staging_dir(out, options.overwrite) as tmp:
+        if adapter:
+            save_adapter(model, cfg, info, tmp)
+        else:
+            save_model(model, cfg, tmp)
+        save_tokenizer(tokenizer, cfg, tmp)
+        write_info(cfg, info, tmp, adapter)
+        (tmp / "README.md").write_text(model_card(cfg, info, metrics, adapter, options))
+    log.info("exported %s -> %s", options.ckpt, out)
+    if options.push_to_hub:
+        push(out, options.hub_repo_id, options.hub_private, options.hub_commit_message, token)
+    return out
+
+
+# ---- loading ----------------------------------------------------------------------------------
+def load_weights(model: torch.nn.Module, checkpoint: dict, ckpt: str) -> None:
+    """The checkpoint's weights into the HF model (the LightningModule stored it as `model.`)."""
+    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    if checkpoint["gpt2tasks"].get("frozen_base_from"):
+        # A lean LoRA checkpoint: the frozen base weights are the ones just loaded from the base.
+        state = {**model.state_dict(), **state}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"ckpt={ckpt}: its weights do not fit the model its run describes ("
+                        f"{str(exc).splitlines()[0]}). Fix: pass an unmodified checkpoint written by "
+                        "`gpt2tasks train`.") from None
+
+
+def run_metrics(ckpt: Path) -> dict[str, float]:
+    """The run's metrics.json (checkpoints/ sits beside it), or {} when it is not there."""
+    path = ckpt.expanduser().absolute().parent.parent / "metrics.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ---- writing ----------------------------------------------------------------------------------
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out={out} is a file. Fix: choose a directory path for the export.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"out={out} is not empty. Fix: pick a new out= folder, or add overwrite=true to "
+                        "replace its contents.")
+
+
+@contextmanager
+def staging_dir(out: Path, overwrite: bool):
+    """A temporary folder beside `out` that replaces `out` only when the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
+    try:
+        yield tmp
+        # Same filesystem, so the moves are renames: the old export is removed only once the new
+        # one is complete, and `out` is never a mix of the two.
+        old = None
+        if out.exists():
+            old = out.parent / f"{tmp.name}.old"
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_model(model, cfg, folder: Path) -> None:
+    config = model.config
+    config.architectures = [type(model).__name__]
+    if model.can_generate():
+        # Generation stops at eos and pads with the pad token, as gpt2tasks samples do.
+        gen = model.generation_config
+        gen.pad_token_id, gen.eos_token_id = config.pad_token_id, config.eos_token_id
+        gen.bos_token_id = config.bos_token_id
+        gen.max_new_tokens = int(cfg.task.get("sample_max_new_tokens", 50))
+    model.save_pretrained(folder)  # safetensors (+ generation_config.json for generating heads)
+
+
+def check_adapter_export(info: dict) -> None:
+    if not info.get("frozen_base_from"):
+        raise UserError("merge_lora=false: an adapter only makes sense over base weights others can load, and "
+                        "this run's base is not a published or local checkpoint (random init, or token rows "
+                        "added to it). Fix: export merged (merge_lora=true, the default).")
+
+
+def save_adapter(model, cfg, info: dict, folder: Path) -> None:
+    """A PEFT adapter folder: adapters + the trained head, over the base named in adapter_config.json.
+    config.json (the task's: labels, pad token) rides along so the base can be loaded with the head."""
+    model.peft_config["default"].base_model_name_or_path = info["frozen_base_from"]
+    model.save_pretrained(folder)
+    base = model.get_base_model()
+    base.config.architectures = [type(base).__name__]
+    base.config.save_pretrained(folder)
+
+
+def save_tokenizer(tokenizer, cfg, folder: Path) -> None:
+    """The run's tokenizer, set up so `pipeline` tokenizes exactly as the datamodule did."""
+    tokenizer.padding_side = "right"
+    tokenizer.init_kwargs["padding_side"] = "right"
+    kind = cfg.task.kind
+    if kind == "token_cls":
+        # Words were tokenized with a leading space; raw text given to the pipeline must be too.
+        from tokenizers import pre_tokenizers
+
+        tokenizer.add_prefix_space = tokenizer.init_kwargs["add_prefix_space"] = True
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
+    elif kind == "qa" or (kind == "seq_cls" and cfg.data.get("text_pair_column")):
+        set_pair_template(tokenizer, cfg.data.pair_separator, summary_token=kind == "qa")
+    elif kind == "lm":
+        # Training documents start right after an eos; with add_special_tokens=True a prompt does too.
+        from tokenizers import processors
+
+        backend = tokenizer.backend_tokenizer
+        bos = processors.TemplateProcessing(single="BOS $A", pair="BOS $A $B:1",
+                                            special_tokens=[("BOS", tokenizer.eos_token_id)])
+        backend.post_processor = processors.Sequence([backend.post_processor, bos])
+    tokenizer.save_pretrained(folder)
+
+
+def set_pair_template(tokenizer, separator: str, summary_token: bool) -> None:
+    """A pair is encoded as our datamodules build it: first + separator + second (+ the summary eos
+    for QA, its no-answer position). Offsets keep being those of the byte-level tokens."""
+    from tokenizers import processors
+
+    sep_ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
+    specials = [{"id": "SEP", "ids": sep_ids, "tokens": tokenizer.convert_ids_to_tokens(sep_ids)}]
+    pair = "$A:0 SEP:0 $B:1"
+    if summary_token:
+        specials.append({"id": "SUMMARY", "ids": [tokenizer.eos_token_id], "tokens": [tokenizer.eos_token]})
+        pair += " SUMMARY:1"
+    template = processors.TemplateProcessing(single="$A:0", pair=pair, special_tokens=specials)
+    backend = tokenizer.backend_tokenizer
+    backend.post_processor = processors.Sequence([backend.post_processor, template])
+
+
+def write_info(cfg, info: dict, folder: Path, adapter: bool) -> None:
+    """What `gpt2tasks predict`/`eval` need to rebuild the preprocessing of this export."""
+    payload = {"format": EXPORT_FORMAT, "kind": cfg.task.kind, "adapter": adapter,
+               "config": OmegaConf.to_container(cfg, resolve=True), "label_space": info["label_space"],
+               "new_token_ids": info.get("new_token_ids", []), "command": info.get("command")}
+    (folder / INFO_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+# ---- model card -------------------------------------------------------------------------------
+def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions) -> str:
+    kind = cfg.task.kind
+    model = cfg.model
+    base = str(model.name_or_path) if model.get("pretrained", True) and model.get("name_or_path") else None
+    hub_base = base if base and not os.path.isdir(os.path.expanduser(base)) else None
+    meta: dict[str, Any] = {"library_name": "peft" if adapter else "transformers", "license": options.license,
+                            "pipeline_tag": PIPELINE_TAGS[kind], "tags": ["gpt2", "gpt2tasks", cfg.task.name]}
+    if hub_base:
+        meta["base_model"] = hub_base
+    if cfg.data.get("hub_path"):
+        meta["datasets"] = [str(cfg.data.hub_path)]
+    if metrics:
+        meta["model-index"] = [{"name": Path(options.out).name, "results": [{
+            "task": {"type": PIPELINE_TAGS[kind]},
+            "dataset": {"name": str(cfg.data.get("hub_path") or cfg.task.name), "type": str(cfg.task.name)},
+            "metrics": [{"type": name.split("/", 1)[1], "name": name, "value": float(value)}
+                        for name, value in metrics.items() if "/" in name]}]}]
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    hyper = {"task": cfg.task.name, "model": base or "random init (model.pretrained=false)",
+             "learning rate": cfg.optim.lr, "batch size (per device)": cfg.data.batch_size,
+             "epochs": cfg.trainer.max_epochs, "max steps": cfg.trainer.max_steps,
+             "warmup ratio": cfg.optim.warmup_ratio, "weight decay": cfg.optim.weight_decay,
+             "max length": cfg.data.max_length, "precision": cfg.precision, "seed": cfg.seed}
+    if cfg.get("peft") is not None and cfg.peft.method == "lora":
+        hyper["LoRA"] = f"r={cfg.peft.r}, alpha={cfg.peft.alpha}, dropout={cfg.peft.dropout}, targets={cfg.peft.targets}"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in hyper.items())
+    scores = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (no metrics.json beside the run) | |"
+    command = info.get("command") or "(trained from Python; no command line recorded)"
+    return f"""---
+{front}---
+
+# {Path(options.out).name}
+
+GPT-2 fine-tuned for `{cfg.task.name}` ({PIPELINE_TAGS[kind]}) with [gpt2tasks](https://github.com/).
+{usage_snippet(kind, adapter, base)}
+## Training
+
+```
+{command}
+```
+
+| hyperparameter | value |
+|---|---|
+{rows}
+
+## Evaluation (the run's best checkpoint)
+
+| metric | value |
+|---|---|
+{scores}
+"""
+
+
+def usage_snippet(kind: str, adapter: bool, base: str | None) -> str:
+    cls = AUTO_CLASSES[kind]
+    if adapter:
+        return f"""
+A LoRA adapter (PEFT) over `{base}`:
+
+```python
+from peft import PeftModel
+from transformers import AutoConfig, AutoTokenizer, {cls}
+
+config = AutoConfig.from_pretrained("<this folder>")  # the task head's labels and pad token
+base = {cls}.from_pretrained("{base}", config=config)
+model = PeftModel.from_pretrained(base, "<this folder>")
+tokenizer = AutoTokenizer.from_pretrained("<this folder>")
+```
+"""
+    if kind == "mc":
+        load = f"from transformers import AutoTokenizer, {cls}\n\nmodel = {cls}.from_pretrained(\"<this folder>\")"
+    else:
+        load = f"from transformers import pipeline\n\npipe = pipeline(\"{PIPELINE_TAGS[kind]}\", model=\"<this folder>\")"
+    return f"\n```python\n{load}\n```\n"
+
+
+# ---- the Hub ----------------------------------------------------------------------------------
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def check_repo_id(repo_id: str | None) -> None:
+    if not repo_id or not REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".git", ".")):
+        raise UserError(f"hub.repo_id={repo_id!r} is not a Hub repository id. Fix: hub.repo_id=<user or "
+                        "org>/<name>, letters, digits, '-', '_' and '.' only, e.g. hub.repo_id=alice/gpt2-sst2.")
+
+
+def hub_token() -> str:
+    """HF_TOKEN, else the cached `hf auth login` token. Never printed, logged or written anywhere."""
+    from huggingface_hub import get_token
+
+    token = os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise UserError("push_to_hub=true needs a Hugging Face token and none was found. Fix: set HF_TOKEN "
+                        "(a write token from https://huggingface.co/settings/tokens) or run `hf auth login`.")
+    return token
+
+
+def push(folder: Path, repo_id: str, private: bool, message: str, token: str) -> str:
+    from huggingface_hub import HfApi
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise UserError(f"push_to_hub=true but HF_HUB_OFFLINE is set, so nothing can be uploaded. The export in "
+                        f"{folder} is complete. Fix: unset HF_HUB_OFFLINE and run the export again with "
+                        "overwrite=true, or upload it with `hf upload`.")
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
+    except Exception as exc:  # network, auth, permissions: all leave the local export as it is
+        detail = str(exc).replace(token, "***").splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"push_to_hub: uploading {folder} to {repo_id} failed ({detail}). The local export is "
+                        "complete. Fix: check the token has write access and the network, then retry, or upload "
+                        f"it with `hf upload {repo_id} {folder}`.") from None
+    url = getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"
+    log.info("pushed %s to %s", folder, url)
+    return url
+
+
+def main(argv: list[str]) -> None:
+    from gpt2tasks.cli import run_and_report, setup_logging
+    from gpt2tasks.train import quiet_known_noise
+
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return
+    setup_logging()
+    quiet_known_noise()
+
+    def job() -> None:
+        out = export(parse_options(argv))
+        print(f"exported to {out}")
+
+    run_and_report(job)
+    sys.stdout.flush()
