@@ -167,6 +167,11 @@ def staging_dir(out: Path, overwrite: bool):
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
     try:
         yield tmp
+        # mkdtemp (and some writers) make owner-only files; an export is meant to be shared.
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         # Same filesystem, so the moves are renames: the old export is removed only once the new
         # one is complete, and `out` is never a mix of the two.
         old = None
@@ -292,7 +297,7 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
 
 # {Path(options.out).name}
 
-GPT-2 fine-tuned for `{cfg.task.name}` ({PIPELINE_TAGS[kind]}) with [gpt2tasks](https://github.com/).
+GPT-2 fine-tuned for `{cfg.task.name}` ({PIPELINE_TAGS[kind]}) with gpt2tasks.
 {usage_snippet(kind, adapter, base)}
 ## Training
 

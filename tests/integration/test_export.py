@@ -46,44 +46,40 @@ def trained(tmp_path_factory):
     return get
 
 
-def gpt2tasks_outputs(ckpt: Path) -> tuple[dict, dict]:
-    """The first validation batch (model inputs) and what gpt2tasks' model gives for it."""
-    checkpoint = load_checkpoint(str(ckpt))
-    info = checkpoint["gpt2tasks"]
-    from omegaconf import OmegaConf
-
-    datamodule, module = build_from_checkpoint(OmegaConf.create(info["config"]), info)
-    module.complete_state_dict(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.eval()
-    batch = next(iter(datamodule.val_dataloader()[0]))
-    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-    with torch.no_grad():
-        result = module.model(**inputs)
-    kind = info["kind"]
-    return ({k: v.tolist() for k, v in inputs.items()},
-            {name: getattr(result, name).tolist() for name in OUTPUTS[kind]})
-
-
 # Runs in a fresh interpreter that must not import gpt2tasks: what a user without it has.
-LOADER = r"""
+# argv: export folder, task kind, a JSON file {"inputs": model inputs, "rows": pipeline inputs}.
+CHECK = r"""
 import json, sys
 import torch, transformers
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, pipeline
 
-folder, kind, inputs_file = sys.argv[1:4]
+folder, kind, request = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
 cls = {"seq_cls": "AutoModelForSequenceClassification", "token_cls": "AutoModelForTokenClassification",
        "qa": "AutoModelForQuestionAnswering", "lm": "AutoModelForCausalLM", "mc": "GPT2DoubleHeadsModel"}[kind]
 model = getattr(transformers, cls).from_pretrained(folder).eval()
 tokenizer = AutoTokenizer.from_pretrained(folder)
-inputs = {k: torch.tensor(v) for k, v in json.load(open(inputs_file)).items()}
 with torch.no_grad():
-    result = model(**inputs)
-names = {"seq_cls": ["logits"], "token_cls": ["logits"], "qa": ["start_logits", "end_logits"], "lm": ["logits"],
-         "mc": ["mc_logits"]}[kind]
-out = {name: getattr(result, name).tolist() for name in names}
-out["padding_side"] = tokenizer.padding_side
-out["pad_token_id"] = [tokenizer.pad_token_id, model.config.pad_token_id]
+    result = model(**{k: torch.tensor(v) for k, v in request["inputs"].items()})
+out = {name: getattr(result, name).tolist() for name in ("logits", "start_logits", "end_logits", "mc_logits")
+       if getattr(result, name, None) is not None}
+out["padding_side"], out["pad_token_id"] = tokenizer.padding_side, [tokenizer.pad_token_id, model.config.pad_token_id]
+rows = request["rows"]
+kind = kind if rows else "none"  # no rows: the outputs check only
+if kind == "seq_cls":
+    pipe = pipeline("text-classification", model=folder)
+    # batched (padded) and one at a time must agree: padding invariance through the pipeline
+    out["batched"] = [{d["label"]: d["score"] for d in r} for r in pipe(rows, batch_size=8, top_k=None)]
+    out["single"] = [{d["label"]: d["score"] for d in pipe(r, top_k=None)} for r in rows]
+elif kind == "token_cls":
+    pipe = pipeline("token-classification", model=folder, ignore_labels=[])
+    out["tags"] = [[t["entity"] for t in r] for r in pipe([" ".join(w) for w in rows], batch_size=4)]
+    out["ids"] = [tokenizer(" ".join(w))["input_ids"] for w in rows]
+elif kind == "qa":  # transformers 5 has no question-answering pipeline: the tokenizer's pair layout
+    out["ids"] = [tokenizer(r["question"], r["context"])["input_ids"] for r in rows]
+elif kind == "lm":
+    pipe = pipeline("text-generation", model=folder)
+    out["texts"] = [pipe(r, max_new_tokens=8, do_sample=False, return_full_text=False,
+                         add_special_tokens=True)[0]["generated_text"] for r in rows]
 out["imported_gpt2tasks"] = any(m.startswith("gpt2tasks") for m in sys.modules)
 print(json.dumps(out))
 """
@@ -97,65 +93,8 @@ def run_without_gpt2tasks(script: str, *args: str, cwd: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("task", list(TASKS))
-def test_export_loads_in_plain_transformers_with_equal_outputs(task, trained, tmp_path):
-    run = trained(task)
-    ckpt = run / "checkpoints" / "best.ckpt"
-    out = tmp_path / "export"
-    export(ExportOptions(ckpt=str(ckpt), out=str(out)))
-    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
-    assert (out / "generation_config.json").is_file() == (TASKS[task] in ("lm", "mc"))
-    inputs, expected = gpt2tasks_outputs(ckpt)
-    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
-    got = run_without_gpt2tasks(LOADER, str(out), TASKS[task], str(tmp_path / "inputs.json"), cwd=tmp_path)
-    assert not got["imported_gpt2tasks"]
-    for name, value in expected.items():
-        torch.testing.assert_close(torch.tensor(got[name]), torch.tensor(value), atol=1e-4, rtol=1e-4)
-    assert got["padding_side"] == "right" and got["pad_token_id"][0] == got["pad_token_id"][1] is not None
-
-    card = (out / "README.md").read_text()
-    meta = yaml.safe_load(card.split("---\n")[1])
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert meta["library_name"] == "transformers" and meta["license"] == "mit"
-    reported = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert reported == pytest.approx({k: v for k, v in metrics.items()})
-    config = json.loads((out / "config.json").read_text())
-    if TASKS[task] in ("seq_cls", "token_cls"):
-        assert config["id2label"] and config["label2id"]
-
-
-PIPELINES = r"""
-import json, sys
-from transformers import pipeline
-
-folder, kind, rows_file = sys.argv[1:4]
-rows = json.load(open(rows_file))
-if kind == "seq_cls":
-    pipe = pipeline("text-classification", model=folder)
-    # batched (padded) and one at a time must agree: padding invariance through the pipeline
-    batched = pipe(rows, batch_size=8, top_k=None)
-    single = [pipe(r, top_k=None) for r in rows]
-    out = {"batched": [{d["label"]: d["score"] for d in r} for r in batched],
-           "single": [{d["label"]: d["score"] for d in r} for r in single]}
-elif kind == "token_cls":
-    pipe = pipeline("token-classification", model=folder, ignore_labels=[])
-    out = {"tags": [[t["entity"] for t in r] for r in pipe([" ".join(w) for w in rows], batch_size=4)],
-           "ids": [pipe.tokenizer(" ".join(w))["input_ids"] for w in rows]}
-elif kind == "qa":  # transformers 5 has no question-answering pipeline: the tokenizer's pair layout
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    out = {"ids": [tokenizer(r["question"], r["context"])["input_ids"] for r in rows]}
-elif kind == "lm":
-    pipe = pipeline("text-generation", model=folder)
-    out = {"texts": [pipe(r, max_new_tokens=8, do_sample=False, return_full_text=False,
-                          add_special_tokens=True)[0]["generated_text"] for r in rows]}
-out["imported_gpt2tasks"] = any(m.startswith("gpt2tasks") for m in sys.modules)
-print(json.dumps(out))
-"""
-
-
-def first_val_examples(ckpt: Path):
-    """gpt2tasks' datamodule and model for a checkpoint, and its first validation batch."""
+def gpt2tasks_side(ckpt: Path):
+    """gpt2tasks' datamodule, model and first validation batch for a checkpoint."""
     from omegaconf import OmegaConf
 
     checkpoint = load_checkpoint(str(ckpt))
@@ -171,50 +110,244 @@ def real_ids(batch, i: int) -> list[int]:
     return batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
 
 
-@pytest.mark.parametrize("task", ["sample_sentiment", "sample_ner", "sample_qa", "sample_lm"])
-def test_pipeline_gives_gpt2tasks_predictions(task, trained, tmp_path):
-    """What a user of the export gets from `pipeline` (tokenizer included) is what gpt2tasks computed."""
+def pipeline_rows(kind: str, datamodule, batch) -> tuple[list, list[int]]:
+    """What a user hands `pipeline`/the tokenizer for the batch's examples, and which batch rows
+    they are. NER/QA rows are windows: only examples that fit in one window are compared (the
+    pipeline windows long inputs its own way)."""
+    if kind == "lm":
+        return ["the movie was", "a great"], []
+    example = batch.get("example", batch["idx"]).tolist()
+    windows = Counter(r.get("example", 0) for r in datamodule.datasets["val"].rows)
+    keep = [i for i, e in enumerate(example) if "example" not in batch or windows[e] == 1]
+    rows = [datamodule.examples["val"][example[i]] for i in keep]
+    field = {"seq_cls": "text", "token_cls": "tokens"}.get(kind)
+    return [r[field] for r in rows] if field else rows, keep
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_export_loads_in_plain_transformers_and_pipeline_agrees(task, trained, tmp_path):
     kind = TASKS[task]
-    ckpt = trained(task) / "checkpoints" / "best.ckpt"
+    run = trained(task)
+    ckpt = run / "checkpoints" / "best.ckpt"
     out = tmp_path / "export"
     export(ExportOptions(ckpt=str(ckpt), out=str(out)))
-    datamodule, module, batch = first_val_examples(ckpt)
-    examples = datamodule.examples["val"]
-    config = module.model.config
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert (out / "generation_config.json").is_file() == (kind in ("lm", "mc"))
+
+    datamodule, module, batch = gpt2tasks_side(ckpt)
+    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    rows, keep = pipeline_rows(kind, datamodule, batch)
     with torch.no_grad():
-        if kind == "lm":
-            prompts = ["the movie was", "a great"]
-            rows = prompts
-            expected = [greedy for _, greedy, _ in module.sample(datamodule.tokenizer, prompts, 8, 0.9)]
-        else:
-            # NER/QA rows are windows of an example: keep examples that fit in one window (the others
-            # the pipeline windows its own way)
-            example = batch.get("example", batch["idx"]).tolist()
-            windows = Counter(r.get("example", 0) for r in datamodule.datasets["val"].rows)
-            keep = [i for i, e in enumerate(example) if "example" not in batch or windows[e] == 1]
-            rows = [examples[example[i]] for i in keep]
-            expected = [real_ids(batch, i) for i in keep]
-            assert rows
-            if kind != "qa":
-                logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[keep]
-    if kind == "seq_cls":
-        rows = [r["text"] for r in rows]
-    elif kind == "token_cls":
-        rows = [r["tokens"] for r in rows]
-    (tmp_path / "rows.json").write_text(json.dumps(rows))
-    got = run_without_gpt2tasks(PIPELINES, str(out), kind, str(tmp_path / "rows.json"), cwd=tmp_path)
+        result = module.model(**inputs)
+    request = {"inputs": {k: v.tolist() for k, v in inputs.items()}, "rows": rows}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    got = run_without_gpt2tasks(CHECK, str(out), kind, str(tmp_path / "request.json"), cwd=tmp_path)
     assert not got["imported_gpt2tasks"]
 
+    # 1. The same inputs give the same outputs in plain transformers.
+    for name in OUTPUTS[kind]:
+        torch.testing.assert_close(torch.tensor(got[name]), getattr(result, name), atol=1e-4, rtol=1e-4)
+    assert got["padding_side"] == "right" and got["pad_token_id"][0] == got["pad_token_id"][1] is not None
+    # 2. What a user gets from raw text through the export's tokenizer / pipeline is what gpt2tasks computed.
+    id2label = module.model.config.id2label
     if kind == "seq_cls":
-        probs = logits.softmax(-1)
+        probs = result.logits.softmax(-1)
         for i, (batched, single) in enumerate(zip(got["batched"], got["single"])):
             assert batched == pytest.approx(single, abs=1e-5)  # padding invariance under pipeline batching
-            assert batched == pytest.approx({config.id2label[j]: float(p) for j, p in enumerate(probs[i])}, abs=1e-5)
+            assert batched == pytest.approx({id2label[j]: float(p) for j, p in enumerate(probs[keep[i]])}, abs=1e-5)
     elif kind == "token_cls":
         for i, (ids, tags) in enumerate(zip(got["ids"], got["tags"])):
-            assert ids == expected[i]  # raw text gets the words' prefix-space tokens
-            assert tags == [config.id2label[int(j)] for j in logits[i, :len(ids)].argmax(-1)]
+            assert ids == real_ids(batch, keep[i])  # raw text gets the words' prefix-space tokens
+            assert tags == [id2label[int(j)] for j in result.logits[keep[i], :len(ids)].argmax(-1)]
     elif kind == "qa":
-        assert got["ids"] == expected  # question + separator + context + summary token
-    else:
-        assert got["texts"] == expected
+        assert got["ids"] == [real_ids(batch, i) for i in keep]  # question + separator + context + summary
+    elif kind == "lm":
+        assert got["texts"] == [greedy for _, greedy, _ in module.sample(datamodule.tokenizer, rows, 8, 0.9)]
+
+    # 3. The model card's metadata parses and carries the run's metrics.
+    meta = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
+    assert meta["library_name"] == "transformers" and meta["license"] == "mit"
+    assert meta["pipeline_tag"] == {"seq_cls": "text-classification", "token_cls": "token-classification",
+                                    "qa": "question-answering", "lm": "text-generation", "mc": "multiple-choice"}[kind]
+    reported = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert reported == pytest.approx(json.loads((run / "metrics.json").read_text()))
+    if kind in ("seq_cls", "token_cls"):
+        config = json.loads((out / "config.json").read_text())
+        assert config["id2label"] and config["label2id"]
+
+
+# ---- LoRA ---------------------------------------------------------------------------------------
+ADAPTER_CHECK = r"""
+import json, sys
+import torch
+from peft import PeftModel
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+folder, base, request = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+config = AutoConfig.from_pretrained(folder)
+model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, config=config), folder)
+with torch.no_grad():
+    logits = model.eval()(**{k: torch.tensor(v) for k, v in request["inputs"].items()}).logits
+print(json.dumps({"logits": logits.tolist(), "imported_gpt2tasks": any(m.startswith("gpt2tasks") for m in sys.modules)}))
+"""
+
+
+def test_lora_exports_merged_and_as_adapter_with_equal_outputs(trained, tiny_gpt2_dir, tmp_path):
+    run = trained("sample_sentiment", "peft=lora", f"model.name_or_path={tiny_gpt2_dir}")
+    ckpt = run / "checkpoints" / "best.ckpt"
+    _, module, batch = gpt2tasks_side(ckpt)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        expected = module.model(**inputs).logits  # the unmerged adapter model
+    (tmp_path / "request.json").write_text(json.dumps({"inputs": {k: v.tolist() for k, v in inputs.items()},
+                                                       "rows": []}))
+    merged, adapter = tmp_path / "merged", tmp_path / "adapter"
+    export(ExportOptions(ckpt=str(ckpt), out=str(merged)))
+    export(ExportOptions(ckpt=str(ckpt), out=str(adapter), merge_lora=False))
+    assert not any("lora" in name for name in os.listdir(merged))
+    assert {"adapter_config.json", "adapter_model.safetensors", "config.json"} <= set(os.listdir(adapter))
+    assert not (adapter / "model.safetensors").exists()  # an adapter folder: MBs, not the base again
+    got = run_without_gpt2tasks(CHECK, str(merged), "seq_cls", str(tmp_path / "request.json"), cwd=tmp_path)
+    torch.testing.assert_close(torch.tensor(got["logits"]), expected, atol=1e-4, rtol=1e-4)
+    got = run_without_gpt2tasks(ADAPTER_CHECK, str(adapter), str(tiny_gpt2_dir), str(tmp_path / "request.json"),
+                                cwd=tmp_path)
+    assert not got["imported_gpt2tasks"]
+    torch.testing.assert_close(torch.tensor(got["logits"]), expected, atol=1e-4, rtol=1e-4)
+    meta = yaml.safe_load((adapter / "README.md").read_text().split("---\n")[1])
+    assert meta["library_name"] == "peft"
+
+
+def test_adapter_export_needs_a_loadable_base(trained, tmp_path):
+    ckpt = trained("sample_sentiment", "peft=lora") / "checkpoints" / "best.ckpt"  # random-init base
+    with pytest.raises(UserError, match="merge_lora=false"):
+        export(ExportOptions(ckpt=str(ckpt), out=str(tmp_path / "adapter"), merge_lora=False))
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_pair_and_prefix_space_tokenizer_layouts(tiny_tokenizer, tmp_path):
+    """Sentence pairs are encoded as the datamodule joins them (a + separator + b)."""
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from gpt2tasks.export import save_tokenizer
+
+    cfg = OmegaConf.create({"task": {"kind": "seq_cls"}, "data": {"text_pair_column": "b",
+                                                                  "pair_separator": "<|endoftext|>"}})
+    save_tokenizer(AutoTokenizer.from_pretrained(tiny_tokenizer.name_or_path), cfg, tmp_path)
+    exported = AutoTokenizer.from_pretrained(tmp_path)
+    a, b = tiny_tokenizer("the good one")["input_ids"], tiny_tokenizer("a bad one")["input_ids"]
+    assert exported("the good one", "a bad one")["input_ids"] == a + [tiny_tokenizer.eos_token_id] + b
+    assert exported("the good one")["input_ids"] == a
+    assert exported.padding_side == "right"
+
+
+# ---- the Hub (a local stand-in for its API) -----------------------------------------------------
+class FakeHub:
+    calls: list = []
+
+    def __init__(self, token=None):
+        FakeHub.calls.append(("init", token))
+
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        FakeHub.calls.append(("create_repo", repo_id, private))
+
+    def upload_folder(self, repo_id, folder_path, commit_message=None):
+        FakeHub.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+
+
+class FailingHub(FakeHub):
+    def upload_folder(self, repo_id, folder_path, commit_message=None):
+        raise RuntimeError(f"401 Unauthorized for token {os.environ['HF_TOKEN']}")
+
+
+SECRET = "hf_SECRETtoken1234567890"
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    FakeHub.calls = []
+    return FakeHub
+
+
+def test_push_uploads_the_export_and_never_leaks_the_token(trained, hub, tmp_path, capsys, caplog):
+    ckpt = trained("sample_sentiment") / "checkpoints" / "best.ckpt"
+    out = tmp_path / "pushed"
+    with caplog.at_level("DEBUG"):
+        export(parse_options([f"ckpt={ckpt}", f"out={out}", "push_to_hub=true", "hub.repo_id=alice/gpt2-sst2",
+                              "hub.private=true"]))
+    assert hub.calls[0] == ("init", SECRET)  # the token goes to the API client, and nowhere else
+    assert hub.calls[1] == ("create_repo", "alice/gpt2-sst2", True)
+    assert hub.calls[2] == ("upload_folder", "alice/gpt2-sst2", sorted(os.listdir(out)))
+    captured = capsys.readouterr()
+    assert SECRET not in captured.out + captured.err + caplog.text
+    assert not any(SECRET in p.read_text(errors="ignore") for p in out.iterdir())
+
+
+def test_push_failure_keeps_the_local_export_and_hides_the_token(trained, hub, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingHub)
+    ckpt = trained("sample_sentiment") / "checkpoints" / "best.ckpt"
+    out = tmp_path / "kept"
+    with pytest.raises(UserError, match="local export is complete") as err:
+        export(ExportOptions(ckpt=str(ckpt), out=str(out), push_to_hub=True, hub_repo_id="alice/m"))
+    assert SECRET not in str(err.value)
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"hub_repo_id": "not a repo"}, "hub.repo_id"),
+    ({"hub_repo_id": None}, "hub.repo_id"),
+    ({"hub_repo_id": "alice/m", "no_token": True}, "HF_TOKEN"),
+])
+def test_push_problems_are_refused_before_any_work(options, message, trained, hub, monkeypatch, tmp_path):
+    if options.pop("no_token", False):
+        import huggingface_hub
+
+        monkeypatch.delenv("HF_TOKEN")
+        monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    ckpt = trained("sample_sentiment") / "checkpoints" / "best.ckpt"
+    with pytest.raises(UserError, match=message):
+        export(ExportOptions(ckpt=str(ckpt), out=str(tmp_path / "x"), push_to_hub=True, **options))
+    assert not (tmp_path / "x").exists() and hub.calls == []
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+def test_export_refuses_bad_input_and_never_half_writes(trained, tmp_path):
+    ckpt = trained("sample_sentiment") / "checkpoints" / "best.ckpt"
+    with pytest.raises(UserError, match="ckpt=.*no such file"):
+        export(ExportOptions(ckpt=str(tmp_path / "missing.ckpt"), out=str(tmp_path / "a")))
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(UserError, match="not written by gpt2tasks"):
+        export(ExportOptions(ckpt=str(tmp_path / "other.ckpt"), out=str(tmp_path / "a")))
+    with pytest.raises(UserError, match="not one of its key=value options"):
+        parse_options([f"ckpt={ckpt}", "output=x"])
+    with pytest.raises(UserError, match="true or false"):
+        parse_options([f"ckpt={ckpt}", "merge_lora=yes"])
+    assert not (tmp_path / "a").exists()
+
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="overwrite=true"):
+        export(ExportOptions(ckpt=str(ckpt), out=str(out)))
+    assert os.listdir(out) == ["keep.txt"]
+    export(ExportOptions(ckpt=str(ckpt), out=str(out), overwrite=True))
+    assert "keep.txt" not in os.listdir(out) and (out / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+def test_export_cli(trained, tmp_path):
+    from tests.conftest import run_cli
+
+    ckpt = trained("sample_sentiment") / "checkpoints" / "best.ckpt"
+    done = run_cli("export", f"ckpt={ckpt}", f"out={tmp_path / 'cli'}")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
+    done = run_cli("export", f"ckpt={tmp_path / 'nope.ckpt'}", f"out={tmp_path / 'cli2'}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "ckpt=" in done.stderr
