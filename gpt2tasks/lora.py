@@ -4,6 +4,10 @@ GPT-2 facts handled here:
 - Its projections are `Conv1D` (weights stored in x out), so adapters need `fan_in_fan_out=True`.
 - `c_proj` names two different layers (attention output and MLP output), so targets are matched by
   their parent too: `attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj` (a bare `c_proj` means both).
+- `wte` (token embeddings) can carry an adapter too: a small or weakly pretrained base may not
+  separate the words a task hinges on (in LM pretraining "good" and "bad" share their contexts).
+  Not for heads whose output layer is tied to `wte` (LM, double heads): merging the adapter into
+  `wte` would change that output layer too, so merged and unmerged outputs would differ.
 - The task head (`score`, `classifier`, `qa_outputs`, `multiple_choice_head`) is new: it stays
   fully trainable and is saved (`modules_to_save`). Token rows added to the vocabulary (a dedicated
   pad or summary token) are new too: only those rows of `wte` train (`trainable_token_indices`),
@@ -29,9 +33,10 @@ METHODS = ("none", "lora")
 TARGET_PRESETS = {
     "attention": ["attn.c_attn", "attn.c_proj"],
     "attention_mlp": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
+    "attention_embeddings": ["attn.c_attn", "attn.c_proj", "wte"],
 }
-# Every name a target may use: the four projections, alone or with their parent module.
-VALID_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+# Every name a target may use: the four projections, alone or with their parent module, and wte.
+VALID_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "wte")
 BIAS_CHOICES = ("none", "all", "lora_only")
 
 
@@ -79,7 +84,7 @@ def check_spec(spec: LoraSpec) -> list[str]:
     if not targets or unknown:
         problems.append(
             f"peft.targets={spec.targets!r}: {unknown or 'no modules'} {'is' if len(unknown) == 1 else 'are'} not "
-            f"GPT-2 projection(s). Fix: a preset ({', '.join(TARGET_PRESETS)}) or a list of "
+            f"GPT-2 projection(s) or wte. Fix: a preset ({', '.join(TARGET_PRESETS)}) or a list of "
             f"{', '.join(VALID_TARGETS)} (c_proj alone means both the attention and the MLP output).")
     return problems
 
@@ -97,6 +102,15 @@ def apply_lora(model: nn.Module, spec: LoraSpec, head_modules: Sequence[str], ne
     if missing:
         raise UserError(f"peft.extra_trainable={missing}: this model has no such module. Fix: use module names "
                         "of GPT-2, e.g. ln_f, wpe, or leave it empty.")
+    if "wte" in spec.target_modules:
+        if model.get_output_embeddings() is not None and model.config.tie_word_embeddings:
+            raise UserError(f"peft.targets={spec.targets!r}: wte (token embeddings) is tied to this head's output "
+                            "layer (lm_head), so merging its adapter would change the outputs. Fix: drop wte from "
+                            "peft.targets for language modelling and multiple choice (e.g. peft.targets=attention_mlp).")
+        if new_token_ids:
+            raise UserError(f"peft.targets={spec.targets!r}: wte cannot carry an adapter while token rows added to "
+                            "it (model.pad_token=add) train in full. Fix: model.pad_token=eos, or drop wte from "
+                            "peft.targets.")
     config = LoraConfig(
         r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=spec.target_modules,
         fan_in_fan_out=True,  # GPT-2's Conv1D stores weights in x out
@@ -110,7 +124,9 @@ def apply_lora(model: nn.Module, spec: LoraSpec, head_modules: Sequence[str], ne
 
 def targeted_modules(model: nn.Module) -> list[str]:
     """Full names of the modules carrying LoRA adapters (empty for a plain model)."""
-    return [name for name, module in model.named_modules() if hasattr(module, "lora_A") and len(module.lora_A)]
+    # Linear/Conv1D adapters live in lora_A; embedding adapters in lora_embedding_A.
+    return [name for name, module in model.named_modules()
+            if len(getattr(module, "lora_A", ())) or len(getattr(module, "lora_embedding_A", ()))]
 
 
 def describe(model: nn.Module) -> str:

@@ -34,7 +34,7 @@ def randomize_adapters(model):
     """LoRA's B starts at zero (adapters are a no-op at init); make them matter for the checks."""
     torch.manual_seed(1)
     for name, p in model.named_parameters():
-        if "lora_B" in name:
+        if "lora_B" in name or "lora_embedding_B" in name:
             torch.nn.init.normal_(p, std=0.5)
 
 
@@ -69,9 +69,10 @@ def test_attention_preset_leaves_the_mlp_alone(tiny_tokenizer):
     assert sorted({".".join(n.split(".")[-2:]) for n in lora.targeted_modules(model)}) == ["attn.c_proj", "mlp.c_proj"]
 
 
-@pytest.mark.parametrize("kind", HEADS)
-def test_merged_model_gives_the_adapter_models_outputs(kind, tiny_tokenizer):
-    model = apply_lora(tiny_head(kind, tiny_tokenizer), LoraSpec(method="lora", dropout=0.0),
+@pytest.mark.parametrize("kind, targets", [(kind, "attention_mlp") for kind in HEADS]
+                         + [(kind, "attention_embeddings") for kind in ("seq_cls", "token_cls", "qa")])
+def test_merged_model_gives_the_adapter_models_outputs(kind, targets, tiny_tokenizer):
+    model = apply_lora(tiny_head(kind, tiny_tokenizer), LoraSpec(method="lora", dropout=0.0, targets=targets),
                        KINDS[kind].module.head_modules)
     randomize_adapters(model)
     model.eval()
@@ -136,6 +137,27 @@ def test_gradient_checkpointing_gives_the_same_gradients(use_lora, tiny_tokenize
     assert plain.keys() == checkpointed.keys() and all(g is not None for g in checkpointed.values())
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_adapters_train_wte_through_a_low_rank_update(tiny_tokenizer):
+    model = apply_lora(tiny_head("seq_cls", tiny_tokenizer), LoraSpec(method="lora", targets="attention_embeddings"),
+                       ("score",))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"base_model.model.transformer.wte.lora_embedding_A.default",
+            "base_model.model.transformer.wte.lora_embedding_B.default"} <= trainable
+    assert not any(n.endswith("wte.weight") or "mlp" in n for n in trainable)
+    assert "LoRA on 5 modules" in lora.describe(model)  # 2 layers x (c_attn, c_proj) + wte
+
+
+@pytest.mark.parametrize("kind", ["lm", "mc"])
+def test_embedding_adapters_are_refused_where_wte_is_the_output_layer(kind, tiny_tokenizer):
+    with pytest.raises(UserError, match="tied to this head's output layer"):
+        apply_lora(tiny_head(kind, tiny_tokenizer), LoraSpec(method="lora", targets=["c_attn", "wte"]),
+                   KINDS[kind].module.head_modules)
+    if kind == "lm":  # and where added token rows of wte train in full
+        with pytest.raises(UserError, match="model.pad_token=eos"):
+            apply_lora(tiny_head("seq_cls", tiny_tokenizer), LoraSpec(method="lora", targets=["wte"]), ("score",),
+                       new_token_ids=[3])
 
 
 def test_bad_lora_settings_name_the_key_and_the_fix():
