@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "train": "fine-tune a GPT-2 backbone for a task (Hydra overrides: task=... model=... key=value)",
     "eval": "re-evaluate a checkpoint: eval ckpt=<path> [key=value ...]",
+    "predict": "predict a file, one JSON line per row: predict ckpt=<path or exported dir> input=<file> output=<file.jsonl>",
 }
 
 USAGE = "usage: python -m gpt2tasks <command> [args]\n\ncommands:\n" + "\n".join(
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         from gpt2tasks.evaluation import main as eval_main
 
         eval_main(rest)
+    elif command == "predict":
+        from gpt2tasks.predict import main as predict_main
+
+        predict_main(rest)
 
 
 if __name__ == "__main__":
