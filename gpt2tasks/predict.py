@@ -16,10 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import yaml
 
-from gpt2tasks.datamodules.base import PREDICT
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import write_atomic
 
@@ -51,10 +49,16 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
             overwrite: bool = False, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Predict every row of `input` with `ckpt`, write `output` (JSON lines); returns the lines.
     `options`: the kind's predict options (e.g. LM max_new_tokens)."""
+    output_path = check_output(output, overwrite)  # before any work
+    if not Path(input).expanduser().is_file():
+        raise UserError(f"input={input}: {'a folder' if Path(input).expanduser().is_dir() else 'file not found'} "
+                        f"(cwd is {Path.cwd()}). Fix: pass the file to predict, e.g. input=data/test.csv.")
+    import lightning as L  # heavy imports only once the arguments are known to be usable
+
+    from gpt2tasks.datamodules.base import PREDICT
     from gpt2tasks.evaluation import inference_trainer_kwargs
     from gpt2tasks.inference import load_for_inference
 
-    output_path = check_output(output, overwrite)  # before any work
     if batch_size is not None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UserError(f"batch_size={batch_size!r} must be a positive integer. Fix: e.g. batch_size=64.")
