@@ -49,10 +49,7 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
             overwrite: bool = False, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Predict every row of `input` with `ckpt`, write `output` (JSON lines); returns the lines.
     `options`: the kind's predict options (e.g. LM max_new_tokens)."""
-    output_path = check_output(output, overwrite)  # before any work
-    if not Path(input).expanduser().is_file():
-        raise UserError(f"input={input}: {'a folder' if Path(input).expanduser().is_dir() else 'file not found'} "
-                        f"(cwd is {Path.cwd()}). Fix: pass the file to predict, e.g. input=data/test.csv.")
+    output_path = check_paths(input, output, overwrite)  # before any work
     import lightning as L  # heavy imports only once the arguments are known to be usable
 
     from gpt2tasks.datamodules.base import PREDICT
@@ -89,7 +86,11 @@ def row_identity(example: dict, index: int, id_column: str) -> dict[str, Any]:
     return {"index": index, **({"id": example[id_column]} if example.get(id_column) is not None else {})}
 
 
-def check_output(output: str, overwrite: bool) -> Path:
+def check_paths(input: str, output: str, overwrite: bool) -> Path:
+    """The output path, once input= is a file and output= may be written."""
+    if not Path(input).expanduser().is_file():
+        raise UserError(f"input={input}: {'a folder' if Path(input).expanduser().is_dir() else 'file not found'} "
+                        f"(cwd is {Path.cwd()}). Fix: pass the file to predict, e.g. input=data/test.csv.")
     path = Path(output).expanduser()
     if path.is_dir():
         raise UserError(f"output={output} is a folder. Fix: give a file path, e.g. output=predictions.jsonl.")
@@ -126,13 +127,10 @@ def main(argv: list[str]) -> None:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return
-    from gpt2tasks.train import quiet_known_noise
-
     setup_logging()
-    quiet_known_noise()
 
     def job() -> None:
-        options, overrides = parse_args(argv)
+        options, rest = parse_args(argv, OPTIONS)
         missing = [key for key in ("ckpt", "input", "output") if key not in options]
         if missing:
             raise UserError(f"predict needs {', '.join(f'{k}=' for k in missing)}. Fix: e.g. python -m gpt2tasks "
@@ -142,6 +140,12 @@ def main(argv: list[str]) -> None:
         if not isinstance(overwrite, bool):
             raise UserError(f"overwrite={overwrite!r} must be true or false. Fix: overwrite=true replaces an "
                             "existing output file.")
+        check_paths(options["input"], options["output"], overwrite)  # fail fast, before the heavy imports
+        from gpt2tasks.train import quiet_known_noise
+
+        quiet_known_noise()
+        kind_options, overrides = parse_args(rest, generation_option_names())
+        options.update(kind_options)
         predict(str(options.pop("ckpt")), str(options.pop("input")), str(options.pop("output")), overrides,
                 batch_size=options.pop("batch_size", None), overwrite=overwrite, options=options)
 
@@ -149,14 +153,13 @@ def main(argv: list[str]) -> None:
     sys.stdout.flush()
 
 
-def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """(predict options with YAML-typed values, config overrides) from key=value arguments."""
-    names = set(OPTIONS) | generation_option_names()
+def parse_args(argv: Sequence[str], names: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """(the options in `names`, with YAML-typed values; the other arguments) from key=value arguments."""
     options, overrides = {}, []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key not in names:
-            overrides.append(arg)  # checked against the run's config by apply_overrides
+            overrides.append(arg)  # config overrides are checked against the run's config by apply_overrides
             continue
         if key in ("ckpt", "input", "output"):
             options[key] = value  # paths stay strings
