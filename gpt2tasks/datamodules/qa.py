@@ -68,12 +68,14 @@ class QADataModule(TaskDataModule):
             return list(zip(map(str, raw.get("text", [])), map(int, raw.get("answer_start", []))))
         return [(str(a["text"]), int(a["answer_start"])) for a in raw]
 
+    def contexts(self, split: str) -> tuple[list[str], list[str]]:
+        """(ids, contexts) of a split's examples, in example order: what answers are cut from."""
+        rows = self.examples[split]
+        return [self.example_id(r, i) for i, r in enumerate(rows)], [str(r[self.spec.context_column]) for r in rows]
+
     def references(self, eval_set: str) -> tuple[list[str], list[str], list[list[str]]]:
         """(ids, contexts, gold answer texts) of an eval set, in example order, for the metrics."""
-        rows = self.examples[eval_set]
-        return ([self.example_id(r, i) for i, r in enumerate(rows)],
-                [str(r[self.spec.context_column]) for r in rows],
-                [[text for text, _ in self.answers(r)] for r in rows])
+        return *self.contexts(eval_set), [[text for text, _ in self.answers(r)] for r in self.examples[eval_set]]
 
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         s = self.spec

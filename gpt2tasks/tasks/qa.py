@@ -51,7 +51,7 @@ class QAModule(TaskModule):
     def best_answers(self, outputs: dict[str, np.ndarray], datamodule, split: str) -> tuple[list[str], list[Answer]]:
         """(example ids, the best answer of each example over all its windows) of a split."""
         windows = datamodule.datasets[split].rows
-        ids, contexts, _ = datamodule.references(split)
+        ids, contexts = datamodule.contexts(split)  # predict inputs have no gold answers
         opts = self.evaluation.options
         return ids, postprocess_qa([windows[int(i)] for i in outputs["idx"]], outputs["start_logits"],
                                    outputs["end_logits"], contexts, n_best=int(opts["n_best"]),
