@@ -69,11 +69,13 @@ def write_rows(path, rows):
     return path
 
 
-def run_predict(ckpt, source, out, **kwargs):
+def run_predict(ckpt, source, out, n_rows=None, **kwargs):
+    """predict(), checking the file and that there is one line per input row, in order."""
     lines = predict(str(ckpt), str(source), str(out), **kwargs)
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines  # the file holds what was returned
-    assert [line["index"] for line in lines] == list(range(len(rows_of(source)) if source.suffix != ".txt"
-                                                           else len(source.read_text().splitlines())))
+    if n_rows is None:
+        n_rows = len(source.read_text().splitlines() if source.suffix == ".txt" else rows_of(source))
+    assert [line["index"] for line in lines] == list(range(n_rows))
     return lines
 
 
@@ -107,6 +109,10 @@ def test_seq_cls_labels_match_eval_in_input_order_without_labels(run, tmp_path):
     gold = np.array([names.index(r["label"]) for r in rows])
     assert compute_metrics(["accuracy", "f1"], "single_label_classification", logits, gold) == pytest.approx(
         {k: v for k, v in eval_metrics(ckpt, subset).items() if k in ("accuracy", "f1")})
+    # The batches really are reordered (longest first), so input order is restored, not kept.
+    _, datamodule, _ = load_for_inference(str(ckpt), ["data.eval_batch_size=5"])
+    datamodule.setup_predict(str(subset))
+    assert [int(i) for batch in datamodule.predict_dataloader() for i in batch["idx"]] != list(range(N_ROWS))
     # Reversed and unlabelled: the same predictions, reversed (order never depends on batching).
     reverse = write_rows(tmp_path / "reversed.csv", [{"text": r["text"]} for r in reversed(rows)])
     again = run_predict(ckpt, reverse, tmp_path / "r.jsonl", batch_size=3)
@@ -123,6 +129,10 @@ def test_token_cls_tags_match_eval_and_entities(run, tmp_path):
     scores = ner_metrics([r["ner_tags"] for r in rows], [line["tags"] for line in lines])
     metrics = eval_metrics(ckpt, subset)
     assert {k: scores[k] for k in metrics if k != "loss"} == pytest.approx({k: v for k, v in metrics.items() if k != "loss"})
+    # The same sentences as a CoNLL column file (tags present, ignored): the same tags.
+    conll = tmp_path / "words.conll"
+    conll.write_text("".join("".join(f"{w} {t}\n" for w, t in zip(r["tokens"], r["ner_tags"])) + "\n" for r in rows))
+    assert run_predict(ckpt, conll, tmp_path / "c.jsonl", n_rows=len(rows), batch_size=8) == lines
 
 
 def test_qa_answers_equal_eval_predictions(run, tmp_path):
@@ -135,6 +145,11 @@ def test_qa_answers_equal_eval_predictions(run, tmp_path):
     assert {line["id"]: line["answer"] for line in lines} == expected
     for line, row in zip(lines, rows):
         assert row["context"][line["start"]:line["end"]] == line["answer"] and isinstance(line["score"], float)
+    # The official nested SQuAD JSON of the same questions: the same lines.
+    nested = tmp_path / "squad.json"
+    nested.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [
+        {"context": r["context"], "qas": [{"id": r["id"], "question": r["question"], "answers": []}]} for r in rows]}]}))
+    assert predict(str(ckpt), str(nested), str(tmp_path / "n.jsonl"), batch_size=3) == lines
 
 
 def test_mc_choices_match_eval_accuracy_without_labels(run, tmp_path):
