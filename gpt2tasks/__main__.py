@@ -7,7 +7,7 @@ import sys
 COMMANDS = {
     "train": "fine-tune a GPT-2 backbone for a task (Hydra overrides: task=... model=... key=value)",
     "eval": "re-evaluate a checkpoint: eval ckpt=<path> [key=value ...]",
-    "predict": "predict a file, one JSON line per row: predict ckpt=<path or exported dir> input=<file> output=<file.jsonl>",
+    "predict": "one JSON line per input row: predict ckpt=<path or exported dir> input=<file> output=<file.jsonl>",
 }
 
 USAGE = "usage: python -m gpt2tasks <command> [args]\n\ncommands:\n" + "\n".join(

@@ -92,8 +92,9 @@ def _from_export(folder: Path, path: str, overrides: Sequence[str], command: str
         tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
         config = GPT2Config.from_pretrained(str(folder))
     except (OSError, ValueError) as exc:
-        raise UserError(f"ckpt={path}: the folder's tokenizer or config.json cannot be loaded "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Fix: export the run again.") from None
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        raise UserError(f"ckpt={path}: the folder's tokenizer or config.json cannot be loaded ({reason}). "
+                        "Fix: export the run again.") from None
     setup_pad_token(tokenizer)  # right padding; pad = eos if the export had none
     datamodule = build_datamodule(cfg, tokenizer, config, label_space=LabelSpace(**info["label_space"]))
     spec = model_spec(cfg)

@@ -105,9 +105,9 @@ def check_options(module_cls, kind: str, options: dict[str, Any]) -> dict[str, A
     defaults = module_cls.predict_option_defaults
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise UserError(f"predict: {', '.join(unknown)} {'is not an option' if len(unknown) == 1 else 'are not options'} "
-                        f"of {kind} predictions (its options: {', '.join(defaults) or 'none'}). Fix: drop "
-                        f"{'it' if len(unknown) == 1 else 'them'}.")
+        one = len(unknown) == 1
+        raise UserError(f"predict: {', '.join(unknown)} {'is not an option' if one else 'are not options'} of {kind} "
+                        f"predictions (its options: {', '.join(defaults) or 'none'}). Fix: drop {'it' if one else 'them'}.")
     filled = {**defaults, **options}
     problems = module_cls.check_predict_options(filled)
     if problems:
