@@ -26,7 +26,7 @@ from tests.conftest import compose, run_cli
 N_ROWS = 24  # rows of each validation file to predict
 QUICK = ("trainer.max_steps=1", "data.batch_size=8")  # near the random init: varied predictions to compare
 TRAIN = {"sample_sentiment": QUICK, "sample_ner": QUICK, "sample_mc": QUICK, "sample_lm": (*QUICK, "optim.lr=1e-6"),
-         "sample_qa": (*QUICK, "data.max_length=64", "data.doc_stride=16", "data.max_question_length=16")}
+         "sample_qa": (*QUICK, "data.max_length=96", "data.doc_stride=24", "data.max_question_length=24")}  # most contexts: 2+ windows
 VALIDATION = {"sample_sentiment": "validation.csv", "sample_ner": "validation.jsonl", "sample_qa": "validation.jsonl",
               "sample_mc": "validation.jsonl", "sample_lm": "validation.txt"}
 
@@ -140,7 +140,7 @@ def test_qa_answers_equal_eval_predictions(run, tmp_path):
     eval_metrics(ckpt, subset, output=str(tmp_path / "eval" / "metrics.json"))
     expected = json.loads((tmp_path / "eval" / "predictions.json").read_text())
     rows = rows_of(subset)
-    lines = run_predict(ckpt, subset, tmp_path / "p.jsonl", batch_size=3)  # contexts span several windows
+    lines = run_predict(ckpt, subset, tmp_path / "p.jsonl", batch_size=16)  # several windows per context
     assert [line["id"] for line in lines] == [r["id"] for r in rows] == list(expected)
     assert {line["id"]: line["answer"] for line in lines} == expected
     for line, row in zip(lines, rows):
@@ -149,7 +149,7 @@ def test_qa_answers_equal_eval_predictions(run, tmp_path):
     nested = tmp_path / "squad.json"
     nested.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [
         {"context": r["context"], "qas": [{"id": r["id"], "question": r["question"], "answers": []}]} for r in rows]}]}))
-    assert predict(str(ckpt), str(nested), str(tmp_path / "n.jsonl"), batch_size=3) == lines
+    assert predict(str(ckpt), str(nested), str(tmp_path / "n.jsonl"), batch_size=32) == lines
 
 
 def test_mc_choices_match_eval_accuracy_without_labels(run, tmp_path):
