@@ -111,11 +111,12 @@ def check_options(module_cls, kind: str, options: dict[str, Any]) -> dict[str, A
     filled = {**defaults, **options}
     problems = module_cls.check_predict_options(filled)
     if problems:
-        raise UserError("predict: " + " ".join(problems))
+        raise UserError("predict: " + " ".join(problems) + " Fix: see `python -m gpt2tasks predict --help` for "
+                        "the defaults.")
     return filled
 
 
-def generation_option_names() -> set[str]:
+def kind_option_names() -> set[str]:
     from gpt2tasks.tasks import KINDS
 
     return {name for kind in KINDS.values() for name in kind.module.predict_option_defaults}
@@ -144,7 +145,7 @@ def main(argv: list[str]) -> None:
         from gpt2tasks.train import quiet_known_noise
 
         quiet_known_noise()
-        kind_options, overrides = parse_args(rest, generation_option_names())
+        kind_options, overrides = parse_args(rest, kind_option_names())
         options.update(kind_options)
         predict(str(options.pop("ckpt")), str(options.pop("input")), str(options.pop("output")), overrides,
                 batch_size=options.pop("batch_size", None), overwrite=overwrite, options=options)
