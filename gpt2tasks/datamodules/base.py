@@ -210,6 +210,8 @@ class TaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load, check and tokenize. Idempotent: the entry point calls it before building the model
         (label names must be known), Lightning calls it again."""
+        if stage == "predict":
+            return  # `predict` reads its input with setup_predict(path); the run's splits are not needed
         need_train = stage in (None, "fit")
         key = "fit" if need_train else "eval"
         if key in self._prepared_stages or "fit" in self._prepared_stages:
