@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "train": "fine-tune a GPT-2 backbone for a task (Hydra overrides: task=... model=... key=value)",
     "eval": "re-evaluate a checkpoint: eval ckpt=<path> [key=value ...]",
+    "predict": "one JSON line per input row: predict ckpt=<path or exported dir> input=<file> output=<file.jsonl>",
     "export": "write a Hugging Face folder (and push it): export ckpt=<path> out=<dir> [merge_lora=true]",
 }
 
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
         from gpt2tasks.evaluation import main as eval_main
 
         eval_main(rest)
+    elif command == "predict":
+        from gpt2tasks.predict import main as predict_main
+
+        predict_main(rest)
     elif command == "export":
         from gpt2tasks.export import main as export_main
 

@@ -74,12 +74,14 @@ def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config
     return datamodule
 
 
-def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: dict | None = None) -> TaskModule:
+def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: dict | None = None,
+                 check_monitor: bool = True) -> TaskModule:
+    """`check_monitor=False` for `predict`, which loads no eval sets."""
     kind = KINDS[cfg.task.kind]
     metrics = list(cfg.task.metrics)
     kind.module.check_metrics(metrics, datamodule.label_space, key="task.metrics")
     monitor_set = str(cfg.task.monitor).split("/", 1)[0]
-    if monitor_set not in datamodule.eval_sets:
+    if check_monitor and monitor_set not in datamodule.eval_sets:
         raise UserError(f"task.monitor={cfg.task.monitor}: there is no eval set {monitor_set!r} "
                         f"(this run has {datamodule.eval_sets}). Fix: task.monitor=val/<metric>.")
     evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=eval_options(cfg))
@@ -147,13 +149,16 @@ def adapt_model(cfg: DictConfig, model, new_token_ids: list[int]):
     return model
 
 
-def build_from_checkpoint(cfg: DictConfig, info: dict) -> tuple[TaskDataModule, TaskModule]:
-    """The same objects from a checkpoint's saved run_info: no download, no training data needed."""
+def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True
+                          ) -> tuple[TaskDataModule, TaskModule]:
+    """The same objects from a checkpoint's saved run_info: no download, no training data needed.
+    `load_eval_sets=False` (predict) reads no data: the caller gives its own input."""
     tokenizer, model = model_from_run_info(cfg, info)
     label_space = LabelSpace(**info["label_space"])
     datamodule = build_datamodule(cfg, tokenizer, model.config, label_space=label_space)
-    datamodule.setup("validate")
-    return datamodule, build_module(cfg, model, datamodule, info)
+    if load_eval_sets:
+        datamodule.setup("validate")
+    return datamodule, build_module(cfg, model, datamodule, info, check_monitor=load_eval_sets)
 
 
 def model_from_run_info(cfg: DictConfig, info: dict) -> tuple[PreTrainedTokenizerBase, Any]:

@@ -48,19 +48,28 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     return ckpt
 
 
-def apply_overrides(config: dict, overrides: list[str]):
+def apply_overrides(config: dict, overrides: list[str], command: str = "eval", usage: str = USAGE):
     cfg = OmegaConf.create(config)
     OmegaConf.set_struct(cfg, True)
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"eval: {item!r} is not key=value. Fix: e.g. data.validation_file=dev.csv.\n{USAGE}")
+            raise UserError(f"{command}: {item!r} is not key=value. Fix: e.g. data.max_length=256.\n{usage}")
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
             key = item.split("=", 1)[0]
-            raise UserError(f"eval: cannot override {key!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-                            "Fix: use a key of the run's config.yaml, e.g. data.validation_file=...") from None
+            raise UserError(f"{command}: cannot override {key!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+                            "Fix: use a key of the run's config.yaml, e.g. data.max_length=256.") from None
     return cfg
+
+
+def inference_trainer_kwargs(cfg) -> dict[str, Any]:
+    """The run's Trainer settings (precision, accelerator, ...) without the training-only ones."""
+    kwargs = trainer_kwargs(cfg)
+    for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
+                "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
+        kwargs.pop(key, None)
+    return kwargs
 
 
 def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None = None) -> dict[str, float]:
@@ -71,11 +80,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     datamodule, module = build_from_checkpoint(cfg, info)
     module.complete_state_dict(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
-    kwargs = trainer_kwargs(cfg)
-    for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
-                "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
-        kwargs.pop(key, None)
-    trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False)
+    trainer = L.Trainer(**inference_trainer_kwargs(cfg), logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, verbose=False)

@@ -213,8 +213,11 @@ def check_metric_names(names: Sequence[str], problem_type: str, key: str = "task
                         f"valid metrics: {', '.join(valid)}. Fix: {key}=[{valid[0]}] or any list of those.")
 
 
+MULTI_LABEL_THRESHOLD = 0.5  # a class is predicted when its sigmoid score is above this (metrics and predict)
+
+
 def compute_metrics(names: Sequence[str], problem_type: str, logits: np.ndarray, labels: np.ndarray,
-                    threshold: float = 0.5) -> dict[str, float]:
+                    threshold: float = MULTI_LABEL_THRESHOLD) -> dict[str, float]:
     """Turn logits into predictions and compute each named metric.
 
     logits: (n, num_labels) floats; labels: (n,) ints for single-label, (n, num_labels) of 0/1 for

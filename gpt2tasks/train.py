@@ -87,6 +87,8 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # predict_step keeps its outputs on the module (put back in input order at the end), not in Lightning's list.
+    warnings.filterwarnings("ignore", message="predict returned None")
     # An advertisement Lightning prints on every Trainer start.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage())

@@ -11,6 +11,10 @@ idx, so metrics never depend on batch order, padding of the last batch, or the n
 Kinds that cut an example into windows also keep `example`, the example's row number, to put the
 windows back together; the raw rows stay in `self.examples[split]` for metrics that need the
 original text (QA answers).
+
+`predict` reads an input file through the same readers and tokenization, without labels
+(`setup_predict`): the kinds' `encode_rows`/`tokenize_batch` leave the label columns out when
+`part.labelled` is false, so an input file never needs (fake) labels.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from gpt2tasks.resources import default_cache_dir
 
 log = logging.getLogger(__name__)
 
-TRAIN, VAL, TEST = "train", "val", "test"
+TRAIN, VAL, TEST, PREDICT = "train", "val", "test", "predict"
 CACHE_VERSION = 2  # bump when tokenization output changes, to invalidate old caches
 
 
@@ -97,6 +101,7 @@ class RawSplit:
     key: str  # the config key it came from, for error messages
     where: str  # the file path or Hub split, for error messages
     lines: list[int] | None = None  # the file line each row starts on, when the format has lines
+    labelled: bool = True  # false for `predict` inputs: encode_rows leaves the labels out
 
     def locate(self, i: int) -> str:
         """Where row i is, for error messages: 'line 17' in a file, else 'row 17 (from 0)'."""
@@ -155,8 +160,14 @@ class TaskDataModule(L.LightningDataModule):
 
     def tokenize_batch(self, batch: dict[str, list]) -> dict[str, list]:
         """Runs inside datasets.map(batched=True) and replaces every column: returns input_ids and
-        whatever else a row needs (labels, ...). Rows out may outnumber rows in (windows)."""
+        whatever else a row needs (labels, ...). Rows out may outnumber rows in (windows).
+        Without a "labels" column (predict inputs), rows carry no targets."""
         raise NotImplementedError
+
+    def tokenize_inputs(self, batch: dict[str, list]) -> dict[str, list]:
+        """tokenize_batch for unlabelled `predict` rows; a kind whose training rows are not one
+        example each (LM packing) overrides it."""
+        return self.tokenize_batch(batch)
 
     def read_file(self, path: str, key: str) -> tuple[list[dict], list[int] | None]:
         """Rows of one data file (+ the line each starts on). Kinds with other formats override."""
@@ -199,6 +210,8 @@ class TaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load, check and tokenize. Idempotent: the entry point calls it before building the model
         (label names must be known), Lightning calls it again."""
+        if stage == "predict":
+            return  # `predict` reads its input with setup_predict(path); the run's splits are not needed
         need_train = stage in (None, "fit")
         key = "fit" if need_train else "eval"
         if key in self._prepared_stages or "fit" in self._prepared_stages:
@@ -234,6 +247,17 @@ class TaskDataModule(L.LightningDataModule):
         self.eval_sets = [s for s in self.datasets if s.startswith(VAL)]
         self._prepared_stages.add(key)
 
+    def setup_predict(self, path: str, key: str = "input") -> None:
+        """Read, check and tokenize a `predict` input file: the training formats, labels not needed
+        (ignored when present). Errors name `key` (the CLI's input=)."""
+        file = os.path.abspath(os.path.expanduser(path))
+        rows, lines = self.read_file(file, key)
+        stat = os.stat(file)
+        part = RawSplit(rows, f"{file}:{stat.st_size}:{stat.st_mtime_ns}", key, file, lines, labelled=False)
+        require_columns(rows, self.required_columns(labelled=False), file, key)
+        self.examples[PREDICT] = rows
+        self.datasets[PREDICT] = self._tokenize(PREDICT, rows, part)
+
     def _label_columns(self) -> list[str]:
         inputs = set(self.required_columns(labelled=False).values())
         return [c for c in self.required_columns(labelled=True).values() if c not in inputs]
@@ -264,11 +288,14 @@ class TaskDataModule(L.LightningDataModule):
 
         columns = self.encode_rows(rows, part)
         columns["example"] = list(range(len(rows)))
-        fingerprint = self._fingerprint(f"{part.identity}:first {len(rows)} rows", split)  # max_*_samples cut
+        tokenize, batch_size = ((self.tokenize_batch, self.map_batch_size) if part.labelled
+                                else (self.tokenize_inputs, TaskDataModule.map_batch_size))
+        identity = f"{part.identity}:first {len(rows)} rows{'' if part.labelled else ':unlabelled'}"
+        fingerprint = self._fingerprint(identity, split)  # max_*_samples cut
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
         ds = datasets.Dataset.from_dict(columns)
-        ds = ds.map(self.tokenize_batch, batched=True, batch_size=self.map_batch_size, remove_columns=list(columns),
+        ds = ds.map(tokenize, batched=True, batch_size=batch_size, remove_columns=list(columns),
                     desc=f"Tokenizing {split}",
                     cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
                     load_from_cache_file=True)
@@ -310,6 +337,10 @@ class TaskDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(TEST, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        # Length-sorted like evaluation (least padding); outputs are put back in input order by idx.
+        return self._loader(PREDICT, train=False)
 
     @property
     def has_test(self) -> bool:

@@ -66,6 +66,8 @@ class LanguageModelingDataModule(TaskDataModule):
                 raise UserError(f"{part.key}={part.where}, {part.locate(i)}: data.text_column={column!r} holds a "
                                 f"{type(value).__name__}, not text. Fix: store each document as one string.")
             texts.append("" if value is None else str(value))
+        if not part.labelled:
+            return {"text": texts}  # predict prompts: an empty one still gets its continuation
         empty = sum(not t.strip() for t in texts)
         if empty == len(texts):
             raise UserError(f"{part.key}={part.where}: all {len(texts)} documents are empty (data.text_column="
@@ -89,6 +91,14 @@ class LanguageModelingDataModule(TaskDataModule):
         cut = pack if self.spec.packing else split_documents
         rows, starts = cut(documents, self.spec.block_size)
         return {"input_ids": rows, "example": [examples[d] for d in starts]}
+
+    def tokenize_inputs(self, batch: dict[str, list]) -> dict[str, list]:
+        """`predict` prompts: one row per document, eos first (in training, every document after the
+        first starts right after an eos), no eos after it, never packed. Generation keeps the last
+        tokens that fit the model with the new ones."""
+        eos = self.tokenizer.eos_token_id
+        ids = self.tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"input_ids": [[eos] + seq for seq in ids], "example": batch["example"]}
 
 
 def check_block_size(block_size: Any, n_positions: int) -> None:

@@ -66,7 +66,7 @@ class MultipleChoiceDataModule(TaskDataModule):
     # ---- rows -> columns ------------------------------------------------------------------------
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         s, n = self.spec, len(self.label_space.names)
-        columns: dict[str, list[Any]] = {"context": [], "endings": [], "labels": []}
+        columns: dict[str, list[Any]] = {"context": [], "endings": [], **({"labels": []} if part.labelled else {})}
         for i, row in enumerate(rows):
             where = f"{part.key}={part.where}, {part.locate(i)}"
             endings = self.endings(row, where)
@@ -76,7 +76,8 @@ class MultipleChoiceDataModule(TaskDataModule):
                                 f"{s.endings_column!r}). Fix: give this row {n} endings, or remove it.")
             columns["context"].append(self.context(row))
             columns["endings"].append(endings)
-            columns["labels"].append(_choice_index(row[s.label_column], n, where, s.label_column))
+            if part.labelled:
+                columns["labels"].append(_choice_index(row[s.label_column], n, where, s.label_column))
         return columns
 
     # ---- columns -> token ids -------------------------------------------------------------------
@@ -88,7 +89,7 @@ class MultipleChoiceDataModule(TaskDataModule):
                     add_special_tokens=False)["input_ids"]
         input_ids = [[_choice(context, tails[r * n + c], tok.eos_token_id, s.max_length) for c in range(n)]
                      for r, context in enumerate(contexts)]  # (rows, choices, its own length)
-        return {"input_ids": input_ids, "labels": batch["labels"]}
+        return {"input_ids": input_ids, **({"labels": batch["labels"]} if "labels" in batch else {})}
 
 
 def _choice(context: list[int], tail: list[int], summary: int, max_length: int) -> list[int]:

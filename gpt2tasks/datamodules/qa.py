@@ -68,16 +68,20 @@ class QADataModule(TaskDataModule):
             return list(zip(map(str, raw.get("text", [])), map(int, raw.get("answer_start", []))))
         return [(str(a["text"]), int(a["answer_start"])) for a in raw]
 
+    def contexts(self, split: str) -> tuple[list[str], list[str]]:
+        """(ids, contexts) of a split's examples, in example order: what answers are cut from."""
+        rows = self.examples[split]
+        return [self.example_id(r, i) for i, r in enumerate(rows)], [str(r[self.spec.context_column]) for r in rows]
+
     def references(self, eval_set: str) -> tuple[list[str], list[str], list[list[str]]]:
         """(ids, contexts, gold answer texts) of an eval set, in example order, for the metrics."""
-        rows = self.examples[eval_set]
-        return ([self.example_id(r, i) for i, r in enumerate(rows)],
-                [str(r[self.spec.context_column]) for r in rows],
-                [[text for text, _ in self.answers(r)] for r in rows])
+        return *self.contexts(eval_set), [[text for text, _ in self.answers(r)] for r in self.examples[eval_set]]
 
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         s = self.spec
         columns: dict[str, list[Any]] = {"question": [], "context": [], "answer_start": [], "answer_end": []}
+        if not part.labelled:
+            del columns["answer_start"], columns["answer_end"]
         bad: list[str] = []
         for i, row in enumerate(rows):
             context = str(row[s.context_column] or "")
@@ -85,6 +89,10 @@ class QADataModule(TaskDataModule):
                 raise UserError(f"{part.key}={part.where}, {part.locate(i)}: empty data.context_column="
                                 f"{s.context_column!r}; there is nothing to extract an answer from. Fix: remove "
                                 "the row or give it its context.")
+            if not part.labelled:  # predict: question and context only
+                columns["question"].append(str(row[s.question_column] or ""))
+                columns["context"].append(context)
+                continue
             try:
                 answers = self.answers(row)
             except (KeyError, TypeError, ValueError):
@@ -122,8 +130,9 @@ class QADataModule(TaskDataModule):
         sep = tok(s.pair_separator, add_special_tokens=False)["input_ids"]
         questions = tok(batch["question"], add_special_tokens=False)["input_ids"]
         contexts = tok(batch["context"], add_special_tokens=False, return_offsets_mapping=True)
+        labelled = "answer_start" in batch  # predict inputs have no answers: no target positions
         out: dict[str, list] = {k: [] for k in ("input_ids", "start_positions", "end_positions", "offset_start",
-                                                "offset_end", "example")}
+                                                "offset_end", "example") if labelled or not k.endswith("_positions")}
         for i, example in enumerate(batch["example"]):
             context = batch["context"][i]
             prefix = questions[i][:s.max_question_length] + sep
@@ -131,14 +140,14 @@ class QADataModule(TaskDataModule):
             # Byte-level BPE offsets include a token's leading space; answers never start with one.
             offsets = [_strip_space(context, a, b) for a, b in contexts["offset_mapping"][i]]
             budget = s.max_length - len(prefix) - 1
-            answer = (batch["answer_start"][i], batch["answer_end"][i])
             for lo, hi in _context_windows(len(ids), budget, s.doc_stride):
                 window = prefix + ids[lo:hi] + [tok.eos_token_id]  # (T,) question, sep, context, summary
-                null = len(window) - 1
-                start, end = _answer_tokens(offsets, lo, hi, *answer)
                 out["input_ids"].append(window)
-                out["start_positions"].append(null if start is None else len(prefix) + start - lo)
-                out["end_positions"].append(null if end is None else len(prefix) + end - lo)
+                if labelled:
+                    null = len(window) - 1
+                    start, end = _answer_tokens(offsets, lo, hi, batch["answer_start"][i], batch["answer_end"][i])
+                    out["start_positions"].append(null if start is None else len(prefix) + start - lo)
+                    out["end_positions"].append(null if end is None else len(prefix) + end - lo)
                 pad = [-1] * len(prefix)
                 out["offset_start"].append(pad + [a for a, _ in offsets[lo:hi]] + [-1])
                 out["offset_end"].append(pad + [b for _, b in offsets[lo:hi]] + [-1])

@@ -26,7 +26,8 @@ class SeqClsDataModule(TaskDataModule):
         columns: dict[str, list[Any]] = {"text": [_text(r[s.text_column]) for r in rows]}
         if s.text_pair_column:
             columns["text_pair"] = [_text(r[s.text_pair_column]) for r in rows]
-        columns["labels"] = encode_labels([r[s.label_column] for r in rows], self.label_space, part.key)
+        if part.labelled:
+            columns["labels"] = encode_labels([r[s.label_column] for r in rows], self.label_space, part.key)
         return columns
 
     def tokenize_batch(self, batch: dict[str, list]) -> dict[str, list]:
@@ -41,7 +42,10 @@ class SeqClsDataModule(TaskDataModule):
             second = tok(batch["text_pair"], add_special_tokens=False)["input_ids"]
             ids = [_join_pair(a, b, sep, max_length) for a, b in zip(first, second)]
         # An empty text still needs one position to classify from.
-        return {"input_ids": [seq or [tok.eos_token_id] for seq in ids], "labels": batch["labels"]}
+        out = {"input_ids": [seq or [tok.eos_token_id] for seq in ids]}
+        if "labels" in batch:
+            out["labels"] = batch["labels"]
+        return out
 
 
 def _text(value: Any) -> str:

@@ -67,8 +67,7 @@ class TokenClsDataModule(TaskDataModule):
                                 f"is a {type(words).__name__}, not a list of words. Fix: store pre-split words, "
                                 'e.g. "tokens": ["John", "lives", "in", "Paris"].')
             words_out.append([str(w) for w in words])
-            if s.tags_column not in row:  # unlabelled split
-                labels_out.append([-100] * len(words))
+            if not part.labelled:
                 continue
             tags = row[s.tags_column]
             if not isinstance(tags, list) or len(tags) != len(words):
@@ -88,15 +87,18 @@ class TokenClsDataModule(TaskDataModule):
             raise UserError(f"{part.key}={part.where}: tag(s) {sorted(unknown)[:10]} are not in the tag list "
                             f"({', '.join(self.label_space.names)}). Fix: make every split use the training "
                             "split's tags, or list all of them in task.label_names=[...].")
-        return {"words": words_out, "labels": labels_out}
+        return {"words": words_out, **({"labels": labels_out} if part.labelled else {})}
 
     def preprocessing_params(self) -> dict[str, Any]:
         return {"max_length": self.spec.max_length, "label_all_tokens": self.spec.label_all_tokens}
 
     def tokenize_batch(self, batch: dict[str, list]) -> dict[str, list]:
-        out: dict[str, list] = {"input_ids": [], "labels": [], "word_ids": [], "example": []}
+        labelled = "labels" in batch
+        out: dict[str, list] = {"input_ids": [], **({"labels": []} if labelled else {}), "word_ids": [], "example": []}
         inside = self._inside_tag_ids()
-        for words, labels, example in zip(batch["words"], batch["labels"], batch["example"]):
+        # Unlabelled rows (predict inputs): every word "unlabelled", and no labels column comes out.
+        all_labels = batch["labels"] if labelled else [[-100] * len(words) for words in batch["words"]]
+        for words, labels, example in zip(batch["words"], all_labels, batch["example"]):
             # " " + word == what add_prefix_space=True does to each word under is_split_into_words
             pieces = self.tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"] if words else []
             for window in _windows([len(p) for p in pieces], self.spec.max_length):
@@ -108,7 +110,8 @@ class TokenClsDataModule(TaskDataModule):
                     tags += [first] + [rest if first != -100 else -100] * (len(piece) - 1)
                     word_ids += [w] * len(piece)
                 out["input_ids"].append(ids)
-                out["labels"].append(tags)
+                if labelled:
+                    out["labels"].append(tags)
                 out["word_ids"].append(word_ids)
                 out["example"].append(example)
         return out

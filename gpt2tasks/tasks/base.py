@@ -7,6 +7,10 @@ swappable part so several heads can share one backbone later (multi-task).
 Evaluation is exact: every eval step stores per-example outputs with the example's `idx`; at the
 end of the epoch they are gathered from all ranks, de-duplicated by idx and sorted, and the metrics
 are computed once over the whole split -- never averaged over batches.
+
+Prediction (`predict`) runs the same way: `predict_outputs` (the label-free part of `step`) per
+batch, gathered by idx, then `predict_rows` turns them into one dict per input example, in input
+order whatever the batching.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class TaskModule(L.LightningModule):
         self.run_info = run_info or {}
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
         self.latest_metrics: dict[str, float] = {}  # "<eval set>/<metric>" of the last evaluation
+        self.predict_options: dict[str, Any] = {}  # `predict` options this kind reads (predict_option_defaults)
+        self.predicted: dict[str, np.ndarray] = {}  # the last predict run's outputs, sorted by idx
 
     @property
     def backbone(self) -> nn.Module:
@@ -79,7 +85,7 @@ class TaskModule(L.LightningModule):
     #: task.* keys this kind reads, with their defaults (e.g. the NER tag scheme, loss weights)
     eval_options: dict[str, Any] = {}
 
-    #: pad value per output field whose per-example length varies (token-level outputs): batches
+    #: pad value per output field (eval or predict) whose per-example length varies: batches
     #: are padded to a common length before they are joined. Fields not listed are fixed-size.
     eval_pad_values: dict[str, float] = {}
 
@@ -110,6 +116,29 @@ class TaskModule(L.LightningModule):
         """Write the task's fields (num_labels, id2label, ...) into the HF config before the model
         is built: they travel with every checkpoint and export."""
         raise NotImplementedError
+
+    # ---- what a task kind implements for `predict` ----------------------------------------------
+    #: options of `predict` this kind reads (e.g. LM generation settings), with their defaults
+    predict_option_defaults: dict[str, Any] = {}
+
+    def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-example outputs of an unlabelled batch (first dim = batch): the part of `step` that
+        needs no labels."""
+        raise NotImplementedError
+
+    def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
+        """One JSON-ready dict of prediction fields per input example, in example order, from the
+        gathered `predict_outputs` (sorted by idx) and the datamodule's predict split
+        (`datamodule.examples["predict"]`, `datamodule.datasets["predict"]`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_predict_options(cls, options: dict[str, Any]) -> list[str]:
+        """Problems with `predict` options (all of predict_option_defaults' keys, filled in)."""
+        return []
+
+    def option(self, name: str) -> Any:
+        return self.predict_options.get(name, self.predict_option_defaults[name])
 
     def raw_examples(self, eval_set: str) -> list[dict]:
         return self.trainer.datamodule.examples[eval_set]
@@ -151,7 +180,9 @@ class TaskModule(L.LightningModule):
 
     # ---- exact evaluation ---------------------------------------------------------------------
     def _collect(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
-        _, out = self.step(batch)
+        self._keep(self.step(batch)[1], batch, dataloader_idx)
+
+    def _keep(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
         out = {k: v.detach().float().cpu() for k, v in out.items()}
         out["idx"] = batch["idx"].cpu()
         self._outputs.setdefault(dataloader_idx, []).append(out)
@@ -185,6 +216,16 @@ class TaskModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._finish(["test"])
+
+    def on_predict_epoch_start(self) -> None:
+        self._outputs = {}
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._keep(self.predict_outputs(batch), batch, dataloader_idx)
+
+    def on_predict_epoch_end(self) -> None:
+        self.predicted = gather_by_idx(self._outputs.get(0, []), self.eval_pad_values)
+        self._outputs = {}
 
     # ---- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,8 @@ class LanguageModelingModule(TaskModule):
     metric_names = ("perplexity",)
     metric_note = "loss is the mean NLL per predicted token, perplexity = exp(loss)"
     eval_options = {"sample_prompts": [], "sample_max_new_tokens": 24, "sample_top_p": 0.9}
+    predict_option_defaults = {"max_new_tokens": 32, "do_sample": False, "top_p": 1.0, "temperature": 1.0}
+    eval_pad_values = {"new_tokens": -1}  # predict: continuations of a batch stop at its longest
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
@@ -48,6 +51,54 @@ class LanguageModelingModule(TaskModule):
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
         return corpus_metrics(outputs["nll"], outputs["tokens"])
+
+    # ---- predict: a continuation of each input text -----------------------------------------
+    @torch.no_grad()
+    def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Generated token ids (B, new) for right-padded prompts (B, T). generate() appends after the
+        last column, so prompts are moved to the left padding it expects; it derives position ids
+        from the attention mask, so each row continues exactly as it would alone."""
+        new = int(self.option("max_new_tokens"))
+        keep = max(self.model.config.n_positions - new, 1)  # prompt tokens that fit with the new ones
+        lengths = batch["attention_mask"].sum(-1).clamp(max=keep)  # (B,) the last `keep` tokens of each
+        width = int(lengths.max())
+        pad_id = self.model.config.pad_token_id
+        ids = torch.full((len(lengths), width), pad_id, dtype=torch.long, device=self.device)  # (B, W)
+        mask = torch.zeros_like(ids)
+        for row, (n, total) in enumerate(zip(lengths.tolist(), batch["attention_mask"].sum(-1).tolist())):
+            ids[row, width - n:] = batch["input_ids"][row, total - n:total]
+            mask[row, width - n:] = 1
+        how = ({"do_sample": True, "top_p": float(self.option("top_p")), "top_k": 0,
+                "temperature": float(self.option("temperature"))} if self.option("do_sample") else {"do_sample": False})
+        with _quiet_generation():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, pad_token_id=pad_id,
+                                      num_beams=1, **how)  # (B, W + new'), new' <= new when all rows ended
+        return {"new_tokens": out[:, width:]}
+
+    def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
+        """The continuation text of each prompt, up to (not including) the first eos: the document
+        ends there, and generate() pads finished rows with pad = eos."""
+        tokenizer, eos = datamodule.tokenizer, datamodule.tokenizer.eos_token_id
+        rows = []
+        for tokens in outputs["new_tokens"].astype(np.int64):
+            tokens = [t for t in tokens.tolist() if t >= 0]
+            rows.append({"continuation": tokenizer.decode(tokens[:tokens.index(eos)] if eos in tokens else tokens)})
+        return rows
+
+    @classmethod
+    def check_predict_options(cls, options: dict[str, Any]) -> list[str]:
+        problems = []
+        n = options["max_new_tokens"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            problems.append(f"max_new_tokens={n!r} must be a positive integer.")
+        if not isinstance(options["do_sample"], bool):
+            problems.append(f"do_sample={options['do_sample']!r} must be true or false.")
+        top_p, temperature = options["top_p"], options["temperature"]
+        if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1:
+            problems.append(f"top_p={top_p!r} must be in (0, 1].")
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
+            problems.append(f"temperature={temperature!r} must be a positive number.")
+        return problems
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
@@ -97,14 +148,10 @@ class LanguageModelingModule(TaskModule):
         """(prompt, greedy continuation, top-p continuation) per prompt, one prompt at a time (no padding)."""
         limit = self.model.config.n_positions - max_new_tokens
         rows = []
-        # generate() drops an all-ones attention mask, and GPT-2 then warns that pad (= eos) may mean
-        # padding; these prompts are never padded, so the warning would only mislead.
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
         # A fixed seed makes top-p samples comparable between validations; fork_rng keeps them from
         # shifting the training RNG (a resumed run must match an uninterrupted one).
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
-        try:
+        with _quiet_generation():
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(0)
                 for prompt in prompts:
@@ -118,9 +165,20 @@ class LanguageModelingModule(TaskModule):
                                                   num_beams=1, **how)  # (1, P + new)
                         texts.append(tokenizer.decode(out[0, ids.shape[1]:].tolist()))
                     rows.append((prompt, *texts))
-        finally:
-            hf_logging.set_verbosity(verbosity)
         return rows
+
+
+@contextmanager
+def _quiet_generation():
+    """generate() drops an all-ones attention mask and GPT-2 then warns that pad (= eos) may mean
+    padding; it also calls a prompt ending in a real eos "right-padded". Our prompts are either
+    unpadded or left-padded with the right mask, so those warnings would only mislead."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def corpus_metrics(nll: np.ndarray, tokens: np.ndarray) -> dict[str, float]:

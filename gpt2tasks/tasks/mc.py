@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 
 from gpt2tasks.metrics import accuracy
 from gpt2tasks.tasks.base import TaskModule
@@ -67,6 +68,15 @@ class MultipleChoiceModule(TaskModule):
             out["lm_loss"] = per_token.sum(-1) / counts.clamp(min=1)
             per_example = per_example + lm_coef * out["lm_loss"]
         return loss, {"loss": per_example, **out}
+
+    def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        _, mc_logits = self(batch["input_ids"], batch["attention_mask"], batch["mc_token_ids"])
+        return {"mc_logits": mc_logits.float()}  # (B, C)
+
+    def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
+        """The chosen ending's index and every ending's probability (softmax over the choices)."""
+        scores = softmax(outputs["mc_logits"].astype(np.float64), axis=-1)  # (n, C)
+        return [{"choice": int(row.argmax()), "scores": row.tolist()} for row in scores]
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
         metrics = {"accuracy": accuracy(outputs["mc_logits"].argmax(-1), outputs["labels"].astype(np.int64)),

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gpt2tasks.metrics_qa import postprocess_qa, squad_metrics
+from gpt2tasks.datamodules.base import PREDICT
+from gpt2tasks.metrics_qa import Answer, postprocess_qa, squad_metrics
 from gpt2tasks.tasks.base import TaskModule
 
 
@@ -37,24 +38,41 @@ class QAModule(TaskModule):
         return (out.start_logits.float().masked_fill(padding, -torch.inf),
                 out.end_logits.float().masked_fill(padding, -torch.inf))
 
-    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         start_logits, end_logits = self(batch["input_ids"], batch["attention_mask"])
-        per_example = (F.cross_entropy(start_logits, batch["start_positions"], reduction="none")
-                       + F.cross_entropy(end_logits, batch["end_positions"], reduction="none")) / 2
-        return per_example.mean(), {"loss": per_example, "start_logits": start_logits, "end_logits": end_logits}
+        return {"start_logits": start_logits, "end_logits": end_logits}
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.predict_outputs(batch)
+        per_example = (F.cross_entropy(out["start_logits"], batch["start_positions"], reduction="none")
+                       + F.cross_entropy(out["end_logits"], batch["end_positions"], reduction="none")) / 2
+        return per_example.mean(), {"loss": per_example, **out}
+
+    def best_answers(self, outputs: dict[str, np.ndarray], datamodule, split: str) -> tuple[list[str], list[Answer]]:
+        """(example ids, the best answer of each example over all its windows) of a split."""
+        windows = datamodule.datasets[split].rows
+        ids, contexts = datamodule.contexts(split)  # predict inputs have no gold answers
+        opts = self.evaluation.options
+        return ids, postprocess_qa([windows[int(i)] for i in outputs["idx"]], outputs["start_logits"],
+                                   outputs["end_logits"], contexts, n_best=int(opts["n_best"]),
+                                   max_answer_length=int(opts["max_answer_length"]),
+                                   version_2=bool(opts["version_2"]), null_threshold=float(opts["null_threshold"]))
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
         datamodule = self.trainer.datamodule
-        windows = datamodule.datasets[eval_set].rows
-        ids, contexts, golds = datamodule.references(eval_set)
-        opts = self.evaluation.options
-        answers = postprocess_qa([windows[int(i)] for i in outputs["idx"]], outputs["start_logits"],
-                                 outputs["end_logits"], contexts, n_best=int(opts["n_best"]),
-                                 max_answer_length=int(opts["max_answer_length"]),
-                                 version_2=bool(opts["version_2"]), null_threshold=float(opts["null_threshold"]))
+        ids, answers = self.best_answers(outputs, datamodule, eval_set)
         texts = [a.text for a in answers]
         self.latest_predictions[eval_set] = dict(zip(ids, texts))
-        return squad_metrics(texts, golds, version_2=bool(opts["version_2"]))
+        golds = datamodule.references(eval_set)[2]
+        return squad_metrics(texts, golds, version_2=bool(self.evaluation.options["version_2"]))
+
+    def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
+        """The answer text, its score (start + end logit) and character offsets into the context
+        (context[start:end] == answer); no answer (SQuAD v2 null): "" with start/end null."""
+        _, answers = self.best_answers(outputs, datamodule, PREDICT)
+        return [{"answer": a.text, "score": a.score if np.isfinite(a.score) else None,
+                 "start": a.start if a.start >= 0 else None, "end": a.end if a.start >= 0 else None}
+                for a in answers]
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:

@@ -7,12 +7,15 @@ and apply the head's own `score` layer. Without a trailing eos this is exactly t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import expit, softmax
 
 from gpt2tasks.datamodules.labels import MULTI, REGRESSION
-from gpt2tasks.metrics import check_metric_names, compute_metrics
+from gpt2tasks.metrics import MULTI_LABEL_THRESHOLD, check_metric_names, compute_metrics
 from gpt2tasks.tasks.base import TaskModule
 
 
@@ -30,8 +33,11 @@ class SeqClsModule(TaskModule):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
         return self.model.score(pooled)  # (B, num_labels)
 
+    def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self(batch["input_ids"], batch["attention_mask"]).float()}  # (B, num_labels)
+
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        logits = self.predict_outputs(batch)["logits"]
         labels = batch["labels"]
         # Same losses as the HF head, per example so evaluation can average exactly.
         if self.problem_type == REGRESSION:
@@ -47,6 +53,20 @@ class SeqClsModule(TaskModule):
         if self.problem_type not in (REGRESSION, MULTI):
             labels = labels.astype(np.int64)
         return compute_metrics(self.evaluation.metrics, self.problem_type, outputs["logits"], labels)
+
+    def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
+        """Single-label: the argmax label + softmax scores per class; multi-label: the classes whose
+        sigmoid score is above the metrics' threshold + those scores; regression: the value."""
+        logits = outputs["logits"].astype(np.float64)  # (n, num_labels)
+        names = datamodule.label_space.names
+        if self.problem_type == REGRESSION:
+            return [{"value": float(v)} for v in logits[:, 0]]
+        if self.problem_type == MULTI:
+            scores = expit(logits)
+            return [{"labels": [n for n, p in zip(names, row) if p > MULTI_LABEL_THRESHOLD],
+                     "scores": dict(zip(names, row.tolist()))} for row in scores]
+        scores = softmax(logits, axis=-1)
+        return [{"label": names[int(row.argmax())], "scores": dict(zip(names, row.tolist()))} for row in scores]
 
     @classmethod
     def check_metrics(cls, names: list[str], label_space, key: str = "task.metrics") -> None:

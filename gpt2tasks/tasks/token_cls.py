@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gpt2tasks.metrics_ner import SCHEMES, ner_metrics
+from gpt2tasks.datamodules.base import PREDICT
+from gpt2tasks.metrics_ner import SCHEMES, entity_spans, ner_metrics
 from gpt2tasks.tasks.base import TaskModule
 
 METRICS = ("precision", "recall", "f1", "accuracy")
@@ -37,11 +38,18 @@ class TokenClsModule(TaskModule):
         counts = (labels != -100).sum(-1)
         # The HF head's loss: the mean over every labelled token of the batch.
         loss = per_token.sum() / counts.sum().clamp(min=1)
+        per_example = per_token.sum(-1) / counts.clamp(min=1)
+        return loss, {"loss": per_example, "labels": labels, **self._tag_outputs(logits, batch)}
+
+    def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._tag_outputs(self(batch["input_ids"], batch["attention_mask"]), batch)
+
+    @staticmethod
+    def _tag_outputs(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Predicted tag ids (B, T) (-100 where no word), with what maps them back to words."""
         word_ids = batch["word_ids"]
         preds = logits.argmax(-1).masked_fill(word_ids < 0, -100)
-        per_example = per_token.sum(-1) / counts.clamp(min=1)
-        return loss, {"loss": per_example, "preds": preds, "labels": labels, "word_ids": word_ids,
-                      "example": batch["example"]}
+        return {"preds": preds, "word_ids": word_ids, "example": batch["example"]}
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
         id2label = {int(k): v for k, v in self.model.config.id2label.items()}
@@ -52,6 +60,18 @@ class TokenClsModule(TaskModule):
         scores = ner_metrics(true, pred, scheme=self.evaluation.options["tag_scheme"])
         overall = set(METRICS)
         return {k: v for k, v in scores.items() if k in self.evaluation.metrics or k not in overall}
+
+    def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
+        """One tag per input word (its first sub-token's prediction, across windows) and the entity
+        spans they make: {"type", "start", "end" (word indices, end exclusive), "text"}."""
+        names = datamodule.label_space.names
+        by_example = words_by_example(outputs["example"], outputs["word_ids"], outputs["preds"]) if outputs else {}
+        rows = []
+        for e, example in enumerate(datamodule.examples[PREDICT]):
+            words = [str(w) for w in example[datamodule.spec.tokens_column]]
+            tags = [names[int(t)] for t in by_example.get(e, [])]  # a sentence with no words has no windows
+            rows.append({"tags": tags, "entities": entity_spans(words, tags, self.evaluation.options["tag_scheme"])})
+        return rows
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
