@@ -71,7 +71,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     datamodule, module = build_from_checkpoint(cfg, info)
     module.complete_state_dict(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
-    kwargs = trainer_kwargs(cfg)
+    kwargs = trainer_kwargs(cfg, single_device=True)
     for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
                 "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
         kwargs.pop(key, None)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, longest_sequence
+from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
 from gpt2tasks.datamodules.files import read_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
@@ -297,7 +297,7 @@ class TaskDataModule(L.LightningDataModule):
         lengths = [longest_sequence(r["input_ids"]) for r in ds.rows]  # a row of choices: its longest
         sampler = LengthGroupedSampler(lengths, batch_size, shuffle=train, seed=self.seed,
                                        group_by_length=self.spec.group_by_length, rank=rank, world_size=world)
-        return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        return DataLoader(ds, batch_sampler=RankBatchSampler(sampler),
                           collate_fn=self.collator_class(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
                                                          self.padded_fields, skip=self.unbatched_fields),
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
