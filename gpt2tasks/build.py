@@ -217,3 +217,19 @@ def trainer_kwargs(cfg: DictConfig, single_device: bool = False) -> dict[str, An
     # Our samplers shard by rank themselves (length-grouped, exact eval): no DistributedSampler.
     kwargs["use_distributed_sampler"] = False
     return kwargs
+
+
+def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) -> L.Trainer:
+    """lightning.Trainer from `trainer.*` (+ `extra` keywords); its refusals (no such device, a
+    strategy that does not fit the accelerator, ...) become a UserError naming the trainer keys."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    kwargs = {**trainer_kwargs(cfg, single_device), **extra}
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        strategy = kwargs["strategy"]
+        shown = {**{k: kwargs.get(k) for k in ("accelerator", "devices", "num_nodes")},
+                 "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}
+        raise UserError(f"lightning.Trainer refused the trainer settings {shown}: {str(exc).splitlines()[0]} Fix: change trainer.accelerator / trainer.devices / "
+                        "trainer.strategy (trainer=ddp|fsdp|deepspeed), e.g. trainer.accelerator=cpu trainer.devices=2.") from None

@@ -33,6 +33,8 @@ data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accel
 
 def load_checkpoint(path: str) -> dict[str, Any]:
     ckpt_path = Path(path).expanduser()
+    if ckpt_path.is_dir() and (ckpt_path / "latest").is_file():  # DeepSpeed writes a folder
+        return _consolidate_deepspeed(ckpt_path, path)
     if not ckpt_path.is_file():
         raise UserError(f"ckpt={path}: no such file. Fix: pass a checkpoint written by `gpt2tasks train`, "
                         "e.g. ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.")
@@ -46,6 +48,21 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise UserError(f"ckpt={path}: this checkpoint was not written by gpt2tasks (no run information). "
                         "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
     return ckpt
+
+
+def _consolidate_deepspeed(folder: Path, path: str) -> dict[str, Any]:
+    """A DeepSpeed checkpoint is a folder of per-rank shards: Lightning's converter joins them into
+    one fp32 state dict (keeping our run information), which needs the deepspeed package."""
+    from gpt2tasks.strategies import require_deepspeed
+
+    require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
+    import tempfile
+
+    from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        convert_zero_checkpoint_to_fp32_state_dict(str(folder), str(Path(tmp) / "consolidated.ckpt"))
+        return load_checkpoint(str(Path(tmp) / "consolidated.ckpt"))
 
 
 def apply_overrides(config: dict, overrides: list[str]):

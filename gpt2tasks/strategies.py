@@ -31,6 +31,7 @@ def build_strategy(trainer: dict[str, Any], max_grad_norm: float | None) -> Stra
     if name == "ddp":
         return DDPStrategy(**_checked("ddp", options["ddp"], DDPStrategy, torch.nn.parallel.DistributedDataParallel))
     if name == "fsdp":
+        _require_cuda("trainer.strategy=fsdp", trainer.get("accelerator"))
         return _fsdp(options["fsdp"])
     if name == "deepspeed":
         return _deepspeed(options["deepspeed"], max_grad_norm)
@@ -49,6 +50,14 @@ def _several_devices(devices: Any, num_nodes: Any) -> bool:
     if isinstance(devices, str) and "," in devices:  # "0,1": device indices
         return len([d for d in devices.split(",") if d.strip()]) > 1
     return False
+
+
+def _require_cuda(key: str, accelerator: Any) -> None:
+    """Lightning runs FSDP on CUDA devices only: say so before anything starts."""
+    if str(accelerator) in ("cuda", "gpu") or (str(accelerator) == "auto" and torch.cuda.is_available()):
+        return
+    raise UserError(f"{key} needs CUDA GPUs (Lightning's FSDP strategy does not run on "
+                    f"trainer.accelerator={accelerator}). Fix: run on GPUs, or use trainer=ddp on CPU.")
 
 
 def _checked(block: str, options: dict[str, Any], *classes: type) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks import distributed, outputs
-from gpt2tasks.build import build_for_training, build_logger, trainer_kwargs
+from gpt2tasks.build import build_for_training, build_logger, build_trainer
 from gpt2tasks.config import validate_config
 
 log = logging.getLogger("gpt2tasks")
@@ -41,17 +41,19 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
              {k: len(v) for k, v in datamodule.datasets.items()})
     log.info("model: %s", module.parameter_summary())
 
-    if rank_zero:
-        if resume_from is None:
-            outputs.clear_output_dir(output_dir)
-        outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
     checkpoint = ModelCheckpoint(dirpath=str(outputs.checkpoints_dir(output_dir)), filename="best",
                                  monitor=cfg.task.monitor, mode=cfg.task.mode,
                                  save_top_k=int(cfg.checkpoint.save_top_k), save_last=bool(cfg.checkpoint.save_last),
                                  auto_insert_metric_name=False, enable_version_counter=False)
-    trainer = L.Trainer(**trainer_kwargs(cfg), logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
-                        default_root_dir=str(output_dir))
+    # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
+    # written until fit (the logger and the checkpoint callback create their folders lazily).
+    trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
+                            default_root_dir=str(output_dir))
+
+    if rank_zero:
+        if resume_from is None:
+            outputs.clear_output_dir(output_dir)
+        outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
     devices = trainer.world_size
     log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d (%s)",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
@@ -268,10 +269,16 @@ class TaskDataModule(L.LightningDataModule):
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
         ds = datasets.Dataset.from_dict(columns)
-        ds = ds.map(self.tokenize_batch, batched=True, batch_size=self.map_batch_size, remove_columns=list(columns),
-                    desc=f"Tokenizing {split}",
-                    cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
-                    load_from_cache_file=True)
+        # One process tokenizes, the others wait and read its cache file: the ranks of a torchrun /
+        # srun job (they all start at once), or two runs on the same data. This happens before the
+        # Trainer exists (the model needs the label names), so Lightning's prepare_data hook with
+        # its barrier cannot be used; a file lock works for every launcher. (Ranks Lightning itself
+        # launches start after rank 0 has tokenized, and only read the cache.)
+        with FileLock(str(cache_dir / f"{fingerprint}.lock")):
+            ds = ds.map(self.tokenize_batch, batched=True, batch_size=self.map_batch_size,
+                        remove_columns=list(columns), desc=f"Tokenizing {split}",
+                        cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
+                        load_from_cache_file=True)
         return ListDataset([{**row, "idx": i} for i, row in enumerate(ds.to_list())])
 
     def _fingerprint(self, identity: str, split: str) -> str:
