@@ -44,16 +44,27 @@ def spawned_rank_config() -> DictConfig | None:
     return OmegaConf.create(text)
 
 
+#: what Lightning's launcher leaves in the launching process's environment, besides our config
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", RANK_CONFIG_ENV)
+
+
 @contextlib.contextmanager
 def ranks_run(cfg: DictConfig) -> Iterator[None]:
-    """While Lightning may launch the other ranks (inside `fit`), hand them this exact config.
-    Restored afterwards, so later subprocesses of this process are not mistaken for ranks."""
-    before = os.environ.get(RANK_CONFIG_ENV)
+    """Around fit + final evaluation: hand the ranks Lightning launches this exact config. Then undo
+    what launching left in this process -- the process group and the launcher's variables (with
+    LOCAL_RANK still set, Lightning would think the next run's ranks are started externally) -- so
+    a next run in this process, e.g. the next job of a `-m` sweep, launches its own ranks."""
+    import torch.distributed as dist
+
+    before = {name: os.environ.get(name) for name in _LAUNCH_ENV}
     os.environ[RANK_CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(RANK_CONFIG_ENV, None)
-        else:
-            os.environ[RANK_CONFIG_ENV] = before
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

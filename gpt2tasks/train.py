@@ -59,12 +59,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d (%s)",
              cfg.data.batch_size * devices * cfg.trainer.accumulate_grad_batches, cfg.data.batch_size,
              devices, cfg.trainer.accumulate_grad_batches, type(trainer.strategy).__name__)
-    with distributed.ranks_run(cfg):  # what the ranks Lightning launches inside fit will run
+    with distributed.ranks_run(cfg):  # the other ranks (launched inside fit) run this cfg
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-
-    # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
-    best = checkpoint.best_model_path or None
-    metrics = _evaluate(trainer, module, datamodule, best)
+        # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
+        best = checkpoint.best_model_path or None
+        metrics = _evaluate(trainer, module, datamodule, best)
     if trainer.is_global_zero:
         outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))

@@ -120,3 +120,15 @@ def test_deepspeed_missing_is_one_message_and_leaves_nothing(tmp_path):
     assert re.search(r"trainer.strategy=deepspeed needs the optional `deepspeed` package.*pip install deepspeed",
                      done.stderr)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_multirun_sweep_of_two_process_jobs(tmp_path):
+    # each job launches its own second rank: the first job's process group and launcher variables
+    # must not leak into the next job
+    done = run_cli("train", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TWO_CPUS, *SMALL, "logger=none",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "multirun.yaml"]
+    assert "seed: 2" in (tmp_path / "sweep" / "1" / "config.yaml").read_text()
+    assert not (tmp_path / "outputs").exists()  # no stray folder from the re-launched ranks
