@@ -132,3 +132,22 @@ def test_multirun_sweep_of_two_process_jobs(tmp_path):
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "multirun.yaml"]
     assert "seed: 2" in (tmp_path / "sweep" / "1" / "config.yaml").read_text()
     assert not (tmp_path / "outputs").exists()  # no stray folder from the re-launched ranks
+
+
+@pytest.mark.slow
+def test_torchrun_script_starts_ranks_that_share_one_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "RUN_ID": "r1"}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "torchrun.sh"), "2", "trainer.accelerator=cpu", *SMALL,
+                           "trainer.enable_progress_bar=false"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "outputs" / "sample_sentiment").iterdir()] == ["r1"]
+    run = tmp_path / "outputs" / "sample_sentiment" / "r1"
+    assert done.stdout.count("Done.") == 1
+    assert _eval(run / "checkpoints" / "best.ckpt") == json.loads((run / "metrics.json").read_text())
