@@ -95,7 +95,9 @@ class RankBatchSampler(BatchSampler):
         self.sampler = sampler
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.sampler.rank_batches())
+        # A generator: the batches are computed at the first batch, not when the DataLoader makes
+        # its iterator -- Lightning may make it before it calls set_epoch (on resume, it does).
+        yield from self.sampler.rank_batches()
 
     def __len__(self) -> int:
         return len(self.sampler.rank_batches())

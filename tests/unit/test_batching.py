@@ -77,3 +77,12 @@ def test_collator_pads_right_and_builds_the_mask():
     assert batch["tags"].tolist() == [[5, 6, 7, -100], [8, -100, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
     assert batch["labels"].tolist() == [1, 0] and batch["idx"].dtype == torch.long
+
+
+def test_batch_sampler_reads_the_epoch_at_the_first_batch():
+    # Lightning may make the DataLoader's iterator before it calls set_epoch (on resume it does)
+    sampler = LengthGroupedSampler(_lengths(100), 8, shuffle=True, seed=0)
+    batches = iter(RankBatchSampler(sampler))
+    sampler.set_epoch(1)
+    assert list(batches) == sampler.rank_batches() != LengthGroupedSampler(_lengths(100), 8, shuffle=True,
+                                                                          seed=0).rank_batches()
