@@ -27,7 +27,7 @@ def build_strategy(trainer: dict[str, Any], max_grad_norm: float | None) -> Stra
     options = {key: trainer.pop(key, None) or {} for key in OPTION_KEYS}
     name = str(trainer.get("strategy", "auto"))
     if name == "auto" and _several_devices(trainer.get("devices"), trainer.get("num_nodes")):
-        name = "ddp"  # our DDP options (conf/trainer/ddp.yaml), not Lightning's bare default
+        name = "ddp"  # with trainer.ddp.* (conf/trainer/default.yaml), not Lightning's bare default
     if name == "ddp":
         return DDPStrategy(**_checked("ddp", options["ddp"], DDPStrategy, torch.nn.parallel.DistributedDataParallel))
     if name == "fsdp":

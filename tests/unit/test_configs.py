@@ -106,6 +106,9 @@ def test_trainer_presets_compose_and_build_their_strategy(preset, tmp_path):
     kwargs = trainer_kwargs(cfg)
     expected = {"default": DDPStrategy, "ddp": DDPStrategy, "fsdp": FSDPStrategy}.get(preset, DeepSpeedStrategy)
     assert type(kwargs["strategy"]) is expected  # default: DDP as soon as trainer.devices > 1
+    if expected is DDPStrategy:  # with trainer.ddp.* from conf/trainer/default.yaml
+        assert kwargs["strategy"]._ddp_kwargs == {"find_unused_parameters": False, "gradient_as_bucket_view": True,
+                                                  "static_graph": False}
     if accelerator == "cpu":
         trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False)
         assert trainer.world_size == 2 and trainer.strategy is kwargs["strategy"]
