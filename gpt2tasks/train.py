@@ -126,5 +126,9 @@ def main() -> None:
         cfg.output_dir = HydraConfig.get().runtime.output_dir
         quiet_known_noise()
         run_and_report(lambda: train(cfg), cleanup_dir=Path(cfg.output_dir))
+        if not distributed.is_rank_zero():
+            # torchrun/srun without output_dir=: this rank's own ${now} folder may differ from
+            # rank 0's by a second; Hydra made it, nothing was written to it.
+            outputs.remove_if_empty(Path(cfg.output_dir))
 
     _main()
