@@ -1,5 +1,8 @@
 """Two real processes on CPU (gloo): training runs as a user launches it, one run folder, evaluation
-that equals single-process `eval` exactly, and resume on another number of devices."""
+that equals single-process `eval` exactly, and resume on another number of devices.
+
+Each 2-process run costs about 30 s of 2 CPU cores: the default run keeps one (sentiment: folder,
+exact eval, resume); NER and QA windows, a -m sweep and torchrun are `slow`."""
 
 import json
 import re
@@ -53,12 +56,12 @@ def test_ddp_run_has_one_folder_and_equals_single_process_eval_then_resumes_on_o
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _global_step(run / "checkpoints" / "last.ckpt") == 4 + 8
     assert "1 device(s)" in resumed.stdout + resumed.stderr
-    assert _eval(run / "checkpoints" / "best.ckpt") == json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "metrics.json").read_text()) != metrics  # rewritten after the second epoch
 
 
 @pytest.mark.parametrize("task, extra", [
     # max_length 16: long sentences become several windows, which land on different ranks
-    ("sample_ner", ["data.max_length=16"]),
+    pytest.param("sample_ner", ["data.max_length=16"], marks=pytest.mark.slow),
     # short windows + stride: most contexts span several windows, answers picked over all of them
     pytest.param("sample_qa", ["data.max_length=64", "data.doc_stride=16"], marks=pytest.mark.slow),
 ])
