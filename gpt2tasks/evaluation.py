@@ -28,7 +28,8 @@ USAGE = """usage: python -m gpt2tasks eval ckpt=<path.ckpt> [output=<metrics.jso
 
 Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as
 JSON; with output=, also writes them there (and, for QA, predictions.json beside them). key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
-data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu."""
+data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu.
+It runs on one device, whatever the run trained on (metrics do not depend on the device count)."""
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
