@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,6 @@ def _consolidate_deepspeed(folder: Path, path: str) -> dict[str, Any]:
     from gpt2tasks.strategies import require_deepspeed
 
     require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
-    import tempfile
-
     from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:
