@@ -126,6 +126,15 @@ def test_deepspeed_missing_is_one_message_and_leaves_nothing(tmp_path):
     assert re.search(r"trainer.strategy=deepspeed needs the optional `deepspeed` package.*pip install deepspeed",
                      done.stderr)
     assert not out.exists()
+    # eval of a DeepSpeed checkpoint folder says the same
+    from gpt2tasks.errors import UserError
+    from gpt2tasks.evaluation import load_checkpoint
+
+    folder = tmp_path / "best.ckpt"
+    folder.mkdir()
+    (folder / "latest").write_text("checkpoint")
+    with pytest.raises(UserError, match=r"a DeepSpeed checkpoint folder\) needs the optional `deepspeed`"):
+        load_checkpoint(str(folder))
 
 
 @pytest.mark.slow
