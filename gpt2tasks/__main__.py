@@ -17,6 +17,15 @@ USAGE = "usage: python -m gpt2tasks <command> [args]\n\ncommands:\n" + "\n".join
 
 
 def main(argv: list[str] | None = None) -> None:
+    from gpt2tasks.distributed import spawned_rank_config
+
+    if spawned_rank_config() is not None:
+        # Lightning re-launched `train` as another rank (its command line lacks the "train" word):
+        # it runs rank 0's config, whatever the arguments.
+        from gpt2tasks.train import main as train_main
+
+        train_main()
+        return
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

@@ -23,6 +23,7 @@ from gpt2tasks.datamodules.base import DataSpec, TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
 from gpt2tasks.lora import LoraSpec, apply_lora
+from gpt2tasks.strategies import build_strategy
 from gpt2tasks.tasks import KINDS
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
 
@@ -227,9 +228,30 @@ def _wandb_logged_in() -> bool:
         return False
 
 
-def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+def trainer_kwargs(cfg: DictConfig, single_device: bool = False) -> dict[str, Any]:
+    """lightning.Trainer keywords from `trainer.*`; `single_device` (eval) runs on one device whatever
+    the run trained on: exact evaluation gives the same numbers on any number of devices."""
     kwargs = _plain(cfg.trainer)
+    if single_device:
+        kwargs.update(devices=1, num_nodes=1, strategy="auto")
+    kwargs["strategy"] = build_strategy(kwargs, cfg.optim.max_grad_norm)
     kwargs["precision"] = normalize_precision(cfg.precision)
     # Our samplers shard by rank themselves (length-grouped, exact eval): no DistributedSampler.
     kwargs["use_distributed_sampler"] = False
     return kwargs
+
+
+def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) -> L.Trainer:
+    """lightning.Trainer from `trainer.*` (+ `extra` keywords); its refusals (no such device, a
+    strategy that does not fit the accelerator, ...) become a UserError naming the trainer keys."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    kwargs = {**trainer_kwargs(cfg, single_device), **extra}
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        strategy = kwargs["strategy"]
+        shown = {**{k: kwargs.get(k) for k in ("accelerator", "devices", "num_nodes")},
+                 "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}
+        raise UserError(f"lightning.Trainer refused the trainer settings {shown}: {str(exc).splitlines()[0]} Fix: change trainer.accelerator / trainer.devices / "
+                        "trainer.strategy (trainer=ddp|fsdp|deepspeed), e.g. trainer.accelerator=cpu trainer.devices=2.") from None

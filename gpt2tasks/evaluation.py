@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,14 @@ USAGE = """usage: python -m gpt2tasks eval ckpt=<path.ckpt> [output=<metrics.jso
 
 Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as
 JSON; with output=, also writes them there (and, for QA, predictions.json beside them). key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
-data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu."""
+data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu.
+It runs on one device, whatever the run trained on (metrics do not depend on the device count)."""
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
     ckpt_path = Path(path).expanduser()
+    if ckpt_path.is_dir() and (ckpt_path / "latest").is_file():  # DeepSpeed writes a folder
+        return _consolidate_deepspeed(ckpt_path, path)
     if not ckpt_path.is_file():
         raise UserError(f"ckpt={path}: no such file. Fix: pass a checkpoint written by `gpt2tasks train`, "
                         "e.g. ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.")
@@ -46,6 +50,19 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise UserError(f"ckpt={path}: this checkpoint was not written by gpt2tasks (no run information). "
                         "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
     return ckpt
+
+
+def _consolidate_deepspeed(folder: Path, path: str) -> dict[str, Any]:
+    """A DeepSpeed checkpoint is a folder of per-rank shards: Lightning's converter joins them into
+    one fp32 state dict (keeping our run information), which needs the deepspeed package."""
+    from gpt2tasks.strategies import require_deepspeed
+
+    require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
+    from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        convert_zero_checkpoint_to_fp32_state_dict(str(folder), str(Path(tmp) / "consolidated.ckpt"))
+        return load_checkpoint(str(Path(tmp) / "consolidated.ckpt"))
 
 
 def apply_overrides(config: dict, overrides: list[str], command: str = "eval", usage: str = USAGE):
@@ -64,8 +81,9 @@ def apply_overrides(config: dict, overrides: list[str], command: str = "eval", u
 
 
 def inference_trainer_kwargs(cfg) -> dict[str, Any]:
-    """The run's Trainer settings (precision, accelerator, ...) without the training-only ones."""
-    kwargs = trainer_kwargs(cfg)
+    """The run's Trainer settings (precision, accelerator, ...) without the training-only ones, on one
+    device: exact evaluation gives the same numbers on any number, and predict writes one file."""
+    kwargs = trainer_kwargs(cfg, single_device=True)
     for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
                 "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
         kwargs.pop(key, None)

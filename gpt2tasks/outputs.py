@@ -25,11 +25,7 @@ def checkpoints_dir(output_dir: Path) -> Path:
 def check_output_dir(output_dir: Path, overwrite: bool, resume: bool) -> Path | None:
     """Refuse a conflicting output_dir early (before any work). Returns the checkpoint to resume."""
     if resume:
-        last = checkpoints_dir(output_dir) / "last.ckpt"
-        if not last.is_file():
-            raise UserError(f"resume=true but {last} does not exist. Fix: set output_dir to the run to "
-                            "continue (the folder holding checkpoints/last.ckpt), or drop resume=true.")
-        return last
+        return resume_checkpoint(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"output_dir={output_dir} is a file. Fix: choose a directory path.")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
@@ -37,6 +33,15 @@ def check_output_dir(output_dir: Path, overwrite: bool, resume: bool) -> Path | 
         raise UserError(f"output_dir={output_dir} {what}. Fix: pick a new output_dir, or add overwrite=true "
                         "to replace it, or resume=true to continue that run from its last checkpoint.")
     return None
+
+
+def resume_checkpoint(output_dir: Path) -> Path:
+    """checkpoints/last.ckpt of the run to continue (a file; a DeepSpeed checkpoint is a folder)."""
+    last = checkpoints_dir(output_dir) / "last.ckpt"
+    if not last.exists():
+        raise UserError(f"resume=true but {last} does not exist. Fix: set output_dir to the run to "
+                        "continue (the folder holding checkpoints/last.ckpt), or drop resume=true.")
+    return last
 
 
 def clear_output_dir(output_dir: Path) -> None:

@@ -65,10 +65,7 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
     datamodule.setup_predict(input)
     log.info("predict: %d rows of %s with %s (%s)", len(datamodule.examples[PREDICT]), input, ckpt, cfg.task.kind)
 
-    kwargs = inference_trainer_kwargs(cfg)
-    # One device: a single process reads the input and writes the one output file.
-    kwargs.update(devices=1, num_nodes=1, strategy="auto")
-    trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False)
+    trainer = L.Trainer(**inference_trainer_kwargs(cfg), logger=False, enable_checkpointing=False)
     L.seed_everything(int(cfg.seed), verbose=False)  # sampled LM continuations are repeatable
     # dataloaders=, not datamodule=: Lightning would call setup() and load the run's eval sets.
     trainer.predict(module, dataloaders=datamodule.predict_dataloader(), return_predictions=False)

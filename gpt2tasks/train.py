@@ -14,8 +14,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from gpt2tasks import outputs
-from gpt2tasks.build import build_for_training, build_logger, trainer_kwargs
+from gpt2tasks import distributed, outputs
+from gpt2tasks.build import build_for_training, build_logger, build_trainer
 from gpt2tasks.config import validate_config
 
 log = logging.getLogger("gpt2tasks")
@@ -27,7 +27,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
     validate_config(cfg)
     output_dir = Path(cfg.output_dir).absolute()
-    resume_from = outputs.check_output_dir(output_dir, bool(cfg.overwrite), bool(cfg.resume))
+    # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.
+    rank_zero = distributed.is_rank_zero()
+    if rank_zero:
+        resume_from = outputs.check_output_dir(output_dir, bool(cfg.overwrite), bool(cfg.resume))
+    else:
+        logging.getLogger("gpt2tasks").setLevel(logging.WARNING)  # rank 0 reports
+        resume_from = outputs.resume_checkpoint(output_dir) if cfg.resume else None
 
     # Everything that can fail on bad input happens before the output directory is touched.
     datamodule, module, _ = build_for_training(cfg)
@@ -35,29 +41,32 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
              {k: len(v) for k, v in datamodule.datasets.items()})
     log.info("model: %s", module.parameter_summary())
 
-    if resume_from is None:
-        outputs.clear_output_dir(output_dir)
-    outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
     checkpoint = ModelCheckpoint(dirpath=str(outputs.checkpoints_dir(output_dir)), filename="best",
                                  monitor=cfg.task.monitor, mode=cfg.task.mode,
                                  save_top_k=int(cfg.checkpoint.save_top_k), save_last=bool(cfg.checkpoint.save_last),
                                  auto_insert_metric_name=False, enable_version_counter=False)
-    trainer = L.Trainer(**trainer_kwargs(cfg), logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
-                        default_root_dir=str(output_dir))
-    devices = trainer.world_size
-    log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d",
-             cfg.data.batch_size * devices * cfg.trainer.accumulate_grad_batches, cfg.data.batch_size,
-             devices, cfg.trainer.accumulate_grad_batches)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
+    # written until fit (the logger and the checkpoint callback create their folders lazily).
+    trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
+                            default_root_dir=str(output_dir))
 
-    # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
-    best = checkpoint.best_model_path or None
-    metrics = _evaluate(trainer, module, datamodule, best)
-    outputs.write_metrics(output_dir / "metrics.json", metrics)
+    if rank_zero:
+        if resume_from is None:
+            outputs.clear_output_dir(output_dir)
+        outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
+    devices = trainer.world_size
+    log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d (%s)",
+             cfg.data.batch_size * devices * cfg.trainer.accumulate_grad_batches, cfg.data.batch_size,
+             devices, cfg.trainer.accumulate_grad_batches, type(trainer.strategy).__name__)
+    with distributed.ranks_run(cfg):  # the other ranks (launched inside fit) run this cfg
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
+        best = checkpoint.best_model_path or None
+        metrics = _evaluate(trainer, module, datamodule, best)
     if trainer.is_global_zero:
+        outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
-    if trainer.is_global_zero:
         _report(output_dir, best, metrics)
     return metrics
 
@@ -89,6 +98,9 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
     # predict_step keeps its outputs on the module (put back in input order at the end), not in Lightning's list.
     warnings.filterwarnings("ignore", message="predict returned None")
+    # Eval metrics are computed once from outputs gathered from every rank (identical everywhere),
+    # so Lightning's advice to all-reduce them with sync_dist does not apply.
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level in distributed.*")
     # An advertisement Lightning prints on every Trainer start.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage())
@@ -102,6 +114,13 @@ def main() -> None:
     from gpt2tasks.resources import CONF_DIR, register_resolvers
 
     register_resolvers()
+    spawned = distributed.spawned_rank_config()
+    if spawned is not None:
+        # Lightning re-launched this command line as another rank: run rank 0's config, not a new
+        # Hydra composition of the arguments (see gpt2tasks/distributed.py).
+        quiet_known_noise()
+        run_and_report(lambda: train(spawned))
+        return
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:
@@ -109,5 +128,9 @@ def main() -> None:
         cfg.output_dir = HydraConfig.get().runtime.output_dir
         quiet_known_noise()
         run_and_report(lambda: train(cfg), cleanup_dir=Path(cfg.output_dir))
+        if not distributed.is_rank_zero():
+            # torchrun/srun without output_dir=: this rank's own ${now} folder may differ from
+            # rank 0's by a second; Hydra made it, nothing was written to it.
+            outputs.remove_if_empty(Path(cfg.output_dir))
 
     _main()

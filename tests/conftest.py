@@ -80,6 +80,8 @@ def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     import subprocess
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # PYTHONPATH: the package of this checkout, whatever the working directory (cwd=tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "gpt2tasks", *args], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from filelock import FileLock
+from torch.utils.data import DataLoader, Dataset
 
-from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, longest_sequence
+from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
 from gpt2tasks.datamodules.files import read_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
@@ -295,10 +296,16 @@ class TaskDataModule(L.LightningDataModule):
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
         ds = datasets.Dataset.from_dict(columns)
-        ds = ds.map(tokenize, batched=True, batch_size=batch_size, remove_columns=list(columns),
-                    desc=f"Tokenizing {split}",
-                    cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
-                    load_from_cache_file=True)
+        # One process tokenizes, the others wait and read its cache file: the ranks of a torchrun /
+        # srun job (they all start at once), or two runs on the same data. This happens before the
+        # Trainer exists (the model needs the label names), so Lightning's prepare_data hook with
+        # its barrier cannot be used; a file lock works for every launcher. (Ranks Lightning itself
+        # launches start after rank 0 has tokenized, and only read the cache.)
+        with FileLock(str(cache_dir / f"{fingerprint}.lock")):
+            ds = ds.map(tokenize, batched=True, batch_size=batch_size, remove_columns=list(columns),
+                        desc=f"Tokenizing {split}",
+                        cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
+                        load_from_cache_file=True)
         return ListDataset([{**row, "idx": i} for i, row in enumerate(ds.to_list())])
 
     def _fingerprint(self, identity: str, split: str) -> str:
@@ -324,7 +331,7 @@ class TaskDataModule(L.LightningDataModule):
         lengths = [longest_sequence(r["input_ids"]) for r in ds.rows]  # a row of choices: its longest
         sampler = LengthGroupedSampler(lengths, batch_size, shuffle=train, seed=self.seed,
                                        group_by_length=self.spec.group_by_length, rank=rank, world_size=world)
-        return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        return DataLoader(ds, batch_sampler=RankBatchSampler(sampler),
                           collate_fn=self.collator_class(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
                                                          self.padded_fields, skip=self.unbatched_fields),
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -22,8 +22,11 @@ class LengthGroupedSampler(Sampler[int]):
     are sorted by length, cut into batches, and the batches shuffled. Ranks get equal numbers of
     batches (at most world_size - 1 trailing batches per epoch are dropped).
     Eval (`shuffle=False`): all indices sorted by length (longest first), batched, batches dealt
-    round-robin to ranks; every example appears on exactly one rank, none is dropped.
-    Pair it with `BatchSampler(sampler, batch_size, drop_last=False)`; Lightning calls `set_epoch`.
+    round-robin to ranks; every example appears on some rank, none is dropped, and each batch is the
+    one a single process would run (so outputs, and metrics, do not depend on the number of ranks).
+    Ranks get equal numbers of batches: one with fewer repeats a whole batch (removed by idx).
+    Iterating yields the indices of this rank's batches in a row; `RankBatchSampler(sampler)` yields the
+    batches themselves (what the DataLoaders use). Lightning calls `set_epoch`.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0,
@@ -63,12 +66,41 @@ class LengthGroupedSampler(Sampler[int]):
         usable = len(batches) - len(batches) % self.world_size  # equal step counts on every rank
         return batches[:usable]
 
+    def rank_batches(self) -> list[list[int]]:
+        """This rank's batches, in order."""
+        batches = self._batches()
+        mine = batches[self.rank::self.world_size]
+        if not self.shuffle and batches:
+            # Equal batch counts on every rank: Lightning refuses a rank without a batch, and FSDP /
+            # ZeRO-3 forwards are collective. The extra batch repeats a whole batch (this rank's
+            # last, or the first), so its outputs are those of the original; gathering by idx
+            # keeps each example once.
+            per_rank = math.ceil(len(batches) / self.world_size)
+            mine += [mine[-1] if mine else batches[0]] * (per_rank - len(mine))
+        return mine
+
     def __iter__(self) -> Iterator[int]:
-        for batch in self._batches()[self.rank::self.world_size]:
+        for batch in self.rank_batches():
             yield from batch
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._batches()[self.rank::self.world_size])
+        return sum(len(b) for b in self.rank_batches())
+
+
+class RankBatchSampler(BatchSampler):
+    """Yields a LengthGroupedSampler's batches as they are (never re-chunked: a repeated partial
+    eval batch stays its own batch). `.sampler` is where Lightning calls `set_epoch`."""
+
+    def __init__(self, sampler: LengthGroupedSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the batches are computed at the first batch, not when the DataLoader makes
+        # its iterator -- Lightning may make it before it calls set_epoch (on resume, it does).
+        yield from self.sampler.rank_batches()
+
+    def __len__(self) -> int:
+        return len(self.sampler.rank_batches())
 
 
 class Collator:

@@ -30,6 +30,7 @@ from gpt2tasks import lora
 from gpt2tasks.backbone import count_parameters
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
+from gpt2tasks.strategies import clip_gradients
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
@@ -151,10 +152,12 @@ class TaskModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # We clip here rather than with Trainer(gradient_clip_val): Lightning refuses that with a
-        # fused AdamW under its AMP plugins. Here gradients are already unscaled (16-mixed).
+        # fused AdamW under its AMP plugins. Here gradients are already unscaled (16-mixed) and,
+        # under DDP, averaged over ranks; FSDP and DeepSpeed clip where they keep them.
         if self.optim.max_grad_norm:
-            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim.max_grad_norm)
-            self.log("train/grad_norm", norm)
+            norm = clip_gradients(self.trainer.strategy, self.parameters(), self.optim.max_grad_norm)
+            if norm is not None:
+                self.log("train/grad_norm", norm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay, seen = [], [], set()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
+from gpt2tasks.strategies import shards_parameters
 from gpt2tasks.tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,10 @@ class LanguageModelingModule(TaskModule):
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         trainer = self.trainer
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.is_global_zero:
+        # Rank 0 alone generates; not when weights are sharded (FSDP, ZeRO-3): its forward would
+        # wait for ranks that are not generating.
+        if (trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.is_global_zero
+                and not shards_parameters(trainer.strategy)):
             self.log_samples()
 
     def log_samples(self) -> list[tuple[str, str, str]]:

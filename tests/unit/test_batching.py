@@ -1,11 +1,13 @@
 """Length-grouped, DDP-aware batching and dynamic right padding."""
 
+import math
 import random
 
+import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler
+from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler
 
 
 def _batches(sampler, batch_size):
@@ -51,12 +53,20 @@ def test_ranks_get_disjoint_equal_shards_in_training():
     assert len(flat) == len(set(flat))
 
 
-def test_eval_shards_cover_every_example_exactly_once():
-    lengths = _lengths(101)
-    shards = [list(LengthGroupedSampler(lengths, 8, shuffle=False, rank=r, world_size=2)) for r in range(2)]
-    assert sorted(shards[0] + shards[1]) == list(range(101))
-    single = list(LengthGroupedSampler(lengths, 8, shuffle=False))
-    assert [lengths[i] for i in single] == sorted(lengths, reverse=True)
+@pytest.mark.parametrize("n, world", [(101, 2), (101, 3), (5, 2), (1, 3), (96, 2)])
+def test_eval_shards_are_the_single_process_batches_dealt_evenly(n, world):
+    lengths = _lengths(n)
+    single = LengthGroupedSampler(lengths, 8, shuffle=False).rank_batches()
+    assert [lengths[i] for b in single for i in b] == sorted(lengths, reverse=True)
+    shards = [LengthGroupedSampler(lengths, 8, shuffle=False, rank=r, world_size=world).rank_batches()
+              for r in range(world)]
+    # every example on some rank, each batch exactly one a single process runs (same outputs)...
+    assert sorted({i for s in shards for b in s for i in b}) == list(range(n))
+    assert all(b in single for s in shards for b in s)
+    # ...and the same number of batches on every rank (a rank with fewer repeats a whole batch)
+    assert {len(s) for s in shards} == {math.ceil(len(single) / world)}
+    assert [len(b) for b in RankBatchSampler(LengthGroupedSampler(lengths, 8, shuffle=False, rank=world - 1,
+                                                                  world_size=world))] == [len(b) for b in shards[-1]]
 
 
 def test_collator_pads_right_and_builds_the_mask():
@@ -67,3 +77,12 @@ def test_collator_pads_right_and_builds_the_mask():
     assert batch["tags"].tolist() == [[5, 6, 7, -100], [8, -100, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
     assert batch["labels"].tolist() == [1, 0] and batch["idx"].dtype == torch.long
+
+
+def test_batch_sampler_reads_the_epoch_at_the_first_batch():
+    # Lightning may make the DataLoader's iterator before it calls set_epoch (on resume it does)
+    sampler = LengthGroupedSampler(_lengths(100), 8, shuffle=True, seed=0)
+    batches = iter(RankBatchSampler(sampler))
+    sampler.set_epoch(1)
+    assert list(batches) == sampler.rank_batches() != LengthGroupedSampler(_lengths(100), 8, shuffle=True,
+                                                                          seed=0).rank_batches()

@@ -78,3 +78,61 @@ def test_logger_presets_instantiate(logger, tmp_path, monkeypatch):
     cfg = compose(f"logger={logger}", f"output_dir={tmp_path}")
     built = build_logger(cfg, Path(tmp_path))
     assert (built is False) == (logger == "none")
+
+
+TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", TRAINERS)
+def test_trainer_presets_compose_and_build_their_strategy(preset, tmp_path):
+    """Each trainer/ preset becomes a lightning.Trainer (2 CPU processes; nothing is launched)."""
+    import importlib.util
+
+    import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+
+    from gpt2tasks.errors import UserError
+
+    # Lightning's FSDP runs on CUDA only: the strategy is built for accelerator=gpu, the Trainer is not
+    accelerator = "gpu" if preset == "fsdp" else "cpu"
+    cfg = compose(f"trainer={preset}", f"trainer.accelerator={accelerator}", "trainer.devices=2", f"output_dir={tmp_path}")
+    validate_config(cfg)
+    assert cfg.trainer.max_epochs == 15  # the task's own trainer keys still win over the preset
+    if preset.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        # optional dependency: one paragraph naming the key and the install command
+        with pytest.raises(UserError, match=r"trainer.strategy=deepspeed needs the optional `deepspeed`.*pip install deepspeed"):
+            trainer_kwargs(cfg)
+        return
+    kwargs = trainer_kwargs(cfg)
+    expected = {"default": DDPStrategy, "ddp": DDPStrategy, "fsdp": FSDPStrategy}.get(preset, DeepSpeedStrategy)
+    assert type(kwargs["strategy"]) is expected  # default: DDP as soon as trainer.devices > 1
+    if expected is DDPStrategy:  # with trainer.ddp.* from conf/trainer/default.yaml
+        assert kwargs["strategy"]._ddp_kwargs == {"find_unused_parameters": False, "gradient_as_bucket_view": True,
+                                                  "static_graph": False}
+    if accelerator == "cpu":
+        trainer = L.Trainer(**kwargs, logger=False, enable_checkpointing=False)
+        assert trainer.world_size == 2 and trainer.strategy is kwargs["strategy"]
+    if preset == "fsdp":
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+        from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+
+        policy = kwargs["strategy"].kwargs["auto_wrap_policy"]
+        assert isinstance(policy, ModuleWrapPolicy) and policy._module_classes == {GPT2Block}
+        assert kwargs["strategy"]._state_dict_type == "full"
+    if preset.startswith("deepspeed"):
+        assert kwargs["strategy"].config["zero_optimization"]["stage"] == (3 if preset.endswith("3") else 2)
+
+
+def test_one_device_keeps_lightnings_default_and_bad_strategy_options_are_refused(tmp_path):
+    from gpt2tasks.errors import UserError
+
+    assert trainer_kwargs(compose(f"output_dir={tmp_path}"))["strategy"] == "auto"
+    with pytest.raises(UserError, match=r"trainer.ddp: unknown option\(s\) \['find_unused'\]"):
+        trainer_kwargs(compose("trainer=ddp", "+trainer.ddp.find_unused=true", f"output_dir={tmp_path}"))
+    fsdp = ("trainer=fsdp", "trainer.accelerator=gpu", f"output_dir={tmp_path}")
+    with pytest.raises(UserError, match=r"trainer.fsdp.state_dict_type='sharded'.*Fix: trainer.fsdp.state_dict_type=full"):
+        trainer_kwargs(compose(*fsdp, "trainer.fsdp.state_dict_type=sharded"))
+    with pytest.raises(UserError, match=r"trainer.fsdp.auto_wrap_policy=\['Block'\]"):
+        trainer_kwargs(compose(*fsdp, "trainer.fsdp.auto_wrap_policy=[Block]"))
+    with pytest.raises(UserError, match=r"trainer.strategy=fsdp needs CUDA GPUs.*trainer=ddp on CPU"):
+        trainer_kwargs(compose("trainer=fsdp", "trainer.accelerator=cpu", f"output_dir={tmp_path}"))
