@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -110,15 +109,8 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import run_and_report, setup_logging
+    from gpt2tasks.cli import run_command
 
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return
-    from gpt2tasks.train import quiet_known_noise
-
-    setup_logging()
-    quiet_known_noise()
     options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "output="))}
     overrides = [a for a in argv if not a.startswith(("ckpt=", "output="))]
 
@@ -128,5 +120,4 @@ def main(argv: list[str]) -> None:
         metrics = evaluate_checkpoint(options["ckpt"], overrides, options.get("output"))
         print(json.dumps(metrics, indent=2))
 
-    run_and_report(job)
-    sys.stdout.flush()
+    run_command(argv, USAGE, job)

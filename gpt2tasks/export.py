@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -383,18 +382,6 @@ def push(folder: Path, repo_id: str, private: bool, message: str, token: str) ->
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import run_and_report, setup_logging
-    from gpt2tasks.train import quiet_known_noise
+    from gpt2tasks.cli import run_command
 
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return
-    setup_logging()
-    quiet_known_noise()
-
-    def job() -> None:
-        out = export(parse_options(argv))
-        print(f"exported to {out}")
-
-    run_and_report(job)
-    sys.stdout.flush()
+    run_command(argv, USAGE, lambda: print(f"exported to {export(parse_options(argv))}"))

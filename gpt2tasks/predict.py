@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -120,12 +119,7 @@ def kind_option_names() -> set[str]:
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import run_and_report, setup_logging
-
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return
-    setup_logging()
+    from gpt2tasks.cli import run_command
 
     def job() -> None:
         options, rest = parse_args(argv, OPTIONS)
@@ -139,16 +133,12 @@ def main(argv: list[str]) -> None:
             raise UserError(f"overwrite={overwrite!r} must be true or false. Fix: overwrite=true replaces an "
                             "existing output file.")
         check_paths(options["input"], options["output"], overwrite)  # fail fast, before the heavy imports
-        from gpt2tasks.train import quiet_known_noise
-
-        quiet_known_noise()
         kind_options, overrides = parse_args(rest, kind_option_names())
         options.update(kind_options)
         predict(str(options.pop("ckpt")), str(options.pop("input")), str(options.pop("output")), overrides,
                 batch_size=options.pop("batch_size", None), overwrite=overwrite, options=options)
 
-    run_and_report(job)
-    sys.stdout.flush()
+    run_command(argv, USAGE, job)
 
 
 def parse_args(argv: Sequence[str], names: Sequence[str]) -> tuple[dict[str, Any], list[str]]:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,26 +90,11 @@ def _report(output_dir: Path, best: str | None, metrics: dict[str, float]) -> No
           f"  re-evaluate: python -m gpt2tasks eval ckpt={best}")
 
 
-def quiet_known_noise() -> None:
-    # CPU runs use num_workers=0 on purpose (tokenized rows are in memory; workers only add start-up).
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-    # predict_step keeps its outputs on the module (put back in input order at the end), not in Lightning's list.
-    warnings.filterwarnings("ignore", message="predict returned None")
-    # Eval metrics are computed once from outputs gathered from every rank (identical everywhere),
-    # so Lightning's advice to all-reduce them with sync_dist does not apply.
-    warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level in distributed.*")
-    # An advertisement Lightning prints on every Trainer start.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage())
-
-
 def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from gpt2tasks.cli import run_and_report
+    from gpt2tasks.cli import quiet_known_noise, run_and_report
     from gpt2tasks.resources import CONF_DIR, register_resolvers
 
     register_resolvers()
