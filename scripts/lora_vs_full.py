@@ -7,8 +7,10 @@ LoRA presumes a pretrained base (adapters on a random frozen network learn littl
 weights can be downloaded here, so step 1 makes one: gpt2tasks' own `language_modeling` task
 trains the tiny model on the training texts (labels unused), and the LM checkpoint is saved with
 `save_pretrained` as a user's local checkpoint would be. Step 2 fine-tunes it for classification
-twice with the same recipe but the learning rate (LoRA's usual is ~10x full fine-tuning's):
-`peft=none` and `peft=lora`. Prints held-out accuracy (validation and test) and trainable share.
+twice with the same recipe but the learning rate (LoRA's usual is 3-10x full fine-tuning's):
+`peft=none`, and `peft=lora` with adapters on attention and the token embeddings (`--lora-targets`;
+this small base's embeddings do not separate sentiment words, see docs/benchmarks.md). Prints
+held-out accuracy (validation and test) and the trainable share.
 """
 
 from __future__ import annotations
