@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from gpt2tasks import outputs
 from gpt2tasks.build import build_for_training, build_logger, trainer_kwargs
 from gpt2tasks.config import validate_config
+from gpt2tasks.throughput import ThroughputMonitor
 
 log = logging.getLogger("gpt2tasks")
 
@@ -43,6 +44,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
                                  monitor=cfg.task.monitor, mode=cfg.task.mode,
                                  save_top_k=int(cfg.checkpoint.save_top_k), save_last=bool(cfg.checkpoint.save_last),
                                  auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks = [ThroughputMonitor.from_config(cfg), *callbacks]  # samples/s, tokens/s, MFU (progress bar, logger)
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
                         default_root_dir=str(output_dir))
     devices = trainer.world_size

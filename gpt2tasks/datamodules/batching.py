@@ -20,7 +20,7 @@ class LengthGroupedSampler(Sampler[int]):
 
     Train (`shuffle=True`): seeded by (seed, epoch); mega-batches of `batch_size * mega_batches`
     are sorted by length, cut into batches, and the batches shuffled. Ranks get equal numbers of
-    batches (at most world_size - 1 trailing batches per epoch are dropped).
+    batches and every example exactly once per epoch on exactly one rank (`_deal_evenly`).
     Eval (`shuffle=False`): all indices sorted by length (longest first), batched, batches dealt
     round-robin to ranks; every example appears on exactly one rank, none is dropped.
     Pair it with `BatchSampler(sampler, batch_size, drop_last=False)`; Lightning calls `set_epoch`.
@@ -60,8 +60,7 @@ class LengthGroupedSampler(Sampler[int]):
             full = [b for b in batches if len(b) == self.batch_size]
             partial = [b for b in batches if len(b) < self.batch_size]
             batches = [full[i] for i in torch.randperm(len(full), generator=g).tolist()] + partial
-        usable = len(batches) - len(batches) % self.world_size  # equal step counts on every rank
-        return batches[:usable]
+        return _deal_evenly(batches, self.world_size, self.lengths if self.group_by_length else None)
 
     def __iter__(self) -> Iterator[int]:
         for batch in self._batches()[self.rank::self.world_size]:
@@ -69,6 +68,23 @@ class LengthGroupedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._batches()[self.rank::self.world_size])
+
+
+def _deal_evenly(batches: list[list[int]], world_size: int, lengths: torch.Tensor | None = None) -> list[list[int]]:
+    """Batches for round-robin dealing with equal step counts on every rank (DDP needs that) and no
+    example dropped: the last len % world_size batches are pooled and split into world_size smaller
+    batches, one per rank, dealt last. Only when that pool holds fewer than world_size examples are a
+    few repeated (as DistributedSampler pads) so that no rank gets an empty batch."""
+    cut = len(batches) - len(batches) % world_size
+    rest = [i for batch in batches[cut:] for i in batch]
+    if not rest:
+        return batches
+    if len(rest) < world_size:
+        rest += [i for batch in batches for i in batch][:world_size - len(rest)]
+    if lengths is not None:  # contiguous slices of the pool sorted by length stay length-homogeneous
+        rest = [rest[j] for j in torch.argsort(lengths[rest], descending=True, stable=True).tolist()]
+    return batches[:cut] + [rest[r * len(rest) // world_size:(r + 1) * len(rest) // world_size]
+                            for r in range(world_size)]
 
 
 class Collator:
