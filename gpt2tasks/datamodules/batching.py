@@ -79,10 +79,10 @@ def _deal_evenly(batches: list[list[int]], world_size: int, lengths: torch.Tenso
     rest = [i for batch in batches[cut:] for i in batch]
     if not rest:
         return batches
-    if len(rest) < world_size:
-        rest += [i for batch in batches for i in batch][:world_size - len(rest)]
     if lengths is not None:  # contiguous slices of the pool sorted by length stay length-homogeneous
         rest = [rest[j] for j in torch.argsort(lengths[rest], descending=True, stable=True).tolist()]
+    # Fewer examples than ranks: rank r >= len(rest) repeats the one of rank r % len(rest), never its own.
+    rest += [rest[r % len(rest)] for r in range(len(rest), world_size)]
     return batches[:cut] + [rest[r * len(rest) // world_size:(r + 1) * len(rest) // world_size]
                             for r in range(world_size)]
 
