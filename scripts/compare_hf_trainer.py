@@ -342,7 +342,8 @@ def hf_mc(args, model_dir: Path, out: Path) -> tuple[float, float]:
     with torch.no_grad():
         for start in range(0, len(val_set), 64):
             batch = collate([val_set[i] for i in range(start, min(start + 64, len(val_set)))])
-            labels = batch.pop("mc_labels")
+            labels = batch.pop("mc_labels").to(model.device)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
             correct += int((model(**batch).mc_logits.argmax(-1) == labels).sum())
     return correct / len(val_set), seconds
 
@@ -374,7 +375,7 @@ def hf_lm(args, model_dir: Path, out: Path) -> tuple[float, float]:
     model, nll, count = trainer.model.eval(), 0.0, 0
     with torch.no_grad():
         for block in blocks(args.validation_file, keep_last=True):
-            ids = torch.tensor([block])
+            ids = torch.tensor([block], device=model.device)
             nll += float(model(input_ids=ids, labels=ids).loss) * (len(block) - 1)
             count += len(block) - 1
     return math.exp(nll / count), seconds
