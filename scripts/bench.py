@@ -297,7 +297,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (OMP_NUM_THREADS) for every run; default: torch's")
     parser.add_argument("--hf-padding", nargs="*", choices=("static", "dynamic"), default=["static", "dynamic"],
                         help="Trainer rows: pad to max_length, and/or per batch + group_by_length")
-    parser.add_argument("--systems", nargs="+", choices=("gpt2tasks", "trainer"), default=["gpt2tasks", "trainer"])
+    parser.add_argument("--systems", nargs="+", choices=("gpt2tasks", "trainer"), default=["gpt2tasks", "trainer"],
+                        help="which, in this order")
     parser.add_argument("--no-cached-run", action="store_true", help="skip gpt2tasks' second (cached) start-up")
     parser.add_argument("--eval-samples", type=int, default=200, help="held-out examples (LM: lines) scored")
     parser.add_argument("--train-samples", type=int, help="first N training examples only (default: the whole file)")
@@ -337,12 +338,13 @@ def main() -> None:
                 data_dir = tmp / f"data_{task}"
                 data_dir.mkdir()
                 train_file, validation_file, extra = prepare_data(task, data_dir, args.eval_samples, args.train_samples)
-                systems = []
-                if "gpt2tasks" in args.systems:
-                    systems += ["gpt2tasks"] + ([] if args.no_cached_run else ["gpt2tasks (cached)"])
-                if "trainer" in args.systems:
-                    systems += (["Trainer"] if TASKS[task]["kind"] == "lm"
-                                else [f"Trainer {p}" for p in args.hf_padding])
+                systems = []  # in --systems order (run the Trainer first to counterbalance drifting load)
+                for system in args.systems:
+                    if system == "gpt2tasks":
+                        systems += ["gpt2tasks"] + ([] if args.no_cached_run else ["gpt2tasks (cached)"])
+                    else:
+                        systems += (["Trainer"] if TASKS[task]["kind"] == "lm"
+                                    else [f"Trainer {p}" for p in args.hf_padding])
                 for system in systems:
                     spec = dict(task=task, model=model, system=system if system != "Trainer" else "Trainer dynamic",
                                 device=device, steps=1 if system == "gpt2tasks (cached)" else args.steps,
