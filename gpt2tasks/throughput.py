@@ -5,7 +5,8 @@ Lightning ships a `ThroughputMonitor` too, but it syncs CUDA every step, logs un
 samples and *real* (non-pad) tokens, from the batch's attention mask -- over a sliding window of
 steps, and turns model FLOPs (gpt2tasks.flops) into MFU when a peak is known.
 
-Logged every step: `train/samples_per_sec`, `train/tokens_per_sec` (both on the progress bar),
+Logged every step: `train/samples_per_sec`, `train/tokens_per_sec` (on the progress bar as
+`samples/s` and `tokens/s`),
 `train/padding_fraction`, and `train/mfu` when a peak is known (the datasheet on a known GPU,
 `throughput.peak_tflops` otherwise).
 """
@@ -83,8 +84,11 @@ class ThroughputMonitor(L.Callback):
         if elapsed <= 0:
             return
         log = dict(on_step=True, on_epoch=False, batch_size=samples)
-        pl_module.log("train/samples_per_sec", sum(s.samples for s in self.window) / elapsed, prog_bar=True, **log)
-        pl_module.log("train/tokens_per_sec", sum(s.tokens for s in self.window) / elapsed, prog_bar=True, **log)
+        rates = {"samples": sum(s.samples for s in self.window) / elapsed,
+                 "tokens": sum(s.tokens for s in self.window) / elapsed}
+        for what, rate in rates.items():
+            pl_module.log(f"train/{what}_per_sec", rate, **log)
+            pl_module.log(f"{what}/s", rate, prog_bar=True, logger=False, **log)  # short names fit the bar
         pl_module.log("train/padding_fraction",
                       1 - sum(s.tokens for s in self.window) / sum(s.padded for s in self.window), **log)
         if self.peak_flops:
