@@ -81,8 +81,10 @@ class FlopCounter:
     def per_token(self, context: float) -> float:
         return flops_per_token(self.n_params, self.n_layer, self.n_embd, context)
 
-    def batch(self, attention_mask: torch.Tensor) -> float:
-        return batch_flops(self.n_params, self.n_layer, self.n_embd, row_lengths(attention_mask))
+    def batch(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """FLOPs of a batch as a 0-dim tensor on the mask's device: no host sync (callbacks run every step)."""
+        lengths = row_lengths(attention_mask).double()
+        return 6 * self.n_params * lengths.sum() + 12 * self.n_layer * self.n_embd * (lengths ** 2).sum()
 
 
 def gpu_peak_flops(device_name: str) -> float | None:

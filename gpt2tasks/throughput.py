@@ -25,20 +25,15 @@ from gpt2tasks.flops import FlopCounter, default_peak_flops
 
 @dataclass
 class StepCount:
+    """One training step. tokens and flops are 0-dim tensors on the batch's device: reading them
+    every step would sync the GPU and stall its queue; Lightning reads the logged rates only when
+    it writes logs or redraws the progress bar."""
+
     seconds: float  # wall time since the previous step ended (data loading + forward + backward + step)
     samples: int
-    tokens: int  # real tokens (attention mask sum)
+    tokens: torch.Tensor | int  # real tokens (attention mask sum)
     padded: int  # tokens the model ran on, padding included
-    flops: float  # model FLOPs of the real tokens
-
-
-def count_batch(batch: dict[str, torch.Tensor]) -> tuple[int, int, int]:
-    """(samples, real tokens, padded tokens) of a collated batch. Without an attention mask (packed
-    LM blocks with no padding) every token is real."""
-    ids = batch["input_ids"]
-    mask = batch.get("attention_mask")
-    tokens = int(mask.sum()) if mask is not None else ids.numel()
-    return ids.shape[0], tokens, ids.numel()
+    flops: torch.Tensor | float  # model FLOPs of the real tokens
 
 
 class ThroughputMonitor(L.Callback):
@@ -72,10 +67,12 @@ class ThroughputMonitor(L.Callback):
         # The first step after a pause is timed from its own start (its data loading is not seen).
         seconds = now - (self._last_end if self._last_end is not None else self._batch_start)
         self._last_end = now
-        samples, tokens, padded = count_batch(batch)
-        mask = batch.get("attention_mask")
-        flops = (self._counter.batch(mask) if mask is not None
-                 else tokens * self._counter.per_token(batch["input_ids"].shape[-1]))
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        samples, padded = ids.shape[0], ids.numel()  # shapes are known on the host
+        if mask is not None:
+            tokens, flops = mask.sum(), self._counter.batch(mask)
+        else:  # packed LM blocks without a mask: every token is real
+            tokens, flops = padded, padded * self._counter.per_token(ids.shape[-1])
         step = StepCount(seconds, samples, tokens, padded, flops)
         self.window.append(step)
         self.history.append(step)

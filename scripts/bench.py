@@ -101,7 +101,7 @@ class Meter:
         self.warmup, self.steps, self.cuda, self.uses_lm_head = warmup, steps, cuda, uses_lm_head
         self.start = time.perf_counter()
         self.ends: list[float] = []
-        self.batches: list[tuple[int, int, int, list[int]]] = []  # samples, real tokens, padded, row lengths
+        self.batches: list[tuple] = []  # (samples, padded tokens, row lengths: a tensor, maybe on the GPU)
         self.counter = None
         self.checksum = None
 
@@ -115,14 +115,15 @@ class Meter:
             self.checksum = float(sum(p.double().sum() for p in model.parameters()))
 
     @staticmethod
-    def count(batch) -> tuple[int, int, int, list[int]]:
+    def count(batch) -> tuple:
+        """(samples, padded tokens, real length of every row). The lengths stay a tensor where the
+        batch is (read at the end: reading a GPU tensor every step would sync and stall the GPU)."""
         from gpt2tasks.flops import row_lengths
-        from gpt2tasks.throughput import count_batch
 
-        mask = batch.get("attention_mask")
-        ids = batch["input_ids"]
-        lengths = row_lengths(mask) if mask is not None else ids.new_full((ids.numel() // ids.shape[-1],), ids.shape[-1])
-        return (*count_batch(batch), lengths.tolist())
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        rows = ids.numel() // ids.shape[-1]
+        lengths = row_lengths(mask) if mask is not None else ids.new_full((rows,), ids.shape[-1])
+        return ids.shape[0], ids.numel(), lengths
 
     def step_end(self, counts) -> None:
         step = len(self.ends) + 1
@@ -134,8 +135,6 @@ class Meter:
         self.batches.append(counts)
 
     def result(self, peak_flops: float | None) -> dict:
-        import torch
-
         from gpt2tasks.flops import batch_flops
 
         first = {"time_to_first_step_s": self.ends[0] - self.start, "init_checksum": self.checksum}
@@ -144,9 +143,11 @@ class Meter:
             return first
         seconds = self.ends[-1] - self.ends[w - 1]
         timed = self.batches[w:len(self.ends)]
-        samples, tokens, padded = (sum(b[i] for b in timed) for i in range(3))
+        samples, padded = sum(b[0] for b in timed), sum(b[1] for b in timed)
+        lengths = [b[2].cpu() for b in timed]
+        tokens = int(sum(x.sum() for x in lengths))
         c = self.counter
-        flops = sum(batch_flops(c.n_params, c.n_layer, c.n_embd, torch.tensor(b[3])) for b in timed)
+        flops = sum(batch_flops(c.n_params, c.n_layer, c.n_embd, x) for x in lengths)
         return {**first, "timed_steps": len(timed),
                 "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds,
                 "padding_fraction": 1 - tokens / padded, "flops_per_token": flops / tokens,
@@ -229,9 +230,7 @@ def worker(spec: dict) -> dict:
     out = Path(spec["out_dir"])
     bf16 = spec["precision"] == "bf16-mixed"
     if spec["system"].startswith("gpt2tasks"):
-        model = (["model=tiny"] if spec["model"] == "tiny" else
-                 ["model=gpt2", "model.pretrained=false", f"model.tokenizer_name_or_path={SHARED / 'gpt2_tokenizer'}"])
-        args.model_overrides = model
+        args.model_overrides = gpt2tasks_model_overrides(spec["model"])
         args.callbacks = [gpt2tasks_callback(meter)]
         args.override = [f"data.cache_dir={spec['cache_dir']}", f"precision={spec['precision']}",
                          f"model.compile={str(spec['compile']).lower()}", "checkpoint.save_last=false",
@@ -258,6 +257,14 @@ def worker(spec: dict) -> dict:
     return result
 
 
+def gpt2tasks_model_overrides(model: str) -> list[str]:
+    """How a user picks the model: `tiny` as it is; the others as random init of the size preset
+    with the real GPT-2 tokenizer."""
+    if model == "tiny":
+        return ["model=tiny"]
+    return [f"model={model}", "model.pretrained=false", f"model.tokenizer_name_or_path={SHARED / 'gpt2_tokenizer'}"]
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -272,8 +279,7 @@ def make_model_dir(model: str, path: Path) -> None:
     from gpt2tasks.resources import CONF_DIR, register_resolvers
 
     register_resolvers()
-    overrides = [f"model={model}"] + ([] if model == "tiny" else
-                                      ["model.pretrained=false", f"model.tokenizer_name_or_path={SHARED / 'gpt2_tokenizer'}"])
+    overrides = gpt2tasks_model_overrides(model)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         spec: ModelSpec = model_spec(compose(config_name="config", overrides=overrides))
     tokenizer = load_tokenizer(spec)

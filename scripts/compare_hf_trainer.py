@@ -104,7 +104,8 @@ def run_gpt2tasks(args, model_dir: Path, out: Path) -> tuple[float, float]:
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
-            f"task={kind['preset']}", *getattr(args, "model_overrides", [f"model.name_or_path={model_dir}"]), f"data.train_file={args.train_file}",
+            f"task={kind['preset']}", *getattr(args, "model_overrides", [f"model.name_or_path={model_dir}"]),
+            f"data.train_file={args.train_file}",
             f"data.validation_file={args.validation_file}", *columns[args.kind],
             f"data.batch_size={args.batch_size}", f"data.max_length={args.max_length}", f"optim.lr={args.lr}",
             f"optim.warmup_ratio={args.warmup_ratio}", f"optim.weight_decay={args.weight_decay}",
