@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from gpt2tasks import distributed, outputs
 from gpt2tasks.build import build_for_training, build_logger, build_trainer
 from gpt2tasks.config import validate_config
+from gpt2tasks.throughput import ThroughputMonitor
 
 log = logging.getLogger("gpt2tasks")
 
@@ -46,6 +47,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
                                  auto_insert_metric_name=False, enable_version_counter=False)
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).
+    callbacks = [ThroughputMonitor.from_config(cfg), *callbacks]  # samples/s, tokens/s, MFU (progress bar, logger)
     trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
                             default_root_dir=str(output_dir))
 

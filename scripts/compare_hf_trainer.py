@@ -71,11 +71,20 @@ def make_tiny_checkpoint(path: Path, seed: int) -> None:
 
 
 def read_rows(path: str) -> list[dict]:
-    if path.endswith(".csv"):
+    if path.endswith((".csv", ".tsv")):
         with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+            tsv = path.endswith(".tsv")  # GLUE TSVs: tab-separated, quotes are plain text
+            return list(csv.DictReader(f, delimiter="\t" if tsv else ",",
+                                       quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL))
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# Optional fields of `args` that scripts/bench.py sets (this script's own runs leave them unset):
+#   gpt2tasks side: model_overrides (replace model.name_or_path=<model_dir>), callbacks (Lightning);
+#   Trainer side: init_from_config (random init from model_dir's config.json, seeded, instead of its
+#   weights), use_cpu, training_args (extra TrainingArguments), hf_callbacks, static_padding (pad
+#   every batch to max_length), wrap_collator (a function applied to the data collator).
 
 
 # ---- gpt2tasks ----------------------------------------------------------------------------------
@@ -95,7 +104,8 @@ def run_gpt2tasks(args, model_dir: Path, out: Path) -> tuple[float, float]:
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
-            f"task={kind['preset']}", f"model.name_or_path={model_dir}", f"data.train_file={args.train_file}",
+            f"task={kind['preset']}", *getattr(args, "model_overrides", [f"model.name_or_path={model_dir}"]),
+            f"data.train_file={args.train_file}",
             f"data.validation_file={args.validation_file}", *columns[args.kind],
             f"data.batch_size={args.batch_size}", f"data.max_length={args.max_length}", f"optim.lr={args.lr}",
             f"optim.warmup_ratio={args.warmup_ratio}", f"optim.weight_decay={args.weight_decay}",
@@ -104,7 +114,7 @@ def run_gpt2tasks(args, model_dir: Path, out: Path) -> tuple[float, float]:
             "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", f"output_dir={out}", *args.override,
             *(["+model.config_overrides={resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0}"] if args.no_dropout else [])])
     start = time.perf_counter()
-    metrics = train(cfg)
+    metrics = train(cfg, callbacks=getattr(args, "callbacks", ()))
     score = metrics[f"val/{kind['metric']}"]
     # SQuAD EM/F1 are reported in points (0-100); the table compares fractions, as for the others.
     return score / 100 if args.kind == "qa" else score, time.perf_counter() - start
@@ -119,7 +129,12 @@ def hf_train(args, model_class, model_dir: Path, out: Path, train_dataset, colla
     trainer_class = trainer_class or Trainer
     set_seed(args.seed)
     dropout = dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), 0.0) if args.no_dropout else {}
-    model = model_class.from_pretrained(model_dir, **model_kwargs, **dropout)
+    if getattr(args, "init_from_config", False):
+        from transformers import AutoConfig
+
+        model = model_class(AutoConfig.from_pretrained(model_dir, **model_kwargs, **dropout))
+    else:
+        model = model_class.from_pretrained(model_dir, **model_kwargs, **dropout)
     model.config.pad_token_id = model.config.eos_token_id
     training_args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
@@ -127,11 +142,19 @@ def hf_train(args, model_class, model_dir: Path, out: Path, train_dataset, colla
         # transformers 5 folds warmup_ratio into warmup_steps; whole steps, rounded as gpt2tasks does
         warmup_steps=int(args.warmup_ratio * args.steps),
         weight_decay=args.weight_decay, max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no",
-        eval_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=50)
-    trainer = trainer_class(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator)
+        eval_strategy="no", use_cpu=getattr(args, "use_cpu", True), disable_tqdm=True, logging_steps=50,
+        **getattr(args, "training_args", {}))
+    collator = getattr(args, "wrap_collator", lambda c: c)(collator)
+    trainer = trainer_class(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator,
+                            callbacks=getattr(args, "hf_callbacks", None))
     start = time.perf_counter()
     trainer.train()
     return trainer, time.perf_counter() - start
+
+
+def padding(args) -> dict:
+    """Collator padding: per batch (default), or every batch to max_length (`static_padding`)."""
+    return {"padding": "max_length", "max_length": args.max_length} if getattr(args, "static_padding", False) else {}
 
 
 def hf_tokenizer(model_dir: Path, **kwargs):
@@ -155,7 +178,7 @@ def hf_seq_cls(args, model_dir: Path, out: Path) -> tuple[float, float]:
         return Dataset.from_dict({**enc, "labels": [label2id[r[args.label_column]] for r in rows]})
 
     trainer, seconds = hf_train(args, GPT2ForSequenceClassification, model_dir, out, encode(train_rows),
-                                DataCollatorWithPadding(tok), num_labels=len(label2id))
+                                DataCollatorWithPadding(tok, **padding(args)), num_labels=len(label2id))
     pred = trainer.predict(encode(val_rows))  # predictions come back in dataset order
     return float(np.mean(pred.predictions.argmax(-1) == pred.label_ids)), seconds
 
@@ -187,7 +210,7 @@ def hf_token_cls(args, model_dir: Path, out: Path) -> tuple[float, float]:
 
     train_set, _ = encode(train_rows)
     trainer, seconds = hf_train(args, GPT2ForTokenClassification, model_dir, out, train_set,
-                                DataCollatorForTokenClassification(tok), num_labels=len(names),
+                                DataCollatorForTokenClassification(tok, **padding(args)), num_labels=len(names),
                                 id2label=dict(enumerate(names)), label2id=label2id)
     val_set, word_ids = encode(val_rows)
     logits = trainer.predict(val_set).predictions  # (N, T_max, C), in dataset order
@@ -250,7 +273,7 @@ def hf_qa(args, model_dir: Path, out: Path) -> tuple[float, float]:
 
     train_set, _, _ = features(train_rows)
     trainer, seconds = hf_train(args, GPT2ForQuestionAnswering, model_dir, out, train_set,
-                                DataCollatorWithPadding(tok))
+                                DataCollatorWithPadding(tok, **padding(args)))
     val_set, offsets, examples = features(val_rows)
     start_logits, end_logits = trainer.predict(val_set).predictions[:2]
     # utils_qa.postprocess_qa_predictions (v1.1): best n_best start x end over all windows of an example
@@ -320,7 +343,8 @@ def hf_mc(args, model_dir: Path, out: Path) -> tuple[float, float]:
     with torch.no_grad():
         for start in range(0, len(val_set), 64):
             batch = collate([val_set[i] for i in range(start, min(start + 64, len(val_set)))])
-            labels = batch.pop("mc_labels")
+            labels = batch.pop("mc_labels").to(model.device)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
             correct += int((model(**batch).mc_logits.argmax(-1) == labels).sum())
     return correct / len(val_set), seconds
 
@@ -352,7 +376,7 @@ def hf_lm(args, model_dir: Path, out: Path) -> tuple[float, float]:
     model, nll, count = trainer.model.eval(), 0.0, 0
     with torch.no_grad():
         for block in blocks(args.validation_file, keep_last=True):
-            ids = torch.tensor([block])
+            ids = torch.tensor([block], device=model.device)
             nll += float(model(input_ids=ids, labels=ids).loss) * (len(block) - 1)
             count += len(block) - 1
     return math.exp(nll / count), seconds

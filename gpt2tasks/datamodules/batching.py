@@ -20,7 +20,7 @@ class LengthGroupedSampler(Sampler[int]):
 
     Train (`shuffle=True`): seeded by (seed, epoch); mega-batches of `batch_size * mega_batches`
     are sorted by length, cut into batches, and the batches shuffled. Ranks get equal numbers of
-    batches (at most world_size - 1 trailing batches per epoch are dropped).
+    batches and every example exactly once per epoch on exactly one rank (`_deal_evenly`).
     Eval (`shuffle=False`): all indices sorted by length (longest first), batched, batches dealt
     round-robin to ranks; every example appears on some rank, none is dropped, and each batch is the
     one a single process would run (so outputs, and metrics, do not depend on the number of ranks).
@@ -63,8 +63,7 @@ class LengthGroupedSampler(Sampler[int]):
             full = [b for b in batches if len(b) == self.batch_size]
             partial = [b for b in batches if len(b) < self.batch_size]
             batches = [full[i] for i in torch.randperm(len(full), generator=g).tolist()] + partial
-        usable = len(batches) - len(batches) % self.world_size  # equal step counts on every rank
-        return batches[:usable]
+        return _deal_evenly(batches, self.world_size, self.lengths if self.group_by_length else None)
 
     def rank_batches(self) -> list[list[int]]:
         """This rank's batches, in order."""
@@ -101,6 +100,23 @@ class RankBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         return len(self.sampler.rank_batches())
+
+
+def _deal_evenly(batches: list[list[int]], world_size: int, lengths: torch.Tensor | None = None) -> list[list[int]]:
+    """Batches for round-robin dealing with equal step counts on every rank (DDP needs that) and no
+    example dropped: the last len % world_size batches are pooled and split into world_size smaller
+    batches, one per rank, dealt last. Only when that pool holds fewer than world_size examples are a
+    few repeated (as DistributedSampler pads) so that no rank gets an empty batch."""
+    cut = len(batches) - len(batches) % world_size
+    rest = [i for batch in batches[cut:] for i in batch]
+    if not rest:
+        return batches
+    if lengths is not None:  # contiguous slices of the pool sorted by length stay length-homogeneous
+        rest = [rest[j] for j in torch.argsort(lengths[rest], descending=True, stable=True).tolist()]
+    # Fewer examples than ranks: rank r >= len(rest) repeats the one of rank r % len(rest), never its own.
+    rest += [rest[r % len(rest)] for r in range(len(rest), world_size)]
+    return batches[:cut] + [rest[r * len(rest) // world_size:(r + 1) * len(rest) // world_size]
+                            for r in range(world_size)]
 
 
 class Collator:

@@ -46,7 +46,7 @@ class OptimSpec:
     eps: float = 1e-8
     scheduler: str = "linear"
     max_grad_norm: float | None = 1.0
-    fused: bool | None = None  # None: fused AdamW on CUDA, plain elsewhere
+    fused: bool | None = None  # None: fused AdamW on CUDA and CPU (one kernel over all tensors)
 
 
 @dataclass
@@ -169,7 +169,9 @@ class TaskModule(L.LightningModule):
                 # No weight decay on biases and LayerNorm (GPT-2 calls them ln_1/ln_2/ln_f, so
                 # match the module type, not a name).
                 (no_decay if name == "bias" or isinstance(module, nn.LayerNorm) else decay).append(param)
-        fused = self.optim.fused if self.optim.fused is not None else self.device.type == "cuda"
+        # Fused on CPU too: torch's for-loop AdamW makes ~10 passes over every tensor, the fused kernel
+        # one; for gpt2 on 2 CPU cores that is seconds per step (scripts/bench.py, docs/benchmarks.md).
+        fused = self.optim.fused if self.optim.fused is not None else self.device.type in ("cuda", "cpu")
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.optim.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],

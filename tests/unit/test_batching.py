@@ -86,3 +86,39 @@ def test_batch_sampler_reads_the_epoch_at_the_first_batch():
     sampler.set_epoch(1)
     assert list(batches) == sampler.rank_batches() != LengthGroupedSampler(_lengths(100), 8, shuffle=True,
                                                                           seed=0).rank_batches()
+
+
+def test_every_index_once_per_epoch_per_rank_and_the_union_is_exact():
+    # Sizes where the batches do not divide evenly among ranks, down to fewer leftovers than ranks.
+    # (n, batch size, ranks, repeated examples): only a leftover pool smaller than the rank count
+    # (65 = 32 + 32 + 1 on 2 ranks) needs a repeat, DistributedSampler-style.
+    for n, batch_size, world, repeats in [(1000, 16, 3, 0), (1000, 32, 2, 0), (1001, 8, 4, 0), (97, 32, 4, 0),
+                                          (33, 32, 2, 0), (1000, 32, 1, 0), (65, 32, 2, 1)]:
+        lengths = _lengths(n, seed=n)
+        for epoch in (0, 1):
+            shards = []
+            for rank in range(world):
+                sampler = LengthGroupedSampler(lengths, batch_size, shuffle=True, seed=5, rank=rank, world_size=world)
+                sampler.set_epoch(epoch)
+                shard = list(sampler)
+                assert len(shard) == len(set(shard)) == len(sampler)  # once per epoch on this rank
+                shards.append(shard)
+            # the same number of steps on every rank: DDP would hang otherwise
+            assert len({len(_batches(s, batch_size)) for s in shards}) == 1, (n, batch_size, world)
+            union = [i for s in shards for i in s]
+            assert set(union) == set(range(n)) and len(union) == n + repeats, (n, batch_size, world)
+
+
+def test_batches_are_length_homogeneous():
+    lengths = _lengths(2000)
+    for world in (1, 3):
+        spreads = []
+        for rank in range(world):
+            sampler = LengthGroupedSampler(lengths, 32, shuffle=True, seed=0, rank=rank, world_size=world)
+            for batch in _batches(sampler, 32):
+                in_batch = [lengths[i] for i in batch]
+                assert in_batch == sorted(in_batch, reverse=True)  # a slice of a length-sorted pool
+                spreads.append(max(in_batch) - min(in_batch))
+        # Lengths 1..120: a random batch of 32 spans ~110; a slice of a sorted 1,600-example
+        # mega-batch ~2.5 (the last, smaller mega-batch and the ranks' leftover pool a little more).
+        assert sum(spreads) / len(spreads) < 6 and max(spreads) < 30

@@ -1,0 +1,36 @@
+"""The throughput callback on a tiny run: per-step counts match the batches, logged rates are consistent."""
+
+import csv
+import dataclasses
+
+from gpt2tasks.throughput import ThroughputMonitor
+from gpt2tasks.train import train
+
+
+def test_throughput_monitor_logs_samples_tokens_and_mfu(cfg_factory, tmp_path):
+    probe = ThroughputMonitor(peak_flops=1e12, window=4)  # a second monitor, to read its history
+    cfg = cfg_factory("logger=csv", "trainer.max_steps=6", "trainer.max_epochs=-1", "data.batch_size=8",
+                      "trainer.log_every_n_steps=1", "throughput.peak_tflops=1", output_dir=tmp_path / "run")
+    train(cfg, callbacks=[probe])
+
+    steps = [dataclasses.replace(s, tokens=int(s.tokens), flops=float(s.flops)) for s in probe.history]
+    assert len(steps) == 6 and all(s.samples == 8 and s.seconds > 0 for s in steps)
+    # Real tokens: at least one per sample, never more than the padded batch; dynamic padding
+    # leaves every batch at least one full row, so padded tokens <= 8 x the longest row.
+    assert all(8 <= s.tokens <= s.padded for s in steps)
+    assert all(s.flops > 6 * s.tokens * 100_000 for s in steps)  # tiny has ~0.4M matmul parameters
+
+    rows = [r for r in csv.DictReader(open(next((tmp_path / "run").glob("logs/version_*/metrics.csv"))))
+            if r.get("train/samples_per_sec")]
+    assert len(rows) == 6
+    last = rows[-1]
+    samples_s, tokens_s = float(last["train/samples_per_sec"]), float(last["train/tokens_per_sec"])
+    window = steps[-4:]
+    seconds = sum(s.seconds for s in window)
+    # The logged rates are the callback's own window (the probe shares its step clock to ~ms).
+    assert abs(tokens_s / samples_s - sum(s.tokens for s in window) / sum(s.samples for s in window)) < 1e-3
+    assert 0.5 < samples_s / (32 / seconds) < 2
+    assert 0 <= float(last["train/padding_fraction"]) < 1
+    # MFU x peak / tokens/s = FLOPs per real token of the window
+    flops_per_token = float(last["train/mfu"]) * 1e12 / tokens_s
+    assert abs(flops_per_token / (sum(s.flops for s in window) / sum(s.tokens for s in window)) - 1) < 1e-3
