@@ -210,7 +210,7 @@ def worker(spec: dict) -> dict:
     import lightning  # noqa: F401
     from transformers import Trainer  # noqa: F401
 
-    from gpt2tasks.train import quiet_known_noise
+    from gpt2tasks.cli import quiet_known_noise
 
     quiet_known_noise()
     cuda = spec["device"] == "cuda"
