@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,22 @@ def shared_dataset(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared dataset {path} not present (set GPT2TASKS_SHARED_DATASETS)")
     return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def file_datamodule(cls, tmp_path: Path, tokenizer, rows: list[dict], val_rows: list[dict] | None = None, **spec):
+    """A datamodule of kind `cls` over JSONL train/validation files of `rows`, set up for fit."""
+    from gpt2tasks.datamodules.base import DataSpec
+
+    dm = cls(DataSpec(train_file=write_jsonl(tmp_path / "train.jsonl", rows),
+                      validation_file=write_jsonl(tmp_path / "val.jsonl", val_rows or rows),
+                      cache_dir=str(tmp_path / "cache"), **spec), tokenizer)
+    dm.setup("fit")
+    return dm
 
 
 def compose(*overrides: str):

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from gpt2tasks.errors import UserError
 from gpt2tasks.evaluation import evaluate_checkpoint
 from gpt2tasks.train import train
+from tests.conftest import write_jsonl
 
 FAST = ("trainer.max_epochs=2", "data.max_train_samples=256", "data.max_eval_samples=96")
 
@@ -69,11 +70,6 @@ def test_output_dir_with_a_run_is_refused_then_overwritten(cfg_factory, tmp_path
     assert "seed: 7" in (out / "config.yaml").read_text()
 
 
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def _synthetic(n, kind, seed=0):
     """Texts whose label is readable from words, for multi-label and regression."""
     g = torch.Generator().manual_seed(seed)
@@ -93,8 +89,8 @@ def _synthetic(n, kind, seed=0):
     ("regression", "[pearson,spearman,mse]", "val/pearson"),
 ])
 def test_multi_label_and_regression_learn(kind, metrics, monitor, cfg_factory, tmp_path):
-    train_file = _write_jsonl(tmp_path / "train.jsonl", _synthetic(480, kind))
-    val_file = _write_jsonl(tmp_path / "val.jsonl", _synthetic(96, kind, seed=1))
+    train_file = write_jsonl(tmp_path / "train.jsonl", _synthetic(480, kind))
+    val_file = write_jsonl(tmp_path / "val.jsonl", _synthetic(96, kind, seed=1))
     result = train(cfg_factory("task=text_classification", f"data.train_file={train_file}",
                                f"data.validation_file={val_file}", f"task.metrics={metrics}",
                                f"task.monitor={monitor}", "trainer.max_epochs=6", "optim.lr=2e-3",
@@ -106,7 +102,7 @@ def test_local_pretrained_checkpoint_and_pair_inputs(cfg_factory, tmp_path, tiny
     """model.name_or_path=<local dir> loads its weights and tokenizer; sentence pairs get a separator."""
     rows = [{"a": f"the {w} one", "b": f"the {v} one", "same": int(w == v)}
             for w in ["red", "blue", "green", "black"] for v in ["red", "blue", "green", "black"]] * 12
-    train_file = _write_jsonl(tmp_path / "pairs.jsonl", rows)
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", rows)
     result = train(cfg_factory("task=text_classification", f"model.name_or_path={tiny_gpt2_dir}",
                                f"data.train_file={train_file}", f"data.validation_file={train_file}",
                                "data.text_column=a", "data.text_pair_column=b", "data.label_column=same",

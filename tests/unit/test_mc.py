@@ -1,8 +1,6 @@
 """Multiple choice: choices and truncation, (B, C, T) batches and mc_token_ids, LM labels only on the
 correct choice, HF-head parity, padding invariance, export reload, bad-input messages."""
 
-import json
-
 import pytest
 import torch
 from transformers import GPT2Config, GPT2DoubleHeadsModel
@@ -14,6 +12,7 @@ from gpt2tasks.datamodules.mc import MultipleChoiceDataModule
 from gpt2tasks.errors import UserError
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec
 from gpt2tasks.tasks.mc import MultipleChoiceModule, lm_labels
+from tests.conftest import file_datamodule
 
 ROWS = [
     {"context": "Anna found a red lamp. Later, Anna", "endings": ["sold the red lamp.", "sold the blue vase."],
@@ -23,18 +22,8 @@ ROWS = [
 ]
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def datamodule(tmp_path, tokenizer, rows=ROWS, val_rows=None, **spec):
-    train = write_jsonl(tmp_path / "train.jsonl", rows)
-    val = write_jsonl(tmp_path / "val.jsonl", val_rows or rows)
-    dm = MultipleChoiceDataModule(DataSpec(train_file=train, validation_file=val, cache_dir=str(tmp_path / "cache"),
-                                           **spec), tokenizer)
-    dm.setup("fit")
-    return dm
+    return file_datamodule(MultipleChoiceDataModule, tmp_path, tokenizer, rows, val_rows, **spec)
 
 
 def test_each_choice_is_context_separator_ending_summary(tmp_path, tiny_tokenizer):

@@ -13,6 +13,7 @@ from gpt2tasks.errors import UserError
 from gpt2tasks.metrics_qa import postprocess_qa, squad_metrics
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec
 from gpt2tasks.tasks.qa import QAModule
+from tests.conftest import file_datamodule
 
 FILLER = " ".join(f"Sentence number {i} talks about nothing in particular." for i in range(12))
 CONTEXT = f"{FILLER} The bridge was designed by Maria Lopez in 1931. {FILLER}"
@@ -25,18 +26,9 @@ def row(i, context=CONTEXT, answer=ANSWER, start=None, question="Who designed th
     return {"id": f"q{i}", "question": question, "context": context, "answers": answers}
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def datamodule(tmp_path, tokenizer, rows, val_rows=None, **spec):
     spec = {"max_length": 48, "doc_stride": 8, "max_question_length": 16, **spec}
-    dm = QADataModule(DataSpec(train_file=write_jsonl(tmp_path / "train.jsonl", rows),
-                               validation_file=write_jsonl(tmp_path / "val.jsonl", val_rows or rows),
-                               cache_dir=str(tmp_path / "cache"), **spec), tokenizer)
-    dm.setup("fit")
-    return dm
+    return file_datamodule(QADataModule, tmp_path, tokenizer, rows, val_rows, **spec)
 
 
 def test_each_window_labels_the_answer_tokens_or_the_summary_token(tmp_path, tiny_tokenizer):

@@ -1,19 +1,17 @@
 """Token classification: word/sub-token alignment, windows, word-level predictions, HF parity."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2ForTokenClassification
 
-from gpt2tasks.datamodules.base import DataSpec
 from gpt2tasks.datamodules.files import read_conll
 from gpt2tasks.datamodules.token_cls import TokenClsDataModule
 from gpt2tasks.errors import UserError
 from gpt2tasks.resources import BUNDLED_TOKENIZER
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec
 from gpt2tasks.tasks.token_cls import TokenClsModule, words_by_example
+from tests.conftest import file_datamodule
 
 SENTENCES = [
     {"tokens": ["Anna", "Keller", "visited", "Oslo", "."], "ner_tags": ["B-PER", "I-PER", "O", "B-LOC", "O"]},
@@ -21,18 +19,8 @@ SENTENCES = [
 ]
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def datamodule(tmp_path, tokenizer, rows=SENTENCES, val_rows=None, **spec):
-    train = write_jsonl(tmp_path / "train.jsonl", rows)
-    val = write_jsonl(tmp_path / "val.jsonl", val_rows or rows)
-    dm = TokenClsDataModule(DataSpec(train_file=train, validation_file=val, cache_dir=str(tmp_path / "cache"),
-                                     **spec), tokenizer)
-    dm.setup("fit")
-    return dm
+    return file_datamodule(TokenClsDataModule, tmp_path, tokenizer, rows, val_rows, **spec)
 
 
 def test_first_sub_token_carries_the_label_like_hf_split_words(tmp_path, tiny_tokenizer):
