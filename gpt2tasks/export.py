@@ -186,8 +186,7 @@ def staging_dir(out: Path, overwrite: bool):
 
 
 def save_model(model, cfg, folder: Path) -> None:
-    config = model.config
-    config.architectures = [type(model).__name__]
+    config = model.config  # save_pretrained records the head class in config.architectures
     if model.can_generate():
         # Generation stops at eos and pads with the pad token, as gpt2tasks samples do.
         gen = model.generation_config
@@ -226,31 +225,28 @@ def save_tokenizer(tokenizer, cfg, folder: Path) -> None:
         tokenizer.add_prefix_space = tokenizer.init_kwargs["add_prefix_space"] = True
         tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
     elif kind == "qa" or (kind == "seq_cls" and cfg.data.get("text_pair_column")):
-        set_pair_template(tokenizer, cfg.data.pair_separator, summary_token=kind == "qa")
+        # A pair as our datamodules build it: first + separator + second (+ the summary eos, QA's
+        # no-answer position).
+        sep_ids = tokenizer(cfg.data.pair_separator, add_special_tokens=False)["input_ids"]
+        specials = [{"id": "SEP", "ids": sep_ids, "tokens": tokenizer.convert_ids_to_tokens(sep_ids)}]
+        pair = "$A:0 SEP:0 $B:1"
+        if kind == "qa":
+            specials.append({"id": "SUMMARY", "ids": [tokenizer.eos_token_id], "tokens": [tokenizer.eos_token]})
+            pair += " SUMMARY:1"
+        add_template(tokenizer, "$A:0", pair, specials)
     elif kind == "lm":
         # Training documents start right after an eos; with add_special_tokens=True a prompt does too.
-        from tokenizers import processors
-
-        backend = tokenizer.backend_tokenizer
-        bos = processors.TemplateProcessing(single="BOS $A", pair="BOS $A $B:1",
-                                            special_tokens=[("BOS", tokenizer.eos_token_id)])
-        backend.post_processor = processors.Sequence([backend.post_processor, bos])
+        add_template(tokenizer, "BOS $A", "BOS $A $B:1", [("BOS", tokenizer.eos_token_id)])
     tokenizer.save_pretrained(folder)
 
 
-def set_pair_template(tokenizer, separator: str, summary_token: bool) -> None:
-    """A pair is encoded as our datamodules build it: first + separator + second (+ the summary eos
-    for QA, its no-answer position). Offsets keep being those of the byte-level tokens."""
+def add_template(tokenizer, single: str, pair: str, special_tokens: list) -> None:
+    """Special tokens added after the byte-level post-processing, so offsets stay those of the
+    byte-level tokens (what QA answers are cut from)."""
     from tokenizers import processors
 
-    sep_ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
-    specials = [{"id": "SEP", "ids": sep_ids, "tokens": tokenizer.convert_ids_to_tokens(sep_ids)}]
-    pair = "$A:0 SEP:0 $B:1"
-    if summary_token:
-        specials.append({"id": "SUMMARY", "ids": [tokenizer.eos_token_id], "tokens": [tokenizer.eos_token]})
-        pair += " SUMMARY:1"
-    template = processors.TemplateProcessing(single="$A:0", pair=pair, special_tokens=specials)
     backend = tokenizer.backend_tokenizer
+    template = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special_tokens)
     backend.post_processor = processors.Sequence([backend.post_processor, template])
 
 
