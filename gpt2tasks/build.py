@@ -17,6 +17,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer, GPT2Config, PreTrainedTokenizerBase
 
+from gpt2tasks import multitask
 from gpt2tasks.backbone import ModelSpec, build_model, load_model_config, load_tokenizer, n_positions
 from gpt2tasks.config import normalize_precision
 from gpt2tasks.datamodules.base import DataSpec, TaskDataModule
@@ -97,6 +98,8 @@ def eval_options(cfg: DictConfig) -> dict[str, Any]:
 
 def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule, TaskModule, PreTrainedTokenizerBase]:
     """Tokenizer -> model config -> data (labels known) -> model with its head -> module."""
+    if multitask.is_multitask(cfg):
+        return multitask.build_for_training(cfg)
     spec = model_spec(cfg)
     tokenizer = load_tokenizer(spec)
     config = load_model_config(spec, tokenizer)
@@ -154,6 +157,8 @@ def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = Tr
                           ) -> tuple[TaskDataModule, TaskModule]:
     """The same objects from a checkpoint's saved run_info: no download, no training data needed.
     `load_eval_sets=False` (predict) reads no data: the caller gives its own input."""
+    if info.get("kind") == multitask.MULTITASK:
+        return multitask.build_from_checkpoint(cfg, info, load_eval_sets)
     tokenizer, model = model_from_run_info(cfg, info)
     label_space = LabelSpace(**info["label_space"])
     datamodule = build_datamodule(cfg, tokenizer, model.config, label_space=label_space)

@@ -23,8 +23,23 @@ def normalize_precision(value) -> str:
 
 
 def validate_config(cfg: DictConfig) -> None:
+    """Raise one UserError listing every problem of the config (for a multi-task run: the shared
+    keys once, then each task's own blocks, named tasks.<name>.*)."""
+    from gpt2tasks import multitask
+
+    if multitask.is_multitask(cfg):
+        problems = multitask.check(cfg, task_problems) + run_problems(cfg)
+    else:
+        problems = task_problems(cfg) + run_problems(cfg)
+    if problems:
+        if len(problems) == 1:
+            raise UserError(problems[0])
+        raise UserError(f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def task_problems(cfg: DictConfig) -> list[str]:
+    """Problems of what one task says: task.* and data.*."""
     from gpt2tasks.tasks import KINDS  # late: importing tasks pulls in transformers
-    from gpt2tasks.tasks.base import SCHEDULERS
 
     problems: list[str] = []
 
@@ -32,20 +47,12 @@ def validate_config(cfg: DictConfig) -> None:
         if not ok:
             problems.append(message)
 
-    task, data, optim, trainer = cfg.task, cfg.data, cfg.optim, cfg.trainer
-    need(task.kind in KINDS, f"task.kind={task.kind!r} is not a known head kind ({', '.join(KINDS)}).")
+    task, data = cfg.task, cfg.data
+    need(task.kind in KINDS, f"task.kind={task.kind!r} is not a known head kind ({', '.join(KINDS)}, multitask).")
     if task.kind in KINDS:
         from gpt2tasks.build import eval_options
 
         problems += KINDS[task.kind].module.check_options(eval_options(cfg))
-    precision = normalize_precision(cfg.precision)
-    need(precision in PRECISIONS, f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}.")
-    if precision == "16-mixed":
-        import torch
-
-        need(torch.cuda.is_available() and trainer.accelerator in ("auto", "gpu", "cuda"),
-             "precision=16-mixed needs a CUDA GPU (fp16 autocast on CPU is not supported). "
-             "Fix: precision=bf16-mixed on CPU, or run on a GPU.")
     need(task.mode in ("min", "max"), f"task.mode={task.mode!r} must be min or max.")
     monitor = str(task.monitor)
     need("/" in monitor, f"task.monitor={monitor!r} must look like '<eval set>/<metric>', e.g. val/accuracy.")
@@ -76,7 +83,28 @@ def validate_config(cfg: DictConfig) -> None:
         if path and not os.path.isfile(os.path.expanduser(str(path))):
             problems.append(f"data.{key}={path}: file not found (relative paths start at {os.getcwd()}). "
                             "Fix: check the path.")
+    return problems
 
+
+def run_problems(cfg: DictConfig) -> list[str]:
+    """Problems of what the whole run shares: precision, optim.*, trainer.*, peft.*, logger."""
+    from gpt2tasks.tasks.base import SCHEDULERS
+
+    problems: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    optim, trainer = cfg.optim, cfg.trainer
+    precision = normalize_precision(cfg.precision)
+    need(precision in PRECISIONS, f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}.")
+    if precision == "16-mixed":
+        import torch
+
+        need(torch.cuda.is_available() and trainer.accelerator in ("auto", "gpu", "cuda"),
+             "precision=16-mixed needs a CUDA GPU (fp16 autocast on CPU is not supported). "
+             "Fix: precision=bf16-mixed on CPU, or run on a GPU.")
     need(_is_number(optim.lr) and optim.lr > 0, f"optim.lr={optim.lr!r} must be a positive number.")
     need(_is_number(optim.weight_decay) and optim.weight_decay >= 0, "optim.weight_decay must be >= 0.")
     need(_is_number(optim.warmup_ratio) and 0 <= optim.warmup_ratio < 1,
@@ -96,11 +124,7 @@ def validate_config(cfg: DictConfig) -> None:
         problems += check_spec(lora_spec(cfg))
     need(cfg.logger.kind in LOGGERS, f"logger.kind={cfg.logger.kind!r} is not one of {LOGGERS}.")
     need(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other. Fix: pick one.")
-
-    if problems:
-        if len(problems) == 1:
-            raise UserError(problems[0])
-        raise UserError(f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems))
+    return problems
 
 
 def _is_int(value) -> bool:

@@ -91,8 +91,48 @@ def check_spec(spec: LoraSpec) -> list[str]:
 
 def apply_lora(model: nn.Module, spec: LoraSpec, head_modules: Sequence[str], new_token_ids: Sequence[int] = ()):
     """Wrap the HF model with LoRA adapters: adapters + head (+ new token rows) train, the rest is frozen."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
+    tied = model.get_output_embeddings() is not None and model.config.tie_word_embeddings
+    _check_model(model, spec, new_token_ids, tied_output=tied)
+    wrapped = get_peft_model(model, _config(spec, [*head_modules, *spec.extra_trainable], new_token_ids))
+    wrapped.train()
+    return wrapped
+
+
+def apply_lora_to_backbone(backbone: nn.Module, spec: LoraSpec, adapter_names: Sequence[str],
+                           new_token_ids: Sequence[int] = (), tied_output: bool = False):
+    """LoRA on a `GPT2Model` shared by several heads (multi-task): one adapter set per name in
+    `adapter_names` (one name: shared by every task). The heads live outside the wrapper, so they
+    stay fully trainable; every adapter set is trainable (`activate` picks the one a step uses)."""
+    from peft import get_peft_model
+
+    _check_model(backbone, spec, new_token_ids, tied_output=tied_output)
+    config = _config(spec, spec.extra_trainable, new_token_ids)
+    wrapped = get_peft_model(backbone, config, adapter_name=adapter_names[0])
+    # peft makes only the active set trainable: collect each set's trainable parameters in turn
+    trainable = {id(p): p for p in wrapped.parameters() if p.requires_grad}
+    for name in adapter_names[1:]:
+        wrapped.add_adapter(name, config)
+        wrapped.set_adapter(name)
+        trainable.update({id(p): p for p in wrapped.parameters() if p.requires_grad})
+    wrapped.set_adapter(adapter_names[0])
+    for param in trainable.values():
+        param.requires_grad_(True)
+    wrapped.train()
+    return wrapped
+
+
+def activate(model: nn.Module, adapter_name: str) -> None:
+    """Route forward passes through one adapter set. Leaves requires_grad as it was: the other sets
+    stay trainable (and in checkpoints), they only get no gradient while inactive."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.set_adapter(adapter_name)
+    for param in trainable:
+        param.requires_grad_(True)
+
+
+def _check_model(model: nn.Module, spec: LoraSpec, new_token_ids: Sequence[int], tied_output: bool) -> None:
     problems = check_spec(spec)
     if problems:
         raise UserError(" ".join(problems))
@@ -103,7 +143,7 @@ def apply_lora(model: nn.Module, spec: LoraSpec, head_modules: Sequence[str], ne
         raise UserError(f"peft.extra_trainable={missing}: this model has no such module. Fix: use module names "
                         "of GPT-2, e.g. ln_f, wpe, or leave it empty.")
     if "wte" in spec.target_modules:
-        if model.get_output_embeddings() is not None and model.config.tie_word_embeddings:
+        if tied_output:
             raise UserError(f"peft.targets={spec.targets!r}: wte (token embeddings) is tied to this head's output "
                             "layer (lm_head), so merging its adapter would change the outputs. Fix: drop wte from "
                             "peft.targets for language modelling and multiple choice (e.g. peft.targets=attention_mlp).")
@@ -111,15 +151,17 @@ def apply_lora(model: nn.Module, spec: LoraSpec, head_modules: Sequence[str], ne
             raise UserError(f"peft.targets={spec.targets!r}: wte cannot carry an adapter while token rows added to "
                             "it (model.pad_token=add) train in full. Fix: model.pad_token=eos, or drop wte from "
                             "peft.targets.")
-    config = LoraConfig(
+
+
+def _config(spec: LoraSpec, modules_to_save: Sequence[str], new_token_ids: Sequence[int]):
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=spec.target_modules,
         fan_in_fan_out=True,  # GPT-2's Conv1D stores weights in x out
-        bias=spec.bias, modules_to_save=[*head_modules, *spec.extra_trainable] or None,
+        bias=spec.bias, modules_to_save=list(modules_to_save) or None,
         trainable_token_indices={"wte": list(new_token_ids)} if new_token_ids else None,
     )
-    wrapped = get_peft_model(model, config)
-    wrapped.train()
-    return wrapped
 
 
 def targeted_modules(model: nn.Module) -> list[str]:

@@ -37,22 +37,23 @@ class StepCount:
 
 
 class ThroughputMonitor(L.Callback):
-    def __init__(self, uses_lm_head: bool = False, peak_flops: float | None = None, window: int = 20):
-        self.uses_lm_head = uses_lm_head
+    def __init__(self, peak_flops: float | None = None, window: int = 20):
         self.peak_flops = peak_flops
         self.window: deque[StepCount] = deque(maxlen=window)
         self.history: list[StepCount] = []  # every step of this fit, for scripts and tests
-        self._counter: FlopCounter | None = None
+        self._counters: dict[str | None, FlopCounter] = {}  # per task of a multi-task module, else one (None)
         self._last_end: float | None = None
         self._batch_start = 0.0
 
     @classmethod
     def from_config(cls, cfg) -> ThroughputMonitor:
         peak_tflops = cfg.get("throughput", {}).get("peak_tflops")
-        return cls(uses_lm_head=cfg.task.kind == "lm", peak_flops=peak_tflops * 1e12 if peak_tflops else None)
+        return cls(peak_flops=peak_tflops * 1e12 if peak_tflops else None)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._counter = FlopCounter(pl_module.model, self.uses_lm_head)
+        # A multi-task module's batches each run one task's head: count that head's FLOPs.
+        heads = pl_module.tasks if hasattr(pl_module, "tasks") else {None: pl_module}
+        self._counters = {name: FlopCounter(m.model, m.computes_vocab_logits) for name, m in heads.items()}
         if self.peak_flops is None:
             self.peak_flops = default_peak_flops(pl_module.device)
 
@@ -68,11 +69,12 @@ class ThroughputMonitor(L.Callback):
         seconds = now - (self._last_end if self._last_end is not None else self._batch_start)
         self._last_end = now
         ids, mask = batch["input_ids"], batch.get("attention_mask")
+        counter = self._counters[batch.get("task")]
         samples, padded = ids.shape[0], ids.numel()  # shapes are known on the host
         if mask is not None:
-            tokens, flops = mask.sum(), self._counter.batch(mask)
+            tokens, flops = mask.sum(), counter.batch(mask)
         else:  # packed LM blocks without a mask: every token is real
-            tokens, flops = padded, padded * self._counter.per_token(ids.shape[-1])
+            tokens, flops = padded, padded * counter.per_token(ids.shape[-1])
         step = StepCount(seconds, samples, tokens, padded, flops)
         self.window.append(step)
         self.history.append(step)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from gpt2tasks import distributed, outputs
+from gpt2tasks import distributed, multitask, outputs
 from gpt2tasks.build import build_for_training, build_logger, build_trainer
 from gpt2tasks.config import validate_config
 from gpt2tasks.throughput import ThroughputMonitor
@@ -25,6 +26,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     """Fine-tune per `cfg`; returns the best checkpoint's metrics (also written to metrics.json).
 
     `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
+    if multitask.is_multitask(cfg):
+        multitask.expand(cfg)  # each task's full task/data blocks, under tasks.<name>
     validate_config(cfg)
     output_dir = Path(cfg.output_dir).absolute()
     # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.
@@ -37,8 +40,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
 
     # Everything that can fail on bad input happens before the output directory is touched.
     datamodule, module, _ = build_for_training(cfg)
-    log.info("task=%s (%s, %s): %s", cfg.task.name, cfg.task.kind, datamodule.label_space.problem_type,
-             {k: len(v) for k, v in datamodule.datasets.items()})
+    log.info("task=%s (%s): %s", cfg.task.name, cfg.task.kind, datamodule.describe())
     log.info("model: %s", module.parameter_summary())
 
     checkpoint = ModelCheckpoint(dirpath=str(outputs.checkpoints_dir(output_dir)), filename="best",
@@ -107,6 +109,8 @@ def main() -> None:
         quiet_known_noise()
         run_and_report(lambda: train(spawned))
         return
+
+    sys.argv[1:] = multitask.cli_overrides(sys.argv[1:])  # tasks.<name>.<key>=... without Hydra's ++
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:

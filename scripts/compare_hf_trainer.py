@@ -229,8 +229,10 @@ def hf_token_cls(args, model_dir: Path, out: Path) -> tuple[float, float]:
 
 
 def hf_qa(args, model_dir: Path, out: Path) -> tuple[float, float]:
+    import torch
+    import torch.nn.functional as F
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, GPT2ForQuestionAnswering
+    from transformers import DataCollatorWithPadding, GPT2ForQuestionAnswering, Trainer
 
     from gpt2tasks.metrics_qa import squad_metrics
 
@@ -271,9 +273,23 @@ def hf_qa(args, model_dir: Path, out: Path) -> tuple[float, float]:
             examples.append(example)
         return Dataset.from_dict(cols), offsets, examples
 
+    class MaskedQATrainer(Trainer):
+        """GPT2ForQuestionAnswering's own loss lets padding positions compete in the start/end softmax,
+        so it depends on how much padding a batch holds; gpt2tasks masks them (a span can never start
+        on padding). Same choice here, so the two pipelines differ only in the framework."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            start, end = inputs.pop("start_positions"), inputs.pop("end_positions")
+            outputs = model(**inputs)
+            padding = inputs["attention_mask"] == 0
+            loss = (F.cross_entropy(outputs.start_logits.float().masked_fill(padding, -torch.inf), start)
+                    + F.cross_entropy(outputs.end_logits.float().masked_fill(padding, -torch.inf), end)) / 2
+            return (loss, outputs) if return_outputs else loss
+
     train_set, _, _ = features(train_rows)
     trainer, seconds = hf_train(args, GPT2ForQuestionAnswering, model_dir, out, train_set,
-                                DataCollatorWithPadding(tok, **padding(args)))
+                                DataCollatorWithPadding(tok, **padding(args)),
+                                trainer_class=None if args.hf_qa_loss == "hf" else MaskedQATrainer)
     val_set, offsets, examples = features(val_rows)
     start_logits, end_logits = trainer.predict(val_set).predictions[:2]
     # utils_qa.postprocess_qa_predictions (v1.1): best n_best start x end over all windows of an example
@@ -403,6 +419,9 @@ def main() -> None:
     parser.add_argument("--max-question-length", type=int, default=32)
     parser.add_argument("--n-best", type=int, default=20)
     parser.add_argument("--max-answer-length", type=int, default=30)
+    parser.add_argument("--hf-qa-loss", choices=["masked", "hf"], default="masked",
+                        help="QA Trainer loss: padding masked out of the softmax as gpt2tasks does (default), "
+                             "or GPT2ForQuestionAnswering's own loss over every position")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--seeds", type=int, nargs="*", help="several seeds: per-seed rows and mean ± sd")
     parser.add_argument("--override", nargs="*", default=[], help="extra gpt2tasks overrides (key=value)")

@@ -324,17 +324,22 @@ class TaskDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        ds = self.datasets[split]
+    def sampler(self, split: str, train: bool) -> LengthGroupedSampler:
+        """This rank's batches of a split (train: shuffled per epoch; eval: every example once)."""
         rank, world = self._world()
         batch_size = self.spec.batch_size if train else (self.spec.eval_batch_size or 2 * self.spec.batch_size)
-        lengths = [longest_sequence(r["input_ids"]) for r in ds.rows]  # a row of choices: its longest
-        sampler = LengthGroupedSampler(lengths, batch_size, shuffle=train, seed=self.seed,
-                                       group_by_length=self.spec.group_by_length, rank=rank, world_size=world)
-        return DataLoader(ds, batch_sampler=RankBatchSampler(sampler),
-                          collate_fn=self.collator_class(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
-                                                         self.padded_fields, skip=self.unbatched_fields),
-                          num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
+        lengths = [longest_sequence(r["input_ids"]) for r in self.datasets[split].rows]  # a row of choices: its longest
+        return LengthGroupedSampler(lengths, batch_size, shuffle=train, seed=self.seed,
+                                    group_by_length=self.spec.group_by_length, rank=rank, world_size=world)
+
+    def collator(self) -> Collator:
+        return self.collator_class(self.tokenizer.pad_token_id, self.spec.pad_to_multiple_of,
+                                   self.padded_fields, skip=self.unbatched_fields)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_sampler=RankBatchSampler(self.sampler(split, train)),
+                          collate_fn=self.collator(), num_workers=self.spec.num_workers,
+                          persistent_workers=self.spec.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(TRAIN, train=True)
@@ -352,6 +357,10 @@ class TaskDataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return TEST in self.datasets
+
+    def describe(self) -> str:
+        """One line for the start-up log: problem type and rows per split."""
+        return f"{self.label_space.problem_type}, {dict((k, len(v)) for k, v in self.datasets.items())}"
 
 
 def _tokenizer_identity(tokenizer) -> str:

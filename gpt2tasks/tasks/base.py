@@ -70,10 +70,17 @@ class TaskModule(L.LightningModule):
         self.latest_metrics: dict[str, float] = {}  # "<eval set>/<metric>" of the last evaluation
         self.predict_options: dict[str, Any] = {}  # `predict` options this kind reads (predict_option_defaults)
         self.predicted: dict[str, np.ndarray] = {}  # the last predict run's outputs, sorted by idx
+        # The datamodule whose raw examples this task's metrics read: the Trainer's, unless this
+        # module is one head of a multi-task module (whose Trainer holds the multi-task datamodule).
+        self.task_datamodule = None
 
     @property
     def backbone(self) -> nn.Module:
         return self.model.transformer
+
+    @property
+    def datamodule(self):
+        return self.task_datamodule if self.task_datamodule is not None else self.trainer.datamodule
 
     # ---- what a task kind implements ----------------------------------------------------------
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -82,6 +89,9 @@ class TaskModule(L.LightningModule):
 
     #: the HF head's own new layers (trained in full and saved under LoRA), e.g. ("score",)
     head_modules: tuple[str, ...] = ()
+
+    #: whether training computes logits over the whole vocabulary (the LM head's matmul, for FLOPs)
+    computes_vocab_logits: bool = False
 
     #: task.* keys this kind reads, with their defaults (e.g. the NER tag scheme, loss weights)
     eval_options: dict[str, Any] = {}
@@ -142,7 +152,7 @@ class TaskModule(L.LightningModule):
         return self.predict_options.get(name, self.predict_option_defaults[name])
 
     def raw_examples(self, eval_set: str) -> list[dict]:
-        return self.trainer.datamodule.examples[eval_set]
+        return self.datamodule.examples[eval_set]
 
     # ---- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -192,16 +202,23 @@ class TaskModule(L.LightningModule):
         out["idx"] = batch["idx"].cpu()
         self._outputs.setdefault(dataloader_idx, []).append(out)
 
+    def eval_metrics(self, parts: list[dict[str, torch.Tensor]], eval_set: str) -> dict[str, float]:
+        """The metrics of one whole eval set from its per-batch outputs on this rank ({} when the set
+        was not run). Collective under several ranks: every rank calls it, in the same order."""
+        outputs = gather_by_idx(parts, self.eval_pad_values)
+        if not len(outputs.get("idx", [])):
+            return {}
+        # loss: the mean of per-example losses, unless compute_metrics returns its own (LM: per token)
+        return {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs, eval_set)}
+
+    def publish(self, metrics: dict[str, float], prog_bar: bool = False) -> None:
+        self.latest_metrics.update(metrics)  # full precision, for metrics.json
+        self.log_dict(metrics, prog_bar=prog_bar, sync_dist=False)  # identical on every rank
+
     def _finish(self, prefix_of: list[str]) -> None:
         for i, prefix in enumerate(prefix_of):
-            outputs = gather_by_idx(self._outputs.get(i, []), self.eval_pad_values)
-            if not len(outputs.get("idx", [])):
-                continue
-            # loss: the mean of per-example losses, unless compute_metrics returns its own (LM: per token)
-            metrics = {f"{prefix}/{k}": v for k, v in
-                       {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs, prefix)}.items()}
-            self.latest_metrics.update(metrics)  # full precision, for metrics.json
-            self.log_dict(metrics, prog_bar=prefix == "val", sync_dist=False)  # identical on every rank
+            metrics = self.eval_metrics(self._outputs.get(i, []), prefix)
+            self.publish({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=prefix == "val")
         self._outputs = {}
 
     def on_validation_epoch_start(self) -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class LanguageModelingModule(TaskModule):
     metric_names = ("perplexity",)
     metric_note = "loss is the mean NLL per predicted token, perplexity = exp(loss)"
+    computes_vocab_logits = True
     eval_options = {"sample_prompts": [], "sample_max_new_tokens": 24, "sample_top_p": 0.9}
     predict_option_defaults = {"max_new_tokens": 32, "do_sample": False, "top_p": 1.0, "temperature": 1.0}
     eval_pad_values = {"new_tokens": -1}  # predict: continuations of a batch stop at its longest
@@ -133,7 +134,7 @@ class LanguageModelingModule(TaskModule):
         """Log (prompt, greedy, top-p) continuations of task.sample_prompts to the console and, when
         the logger takes text (wandb, tensorboard), as text."""
         opts = self.evaluation.options
-        rows = self.sample(self.trainer.datamodule.tokenizer, opts["sample_prompts"],
+        rows = self.sample(self.datamodule.tokenizer, opts["sample_prompts"],
                            int(opts["sample_max_new_tokens"]), float(opts["sample_top_p"]))
         step = self.global_step
         for prompt, greedy, top_p in rows:

@@ -59,7 +59,7 @@ class QAModule(TaskModule):
                                    version_2=bool(opts["version_2"]), null_threshold=float(opts["null_threshold"]))
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
-        datamodule = self.trainer.datamodule
+        datamodule = self.datamodule
         ids, answers = self.best_answers(outputs, datamodule, eval_set)
         texts = [a.text for a in answers]
         self.latest_predictions[eval_set] = dict(zip(ids, texts))
