@@ -19,17 +19,20 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gpt2tasks import multitask
 from gpt2tasks.build import build_from_checkpoint, trainer_kwargs
 from gpt2tasks.config import validate_config
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import write_metrics, write_predictions
 
-USAGE = """usage: python -m gpt2tasks eval ckpt=<path.ckpt> [output=<metrics.json>] [key=value ...]
+USAGE = """usage: python -m gpt2tasks eval ckpt=<path.ckpt> [output=<metrics.json>] [task=<name>] [key=value ...]
 
 Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as
 JSON; with output=, also writes them there (and, for QA, predictions.json beside them). key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
 data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu.
-It runs on one device, whatever the run trained on (metrics do not depend on the device count)."""
+It runs on one device, whatever the run trained on (metrics do not depend on the device count).
+A multi-task checkpoint is evaluated on every task (<task>/val/<metric>, val/mean), or with
+task=<name> on that task alone, its data.* / task.* overrides applying to that task."""
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -89,14 +92,20 @@ def inference_trainer_kwargs(cfg) -> dict[str, Any]:
     return kwargs
 
 
-def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None = None) -> dict[str, float]:
+def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None = None,
+                        task: str | None = None) -> dict[str, float]:
+    """`task`: one head of a multi-task checkpoint (evaluated as that task alone); default: all."""
     checkpoint = load_checkpoint(ckpt)
     info = checkpoint["gpt2tasks"]
-    cfg = apply_overrides(info["config"], list(overrides))
+    task = multitask.select_task(info, task, "eval", required=False)
+    cfg = apply_overrides(info["config"], multitask.scope_overrides(list(overrides), task))
     validate_config(cfg)
-    datamodule, module = build_from_checkpoint(cfg, info)
-    module.complete_state_dict(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
+    if info.get("kind") == multitask.MULTITASK:
+        cfg, datamodule, module = multitask.load_task(checkpoint, cfg, task)
+    else:
+        datamodule, module = build_from_checkpoint(cfg, info)
+        module.complete_state_dict(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"])
     trainer = L.Trainer(**inference_trainer_kwargs(cfg), logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if datamodule.has_test:
@@ -111,13 +120,14 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
 def main(argv: list[str]) -> None:
     from gpt2tasks.cli import run_command
 
-    options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("ckpt=", "output="))}
-    overrides = [a for a in argv if not a.startswith(("ckpt=", "output="))]
+    own = ("ckpt=", "output=", "task=")
+    options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(own)}
+    overrides = [a for a in argv if not a.startswith(own)]
 
     def job() -> None:
         if "ckpt" not in options:
             raise UserError(f"eval needs ckpt=<path>. Fix: e.g. ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.\n{USAGE}")
-        metrics = evaluate_checkpoint(options["ckpt"], overrides, options.get("output"))
+        metrics = evaluate_checkpoint(options["ckpt"], overrides, options.get("output"), options.get("task"))
         print(json.dumps(metrics, indent=2))
 
     run_command(argv, USAGE, job)

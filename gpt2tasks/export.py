@@ -28,7 +28,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from gpt2tasks import lora
+from gpt2tasks import lora, multitask
 from gpt2tasks.build import model_from_run_info
 from gpt2tasks.errors import UserError
 
@@ -43,19 +43,23 @@ PIPELINE_TAGS = {"seq_cls": "text-classification", "token_cls": "token-classific
 AUTO_CLASSES = {"seq_cls": "AutoModelForSequenceClassification", "token_cls": "AutoModelForTokenClassification",
                 "qa": "AutoModelForQuestionAnswering", "lm": "AutoModelForCausalLM", "mc": "GPT2DoubleHeadsModel"}
 
-USAGE = """usage: python -m gpt2tasks export ckpt=<path.ckpt> out=<dir> [merge_lora=true] [overwrite=false]
+USAGE = """usage: python -m gpt2tasks export ckpt=<path.ckpt> out=<dir> [task=<name>] [merge_lora=true] [overwrite=false]
                                 [push_to_hub=false hub.repo_id=<user/name> hub.private=false]
 
 Writes a Hugging Face folder (config, safetensors weights, tokenizer, model card) that plain
 `transformers` loads. LoRA runs are merged into plain weights (merge_lora=true, default) or saved as
 a PEFT adapter (merge_lora=false). push_to_hub=true uploads the folder to hub.repo_id with the token
-from HF_TOKEN or `hf auth login`. An existing non-empty out= is replaced only with overwrite=true."""
+from HF_TOKEN or `hf auth login`. An existing non-empty out= is replaced only with overwrite=true.
+A multi-task checkpoint exports one folder per task, out/<task>/ (task=<name>: that one only), each
+loadable with its task's AutoModelFor... class; with merge_lora=false, out/base/ (the frozen backbone)
+plus one PEFT adapter folder per task."""
 
 
 @dataclass
 class ExportOptions:
     ckpt: str | None = None
     out: str | None = None
+    task: str | None = None  # one head of a multi-task checkpoint (default: every task, one folder each)
     merge_lora: bool = True
     overwrite: bool = False
     push_to_hub: bool = False
@@ -99,31 +103,92 @@ def export(options: ExportOptions) -> Path:
     check_out_dir(out, options.overwrite)
     checkpoint = load_checkpoint(options.ckpt)
     info = checkpoint["gpt2tasks"]
+    task = multitask.select_task(info, options.task, "export", required=False)
     cfg = OmegaConf.create(info["config"])
     cfg.model.compile = False  # an export is eager weights; compiling would only cost time
     cfg.model.gradient_checkpointing = False
-    tokenizer, model = model_from_run_info(cfg, info)
-    load_weights(model, checkpoint, options.ckpt)
-    model.eval()
-    adapter = lora.is_lora(model) and not options.merge_lora
-    if adapter:
-        check_adapter_export(info)
-    else:
-        model = lora.merge(model)
     metrics = run_metrics(Path(options.ckpt))
-
-    with staging_dir(out, options.overwrite) as tmp:
+    if info.get("kind") == multitask.MULTITASK:
+        with staging_dir(out, options.overwrite) as tmp:
+            export_multitask(checkpoint, cfg, task, metrics, options, tmp)
+    else:
+        tokenizer, model = model_from_run_info(cfg, info)
+        load_weights(model, checkpoint, options.ckpt)
+        model.eval()
+        adapter = lora.is_lora(model) and not options.merge_lora
         if adapter:
-            save_adapter(model, cfg, info, tmp)
+            check_adapter_export(info)
         else:
-            save_model(model, cfg, tmp)
-        save_tokenizer(tokenizer, cfg, tmp)
-        write_info(cfg, info, tmp, adapter)
-        (tmp / "README.md").write_text(model_card(cfg, info, metrics, adapter, options))
+            model = lora.merge(model)
+        with staging_dir(out, options.overwrite) as tmp:
+            write_folder(tmp, model, tokenizer, cfg, info, metrics, adapter, options, out.name)
     log.info("exported %s -> %s", options.ckpt, out)
     if options.push_to_hub:
         push(out, options.hub_repo_id, options.hub_private, options.hub_commit_message, token)
     return out
+
+
+def write_folder(folder: Path, model, tokenizer, cfg, info: dict, metrics: dict[str, float], adapter: bool,
+                 options: ExportOptions, title: str) -> None:
+    """One task's export: weights (or adapter), tokenizer, gpt2tasks.json, model card."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if adapter:
+        save_adapter(model, cfg, info, folder)
+    else:
+        save_model(model, cfg, folder)
+    save_tokenizer(tokenizer, cfg, folder)
+    write_info(cfg, info, folder, adapter)
+    (folder / "README.md").write_text(model_card(cfg, info, metrics, adapter, options, title))
+
+
+def export_multitask(checkpoint: dict, cfg, task: str | None, metrics: dict[str, float], options: ExportOptions,
+                     folder: Path) -> None:
+    """A multi-task run: `<folder>/<task>/`, a complete single-task export per task (its metrics are
+    the run's `<task>/...` ones); with merge_lora=false, `<folder>/base/` (the frozen backbone) and
+    one PEFT adapter folder (adapters + head) per task."""
+    from gpt2tasks.build import lora_spec, tokenizer_from_files
+    from gpt2tasks.tasks import KINDS
+
+    info = checkpoint["gpt2tasks"]
+    _, _, module = multitask.load_task(checkpoint, cfg, None, load_eval_sets=False)
+    module.eval()
+    adapter = lora.is_lora(module.backbone) and not options.merge_lora
+    if adapter:
+        check_adapter_export(info)
+    names = [task] if task else list(info["tasks"])
+    per_task = cfg.multitask.adapters == "per_task"
+    for name in names:
+        view, view_info = multitask.task_view(cfg, name), multitask.view_info(info, name)
+        model = module.task_module(name).model
+        adapter_name = name if per_task else "default"
+        if adapter:
+            model = multitask.task_adapter_model(model, adapter_name, lora_spec(cfg), KINDS[view.task.kind].module.head_modules)
+        else:
+            multitask.merge_task_backbone(model, adapter_name)
+        own_metrics = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
+        write_folder(folder / name, model, tokenizer_from_files(info["tokenizer_files"]), view, view_info,
+                     own_metrics, adapter, options, f"{Path(options.out).name}/{name}")
+    if adapter:
+        base = multitask.plain_backbone(module.backbone)
+        base.save_pretrained(folder / "base")
+        tokenizer_from_files(info["tokenizer_files"]).save_pretrained(folder / "base")
+    (folder / "README.md").write_text(multitask_card(names, adapter, cfg))
+
+
+def multitask_card(names: list[str], adapter: bool, cfg) -> str:
+    rows = "\n".join(f"| [`{n}/`]({n}/) | {cfg.tasks[n].task.kind} | {AUTO_CLASSES[cfg.tasks[n].task.kind]} |"
+                     for n in names)
+    layout = ("`base/` is the frozen GPT-2 backbone; each task folder is a PEFT adapter (LoRA + the task's head) "
+              "over it, loadable as its README shows." if adapter else
+              "Each task folder is a complete Hugging Face model: the shared backbone and that task's head.")
+    return f"""# Multi-task GPT-2 export (gpt2tasks)
+
+One GPT-2 backbone was trained with one head per task. {layout}
+
+| folder | kind | loads with |
+|---|---|---|
+{rows}
+"""
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -259,7 +324,7 @@ def write_info(cfg, info: dict, folder: Path, adapter: bool) -> None:
 
 
 # ---- model card -------------------------------------------------------------------------------
-def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions) -> str:
+def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions, title: str) -> str:
     kind = cfg.task.kind
     model = cfg.model
     base = str(model.name_or_path) if model.get("pretrained", True) and model.get("name_or_path") else None
@@ -271,7 +336,7 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
     if cfg.data.get("hub_path"):
         meta["datasets"] = [str(cfg.data.hub_path)]
     if metrics:
-        meta["model-index"] = [{"name": Path(options.out).name, "results": [{
+        meta["model-index"] = [{"name": title, "results": [{
             "task": {"type": PIPELINE_TAGS[kind]},
             "dataset": {"name": str(cfg.data.get("hub_path") or cfg.task.name), "type": str(cfg.task.name)},
             "metrics": [{"type": name.split("/", 1)[1], "name": name, "value": float(value)}
@@ -290,7 +355,7 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
     return f"""---
 {front}---
 
-# {Path(options.out).name}
+# {title}
 
 GPT-2 fine-tuned for `{cfg.task.name}` ({PIPELINE_TAGS[kind]}) with gpt2tasks.
 {usage_snippet(kind, adapter, base)}

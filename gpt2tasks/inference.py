@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, GPT2Config
 
+from gpt2tasks import multitask
 from gpt2tasks.backbone import build_model, setup_pad_token
 from gpt2tasks.build import build_datamodule, build_from_checkpoint, build_module, model_spec
 from gpt2tasks.config import validate_config
@@ -38,17 +39,24 @@ FIX = ("Fix: pass ckpt= a checkpoint written by `gpt2tasks train` (outputs/<task
 
 
 def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = "predict",
-                       usage: str = "") -> tuple[DictConfig, TaskDataModule, TaskModule]:
+                       usage: str = "", task: str | None = None) -> tuple[DictConfig, TaskDataModule, TaskModule]:
     """(config, datamodule without data, module with the trained weights) from `ckpt=path`.
-    `overrides` (key=value) apply to the run's saved config; `command`/`usage` name the caller in errors."""
+    `overrides` (key=value) apply to the run's saved config; `command`/`usage` name the caller in errors.
+    `task` picks the head of a multi-task checkpoint (required there)."""
     location = Path(path).expanduser()
     if not location.exists():
         raise UserError(f"ckpt={path}: no such file or folder. {FIX}")
     if location.is_dir():
+        if task is not None:
+            raise UserError(f"task={task}: an exported folder holds one task already (export writes one folder per "
+                            "task of a multi-task run). Fix: leave task= out, or pass the multi-task .ckpt.")
         return _from_export(location, path, overrides, command, usage)
     checkpoint = load_checkpoint(path)
     info = checkpoint["gpt2tasks"]
-    cfg = _config(info["config"], overrides, command, usage)
+    task = multitask.select_task(info, task, command, required=True)
+    cfg = _config(info["config"], multitask.scope_overrides(list(overrides), task), command, usage)
+    if task is not None:
+        return multitask.load_task(checkpoint, cfg, task, load_eval_sets=False)
     datamodule, module = build_from_checkpoint(cfg, info, load_eval_sets=False)
     module.complete_state_dict(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
@@ -57,8 +65,7 @@ def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = 
 
 def _config(saved: dict, overrides: Sequence[str], command: str, usage: str) -> DictConfig:
     """The run's config without its data files (another machine may not have them), plus overrides."""
-    data = {**saved["data"], "train_file": None, "validation_file": None, "test_file": None, "extra_validation": {}}
-    cfg = apply_overrides({**saved, "data": data}, list(overrides), command, usage)
+    cfg = apply_overrides(multitask.without_data_files(saved), list(overrides), command, usage)
     validate_config(cfg)
     return cfg
 

@@ -90,10 +90,14 @@ def spec(cfg: DictConfig) -> MultiTaskSpec:
 
 
 # ---- config ---------------------------------------------------------------------------------------
+# Keys whose entries are named by the user's tasks, so Hydra's config cannot list them in advance.
+OPEN_KEYS = ("tasks.", "multitask.loss_weights", "multitask.monitor_weights")
+
+
 def cli_overrides(argv: list[str]) -> list[str]:
-    """`tasks.<name>.<key>=value` on the command line adds a key Hydra's config does not have yet:
-    let users write it without Hydra's `++` prefix."""
-    return [f"++{a}" if a.startswith("tasks.") and "=" in a else a for a in argv]
+    """`tasks.<name>.<key>=value` or `multitask.loss_weights.<name>=w` on the command line add keys
+    Hydra's config does not have yet: let users write them without Hydra's `++` prefix."""
+    return [f"++{a}" if a.startswith(OPEN_KEYS) and "=" in a else a for a in argv]
 
 
 def expand(cfg: DictConfig) -> None:
@@ -376,3 +380,98 @@ def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = Tr
         if load_eval_sets and (tasks is None or name in tasks):
             datamodules[name].setup("validate")
     return _module(cfg, info, models, datamodules, check_monitor=False)
+
+
+# ---- one head of a multi-task checkpoint (eval / predict / export task=<name>) --------------------------
+def select_task(info: dict, task: str | None, command: str, required: bool) -> str | None:
+    """The `task=` of a command on a checkpoint, checked against what the checkpoint holds."""
+    if info.get("kind") != MULTITASK:
+        if task is not None:
+            raise UserError(f"{command}: task={task} picks one head of a multi-task checkpoint, and this checkpoint "
+                            "has one task. Fix: leave task= out.")
+        return None
+    names = list(info["tasks"])
+    if task is None and required:
+        raise UserError(f"{command}: this is a multi-task checkpoint ({', '.join(names)}): pick the head with "
+                        f"task=<name>. Fix: e.g. task={names[0]}.")
+    if task is not None and task not in names:
+        raise UserError(f"task={task}: not a task of this multi-task checkpoint ({', '.join(names)}). "
+                        f"Fix: e.g. task={names[0]}.")
+    return task
+
+
+def scope_overrides(overrides: list[str], task: str | None) -> list[str]:
+    """With task=<name>, data.* and task.* overrides are that task's (tasks.<name>.data.*, ...)."""
+    if task is None:
+        return list(overrides)
+    return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+
+
+def load_task(checkpoint: dict, cfg: DictConfig, task: str | None, load_eval_sets: bool = True):
+    """(config, datamodule, module) with the checkpoint's weights: of the whole multi-task run
+    (task None), or of one task, as a single-task run's objects (its view, its datamodule, its module)."""
+    datamodule, module = build_from_checkpoint(cfg, checkpoint["gpt2tasks"], load_eval_sets,
+                                               tasks=[task] if task else None)
+    module.complete_state_dict(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    if task is None:
+        return cfg, datamodule, module
+    return task_view(cfg, task), datamodule.tasks[task], module.task_module(task)
+
+
+def without_data_files(config: dict) -> dict:
+    """A saved config without its data files, for every task (another machine may not have them)."""
+    none = {"train_file": None, "validation_file": None, "test_file": None, "extra_validation": {}}
+    config = {**config, "data": {**config["data"], **none}}
+    if config.get("tasks"):
+        config["tasks"] = {name: {**section, "data": {**section["data"], **none}}
+                           for name, section in config["tasks"].items()}
+    return config
+
+
+# ---- export: one standard HF model (or PEFT adapter) per task -----------------------------------
+def _retie(model: PreTrainedModel) -> None:
+    if getattr(model, "lm_head", None) is not None:
+        model.lm_head.weight = model.transformer.get_input_embeddings().weight
+
+
+def merge_task_backbone(model: PreTrainedModel, adapter_name: str) -> None:
+    """Give one task's HF head model its own backbone with that task's adapters folded in (a plain
+    GPT2Model); the other heads keep the LoRA backbone. No LoRA: nothing to do."""
+    import copy
+
+    if not lora.is_lora(model.transformer):
+        return
+    backbone = copy.deepcopy(model.transformer)
+    lora.activate(backbone, adapter_name)
+    model.transformer = backbone.merge_and_unload(adapter_names=[adapter_name])
+    _retie(model)
+
+
+def plain_backbone(backbone: torch.nn.Module) -> torch.nn.Module:
+    """The frozen base GPT2Model under a LoRA backbone (a copy, without any adapter)."""
+    import copy
+
+    return copy.deepcopy(backbone).unload() if lora.is_lora(backbone) else backbone
+
+
+def task_adapter_model(model: PreTrainedModel, adapter_name: str, peft_spec, head_modules) -> torch.nn.Module:
+    """One task as a single-task PEFT model: its HF head over the plain base, wrapped the way a
+    single-task LoRA run wraps it (`lora.apply_lora`), with the task's adapter weights copied in."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    backbone = model.transformer
+    state = get_peft_model_state_dict(backbone, adapter_name=adapter_name)  # keys without the adapter name
+    prefix = "base_model.model."  # PeftModel(GPT2Model) -> PeftModel(head): the backbone sits under transformer.
+    state = {f"{prefix}transformer.{k[len(prefix):]}": v for k, v in state.items()}
+    # the trained head, which the single-task adapter carries as modules_to_save
+    state.update({f"{prefix}{k}": v for k, v in model.state_dict().items() if k.split(".")[0] in head_modules})
+    model.transformer = plain_backbone(backbone)
+    _retie(model)
+    wrapped = lora.apply_lora(model, peft_spec, head_modules)
+    result = set_peft_model_state_dict(wrapped, state, adapter_name="default")
+    missing = [k for k in result.unexpected_keys if "lora_" in k]
+    if missing:
+        raise RuntimeError(f"adapter weights did not fit the task's model: {missing[:3]}")
+    wrapped.eval()
+    return wrapped

@@ -23,7 +23,7 @@ from gpt2tasks.outputs import write_atomic
 log = logging.getLogger("gpt2tasks")
 
 USAGE = """usage: python -m gpt2tasks predict ckpt=<path.ckpt | exported folder> input=<file> output=<file.jsonl>
-                               [batch_size=N] [overwrite=true] [key=value ...]
+                               [task=<name>] [batch_size=N] [overwrite=true] [key=value ...]
 
 Predicts every row of input= (the task's training formats: CSV/TSV/JSON/JSONL, TXT for LM, CoNLL
 for token tasks, SQuAD JSON/JSONL for QA; labels are not needed) and writes one JSON line per row,
@@ -37,17 +37,19 @@ in input order: {"index": row number from 0, "id": the row's data.id_column valu
   mc         "choice" (index of the chosen ending) + "scores" (softmax over the endings)
   lm         "continuation" of the text as a prompt, up to the first eos; options
              max_new_tokens=32 do_sample=false top_p=1.0 temperature=1.0 (seed=<int> for sampling)
+task=<name> picks the head of a multi-task .ckpt (its data.* overrides apply to that task).
 batch_size= sets the batch (default: the run's data.eval_batch_size, else 2 x data.batch_size).
 An existing output is refused unless overwrite=true. key=value overrides apply to the run's saved
 config, e.g. data.text_column=sentence data.max_length=256 precision=bf16-mixed trainer.accelerator=cpu."""
 
-OPTIONS = ("ckpt", "input", "output", "batch_size", "overwrite")
+OPTIONS = ("ckpt", "input", "output", "batch_size", "overwrite", "task")
 
 
 def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), batch_size: int | None = None,
-            overwrite: bool = False, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+            overwrite: bool = False, options: dict[str, Any] | None = None, task: str | None = None
+            ) -> list[dict[str, Any]]:
     """Predict every row of `input` with `ckpt`, write `output` (JSON lines); returns the lines.
-    `options`: the kind's predict options (e.g. LM max_new_tokens)."""
+    `options`: the kind's predict options (e.g. LM max_new_tokens); `task`: the head of a multi-task .ckpt."""
     output_path = check_paths(input, output, overwrite)  # before any work
     import lightning as L  # heavy imports only once the arguments are known to be usable
 
@@ -59,7 +61,7 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UserError(f"batch_size={batch_size!r} must be a positive integer. Fix: e.g. batch_size=64.")
         overrides = [*overrides, f"data.eval_batch_size={batch_size}"]
-    cfg, datamodule, module = load_for_inference(ckpt, overrides, "predict", USAGE)
+    cfg, datamodule, module = load_for_inference(ckpt, overrides, "predict", USAGE, task=task)
     module.predict_options = check_options(type(module), cfg.task.kind, options or {})
     datamodule.setup_predict(input)
     log.info("predict: %d rows of %s with %s (%s)", len(datamodule.examples[PREDICT]), input, ckpt, cfg.task.kind)
@@ -135,8 +137,10 @@ def main(argv: list[str]) -> None:
         check_paths(options["input"], options["output"], overwrite)  # fail fast, before the heavy imports
         kind_options, overrides = parse_args(rest, kind_option_names())
         options.update(kind_options)
+        task = options.pop("task", None)
         predict(str(options.pop("ckpt")), str(options.pop("input")), str(options.pop("output")), overrides,
-                batch_size=options.pop("batch_size", None), overwrite=overwrite, options=options)
+                batch_size=options.pop("batch_size", None), overwrite=overwrite,
+                task=None if task is None else str(task), options=options)
 
     run_command(argv, USAGE, job)
 
@@ -149,7 +153,7 @@ def parse_args(argv: Sequence[str], names: Sequence[str]) -> tuple[dict[str, Any
         if key not in names:
             overrides.append(arg)  # config overrides are checked against the run's config by apply_overrides
             continue
-        if key in ("ckpt", "input", "output"):
+        if key in ("ckpt", "input", "output", "task"):
             options[key] = value  # paths stay strings
             continue
         try:

@@ -33,6 +33,9 @@ class MultiTaskModule(TaskModule):
         self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in tasks}
         self.monitor_weights = {name: float((monitor_weights or {}).get(name, 1.0)) for name in tasks}
         self.per_task_adapters = per_task_adapters
+        # The shared backbone, kept aside (a list: not registered again as a submodule): export
+        # gives single heads backbones of their own, and adapters are switched on this one.
+        self._backbone = [next(iter(tasks.values())).backbone]
 
     @property
     def tasks(self) -> dict[str, TaskModule]:
@@ -40,7 +43,7 @@ class MultiTaskModule(TaskModule):
 
     @property
     def backbone(self) -> nn.Module:
-        return next(iter(self.tasks.values())).backbone
+        return self._backbone[0]
 
     def task_module(self, name: str) -> TaskModule:
         """Task `name`'s own module, ready to use alone (its adapter set active): what `eval`,

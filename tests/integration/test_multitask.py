@@ -1,0 +1,274 @@
+"""task=multitask: one backbone object under every head, a step that updates it once, a two-task
+run whose tasks both learn, eval/predict task=<name>, and per-task exports that plain
+`transformers` (and PEFT) load with the multi-task model's outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gpt2tasks import multitask
+from gpt2tasks.build import build_for_training
+from gpt2tasks.datamodules.base import VAL
+from gpt2tasks.errors import UserError
+from gpt2tasks.evaluation import evaluate_checkpoint, load_checkpoint
+from gpt2tasks.export import ExportOptions, export
+from gpt2tasks.predict import predict
+from gpt2tasks.train import train
+from tests.conftest import compose, run_cli
+from tests.integration.test_export import run_without_gpt2tasks
+
+TASKS = "multitask.tasks=[sample_sentiment,sample_ner]"
+SMALL = ["data.max_train_samples=256", "data.max_eval_samples=64", "data.batch_size=16", "optim.lr=3e-3",
+         "optim.weight_decay=0.01", "data.max_length=32"]
+
+
+def mt_cfg(out: Path, *extra: str):
+    cfg = compose("task=multitask", TASKS, f"output_dir={out}", "logger=none", "trainer.enable_progress_bar=false",
+                  *SMALL, *extra)
+    multitask.expand(cfg)
+    return cfg
+
+
+def first_batch(datamodule, name: str) -> dict:
+    dm = datamodule.tasks[name]
+    return {**next(iter(dm._loader("train", train=True))), "task": name}
+
+
+def test_config_expands_presets_shared_and_own_keys(tmp_path):
+    cfg = mt_cfg(tmp_path, "data.eval_batch_size=8", "++tasks.sample_ner.data.max_length=24")
+    ner, sentiment = cfg.tasks.sample_ner, cfg.tasks.sample_sentiment
+    assert ner.task.kind == "token_cls" and ner.task.tag_scheme == "IOB2"  # the preset's own keys
+    assert ner.data.train_file.endswith("sample_ner/train.jsonl")
+    assert ner.data.max_length == 24 and sentiment.data.max_length == 32  # tasks.<name>.data.* beats data.*
+    assert ner.data.eval_batch_size == 8 == sentiment.data.eval_batch_size  # data.* for every task
+    assert ner.data.batch_size == 16  # data.* set for the run beats the preset's own batch size
+    assert (cfg.task.monitor, cfg.task.mode) == ("val/mean", "max")
+    before = OmegaConf.to_container(cfg)
+    multitask.expand(cfg)  # what another rank or a resumed run does again
+    assert OmegaConf.to_container(cfg) == before
+    view = multitask.task_view(cfg, "sample_ner")
+    assert view.task.kind == "token_cls" and "tasks" not in view and view.optim.lr == 3e-3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["tasks.sample_ner.optim.lr=1"], "tasks.sample_ner.optim: a task sets only its own task and data keys"),
+    (["tasks.sample_ner.data.trian_file=x"], "tasks.sample_ner: Key 'trian_file'"),
+    (["tasks.sample_ner.task.tag_schema=IOB1"], "tasks.sample_ner.task.tag_schema: not a key of a token_cls task"),
+    (["tasks.other.data.max_length=8"], "tasks.other: not one of multitask.tasks"),
+    (["multitask.tasks=[sample_ner,nope]"], "'nope' is not a task preset"),
+    (["multitask.tasks=[sample_ner,sample_ner]"], "lists 'sample_ner' twice"),
+    (["multitask.sampling=random"], "multitask.sampling='random' is not one of"),
+    (["multitask.adapters=per_task"], "multitask.adapters=per_task needs adapters: peft=lora"),
+    (["multitask.loss_weights.sample_nr=2"], "multitask.loss_weights.sample_nr: not one of multitask.tasks"),
+    (["multitask.monitor=sample_ner/f1"], "multitask.monitor='sample_ner/f1' must be 'mean' or '<task>/val/<metric>'"),
+    (["multitask.tasks=[sample_ner,sample_lm]"], "do not agree on a direction"),
+    (["tasks.sample_ner.data.batch_size=0"], "tasks.sample_ner: data.batch_size=0 must be a positive integer"),
+])
+def test_bad_multitask_config_is_one_clear_error_before_anything_is_written(extra, message, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=None) as err:
+        cfg = compose("task=multitask", TASKS, f"output_dir={out}", "logger=none", *multitask.cli_overrides(extra))
+        train(cfg)
+    assert message in str(err.value), str(err.value)
+    assert not out.exists()
+
+
+def test_heads_share_the_backbone_and_one_step_updates_it_once(tmp_path):
+    cfg = mt_cfg(tmp_path)
+    datamodule, module, _ = build_for_training(cfg)
+    heads = {name: m.model for name, m in module.tasks.items()}
+    backbone = heads["sample_sentiment"].transformer
+    assert heads["sample_ner"].transformer is backbone  # one object, no copies
+    n_backbone = sum(p.numel() for p in backbone.parameters())
+    n_heads = {name: sum(p.numel() for n, p in h.named_parameters() if not n.startswith("transformer."))
+               for name, h in heads.items()}
+    assert sum(p.numel() for p in module.parameters()) == n_backbone + sum(n_heads.values())
+
+    # The same step on a single-task copy of the sentiment model gives the same backbone: the shared
+    # parameters are in the optimizer once and receive exactly one update.
+    alone = copy.deepcopy(module.tasks["sample_sentiment"])  # deep: its own copy of the backbone
+    single = alone.model
+    ner_head = copy.deepcopy(heads["sample_ner"].classifier.state_dict())
+    batch = first_batch(datamodule, "sample_sentiment")
+    for step, params in ((module.tasks["sample_sentiment"].step, list(module.parameters())),
+                         (alone.step, list(alone.parameters()))):
+        optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+        torch.manual_seed(0)  # the same dropout masks
+        step(batch)[0].backward()
+        optimizer.step()
+    for (name, a), b in zip(backbone.named_parameters(), single.transformer.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    torch.testing.assert_close(heads["sample_sentiment"].score.weight, single.score.weight)
+    for key, value in heads["sample_ner"].classifier.state_dict().items():  # no gradient: not touched
+        assert torch.equal(value, ner_head[key]), key
+
+
+def keyword_reviews(folder: Path) -> list[str]:
+    """A generic text_classification task a tiny random model learns in a few dozen steps: the
+    label is which of two keywords the sentence holds (the bundled sentiment sample needs ~15 epochs)."""
+    import random
+
+    rng = random.Random(0)
+    words = "the a movie plot film actor scene story was is very quite".split()
+    for split, n in (("train", 320), ("validation", 64)):
+        rows = []
+        for _ in range(n):
+            label = rng.choice(["positive", "negative"])
+            sentence = rng.choices(words, k=6)
+            sentence.insert(rng.randrange(7), "great" if label == "positive" else "awful")
+            rows.append({"text": " ".join(sentence), "label": label})
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [f"++tasks.reviews.data.train_file={folder / 'train.jsonl'}",
+            f"++tasks.reviews.data.validation_file={folder / 'validation.jsonl'}"]
+
+
+@pytest.fixture(scope="module")
+def two_task_run(tmp_path_factory):
+    """(run folder, validation metrics of the untrained model) of a short two-task run: a generic
+    file task under its own name beside a preset."""
+    out = tmp_path_factory.mktemp("multitask") / "run"
+    cfg = mt_cfg(out, "multitask.tasks=[reviews:text_classification,sample_ner]", "trainer.max_epochs=3",
+                 "optim.warmup_ratio=0.1", *keyword_reviews(out.parent))
+    datamodule, module, _ = build_for_training(cfg)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    before = dict(module.latest_metrics)
+    train(cfg)
+    return out, before
+
+
+def test_two_task_run_improves_every_task_and_eval_task_reproduces_it(two_task_run):
+    run, before = two_task_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name, metric in (("reviews", "accuracy"), ("sample_ner", "f1")):
+        assert metrics[f"{name}/val/loss"] < before[f"{name}/val/loss"] - 0.05, name
+        assert metrics[f"{name}/val/{metric}"] > before[f"{name}/val/{metric}"] + 0.05, name
+    assert metrics["val/mean"] == pytest.approx((metrics["reviews/val/accuracy"] + metrics["sample_ner/val/f1"]) / 2)
+    ckpt = str(run / "checkpoints" / "best.ckpt")
+    # eval of the whole checkpoint, and of one head as a task alone, reproduce the run's numbers
+    assert evaluate_checkpoint(ckpt) == metrics
+    alone = evaluate_checkpoint(ckpt, task="sample_ner")
+    assert alone == {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("sample_ner/")}
+    with pytest.raises(UserError, match="task=nope: not a task of this multi-task checkpoint"):
+        evaluate_checkpoint(ckpt, task="nope")
+
+
+def test_per_task_exports_load_in_plain_transformers_with_the_multitask_outputs(two_task_run, tmp_path):
+    run, _ = two_task_run
+    ckpt = str(run / "checkpoints" / "best.ckpt")
+    out = tmp_path / "export"
+    export(ExportOptions(ckpt=ckpt, out=str(out)))
+    assert {p.name for p in out.iterdir()} == {"README.md", "reviews", "sample_ner"}
+    checkpoint = load_checkpoint(ckpt)
+    cfg = OmegaConf.create(checkpoint["gpt2tasks"]["config"])
+    _, datamodule, module = multitask.load_task(checkpoint, cfg, None)
+    module.eval()
+    for name, cls in (("reviews", "AutoModelForSequenceClassification"),
+                      ("sample_ner", "AutoModelForTokenClassification")):
+        batch = next(iter(datamodule.tasks[name]._loader(VAL, train=False)))
+        with torch.no_grad():
+            ours = module.tasks[name].model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        request = tmp_path / f"{name}.json"
+        request.write_text(json.dumps({"input_ids": batch["input_ids"].tolist(),
+                                       "attention_mask": batch["attention_mask"].tolist()}))
+        theirs = run_without_gpt2tasks(LOAD, str(out / name), cls, str(request), cwd=tmp_path)
+        assert not theirs["imported_gpt2tasks"]
+        torch.testing.assert_close(torch.tensor(theirs["logits"]), ours, atol=1e-4, rtol=1e-4)
+        info = json.loads((out / name / "gpt2tasks.json").read_text())
+        assert info["kind"] == cfg.tasks[name].task.kind and info["config"]["task"]["name"] == name
+
+    # predict: the exported folder and the checkpoint's head give the same lines
+    rows = [json.loads(line) for line in (Path(cfg.tasks.sample_ner.data.test_file).read_text().splitlines()[:20])]
+    source = tmp_path / "ner.jsonl"
+    source.write_text("".join(json.dumps({"tokens": r["tokens"]}) + "\n" for r in rows))
+    from_ckpt = predict(ckpt, str(source), str(tmp_path / "a.jsonl"), task="sample_ner")
+    from_export = predict(str(out / "sample_ner"), str(source), str(tmp_path / "b.jsonl"))
+    assert from_ckpt == from_export and len(from_ckpt) == 20
+    assert all(len(line["tags"]) == len(r["tokens"]) for line, r in zip(from_ckpt, rows))
+    with pytest.raises(UserError, match="pick the head with task=<name>"):
+        predict(ckpt, str(source), str(tmp_path / "c.jsonl"))
+
+
+# Loads one exported folder (argv: folder, AutoModel class, request JSON) -- or, with a fourth
+# argument, a PEFT adapter folder over that base folder -- in a process without gpt2tasks.
+LOAD = r"""
+import json, sys
+import torch, transformers
+folder, cls, request = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+if len(sys.argv) > 4:
+    from peft import PeftModel
+    config = transformers.AutoConfig.from_pretrained(sys.argv[4])
+    model = PeftModel.from_pretrained(getattr(transformers, cls).from_pretrained(folder, config=config), sys.argv[4])
+else:
+    model = getattr(transformers, cls).from_pretrained(folder)
+with torch.no_grad():
+    logits = model.eval()(**{k: torch.tensor(v) for k, v in request.items()}).logits
+print(json.dumps({"logits": logits.tolist(), "imported_gpt2tasks": any(m.startswith("gpt2tasks") for m in sys.modules)}))
+"""
+
+
+def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tiny_gpt2_dir, tmp_path):
+    lora = ["peft=lora", "multitask.adapters=per_task", f"model.name_or_path={tiny_gpt2_dir}", "peft.r=4"]
+    cfg = mt_cfg(tmp_path / "run", *lora, "trainer.max_epochs=1", "trainer.limit_train_batches=6")
+    datamodule, module, _ = build_for_training(cfg)
+    trainable = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    assert any(".lora_A.sample_ner." in n for n in trainable) and any(".lora_A.sample_sentiment." in n for n in trainable)
+
+    # a step of the sentiment task moves its adapters and head only
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
+    module.training_step(first_batch(datamodule, "sample_sentiment"), 0).backward()
+    optimizer.step()
+    params = dict(module.named_parameters())
+    changed = {n for n, before in trainable.items() if not torch.equal(params[n], before)}
+    assert changed and all(".sample_sentiment." in n or ".score." in n for n in changed), sorted(changed)[:5]
+    assert all(torch.equal(params[n], before) for n, before in frozen.items())
+    assert all(p.requires_grad for n, p in params.items() if n in trainable)  # still trainable (and saved)
+
+    train(cfg)
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    out = tmp_path / "adapters"
+    export(ExportOptions(ckpt=ckpt, out=str(out), merge_lora=False))
+    assert {p.name for p in out.iterdir()} == {"README.md", "base", "sample_sentiment", "sample_ner"}
+    assert (out / "sample_ner" / "adapter_config.json").is_file()
+    merged = tmp_path / "merged"
+    export(ExportOptions(ckpt=ckpt, out=str(merged), task="sample_ner"))
+    assert {p.name for p in merged.iterdir()} == {"README.md", "sample_ner"}
+
+    checkpoint = load_checkpoint(ckpt)
+    _, datamodule, module = multitask.load_task(checkpoint, OmegaConf.create(checkpoint["gpt2tasks"]["config"]), None)
+    module.eval()
+    for name, cls in (("sample_sentiment", "AutoModelForSequenceClassification"),
+                      ("sample_ner", "AutoModelForTokenClassification")):
+        batch = next(iter(datamodule.tasks[name]._loader(VAL, train=False)))
+        model = module.task_module(name).model
+        with torch.no_grad():
+            ours = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        request = tmp_path / f"{name}.json"
+        request.write_text(json.dumps({"input_ids": batch["input_ids"].tolist(),
+                                       "attention_mask": batch["attention_mask"].tolist()}))
+        theirs = run_without_gpt2tasks(LOAD, str(out / "base"), cls, str(request), str(out / name), cwd=tmp_path)
+        torch.testing.assert_close(torch.tensor(theirs["logits"]), ours, atol=1e-4, rtol=1e-4)
+        if name == "sample_ner":
+            plain = run_without_gpt2tasks(LOAD, str(merged / name), cls, str(request), cwd=tmp_path)
+            torch.testing.assert_close(torch.tensor(plain["logits"]), ours, atol=1e-4, rtol=1e-4)
+
+
+def test_cli_takes_task_keys_without_plus_and_eval_picks_a_head(tmp_path):
+    done = run_cli("train", "task=multitask", TASKS, f"output_dir={tmp_path / 'run'}", "logger=none",
+                   "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "data.max_train_samples=32",
+                   "data.max_eval_samples=16", "tasks.sample_ner.data.max_length=24", "multitask.sampling=uniform")
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert saved.tasks.sample_ner.data.max_length == 24 and saved.multitask.sampling == "uniform"
+    assert "one backbone of" in done.stdout + done.stderr and "shared by 2 heads" in done.stdout + done.stderr
+    bad = run_cli("eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "task=sample_lm")
+    assert bad.returncode == 2 and "task=sample_lm: not a task of this multi-task checkpoint" in bad.stderr
+    assert "Traceback" not in bad.stderr
