@@ -9,6 +9,7 @@ COMMANDS = {
     "eval": "re-evaluate a checkpoint: eval ckpt=<path> [key=value ...]",
     "predict": "one JSON line per input row: predict ckpt=<path or exported dir> input=<file> output=<file.jsonl>",
     "export": "write a Hugging Face folder (and push it): export ckpt=<path> out=<dir> [merge_lora=true]",
+    "combine": "join per-task LoRA adapter runs into one multi-task checkpoint: combine ckpt=<a> ckpt=<b> out=<c>",
 }
 
 USAGE = "usage: python -m gpt2tasks <command> [args]\n\ncommands:\n" + "\n".join(
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         from gpt2tasks.export import main as export_main
 
         export_main(rest)
+    elif command == "combine":
+        from gpt2tasks.combine import main as combine_main
+
+        combine_main(rest)
 
 
 if __name__ == "__main__":

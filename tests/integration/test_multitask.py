@@ -272,3 +272,33 @@ def test_cli_takes_task_keys_without_plus_and_eval_picks_a_head(tmp_path):
     bad = run_cli("eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "task=sample_lm")
     assert bad.returncode == 2 and "task=sample_lm: not a task of this multi-task checkpoint" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_adapters_trained_one_task_at_a_time_combine_into_one_checkpoint(tiny_gpt2_dir, tmp_path):
+    from gpt2tasks.combine import combine
+
+    lora = ["peft=lora", "multitask.adapters=per_task", f"model.name_or_path={tiny_gpt2_dir}", "peft.r=4",
+            "trainer.max_epochs=1", "trainer.limit_train_batches=4"]
+    runs = {}
+    for name, extra in (("reviews", ["multitask.tasks=[reviews:text_classification]", *keyword_reviews(tmp_path)]),
+                        ("sample_ner", ["multitask.tasks=[sample_ner]"])):
+        train(mt_cfg(tmp_path / name, *lora, *extra))
+        runs[name] = str(tmp_path / name / "checkpoints" / "last.ckpt")
+    combined = combine(list(runs.values()), str(tmp_path / "combined.ckpt"))
+    # each head of the combined checkpoint gives exactly its own run's numbers
+    for name, ckpt in runs.items():
+        assert evaluate_checkpoint(str(combined), task=name) == evaluate_checkpoint(ckpt, task=name)
+    both = evaluate_checkpoint(str(combined))
+    assert {"reviews/val/accuracy", "sample_ner/val/f1", "val/mean"} <= set(both)
+    out = tmp_path / "export"
+    export(ExportOptions(ckpt=str(combined), out=str(out), merge_lora=False))
+    assert {p.name for p in out.iterdir()} == {"README.md", "base", "reviews", "sample_ner"}
+
+    with pytest.raises(UserError, match="task 'reviews' is in more than one checkpoint"):
+        combine([runs["reviews"], runs["reviews"]], str(tmp_path / "twice.ckpt"))
+    shared = torch.load(runs["sample_ner"], map_location="cpu", weights_only=False)
+    shared["gpt2tasks"]["config"]["multitask"]["adapters"] = "shared"  # one adapter set trains the backbone for all
+    torch.save(shared, tmp_path / "shared.ckpt")
+    with pytest.raises(UserError, match="only multi-task runs with per-task LoRA adapters"):
+        combine([runs["reviews"], str(tmp_path / "shared.ckpt")], str(tmp_path / "x.ckpt"))
+    assert not (tmp_path / "twice.ckpt").exists() and not (tmp_path / "x.ckpt").exists()
