@@ -322,7 +322,8 @@ def _module(cfg: DictConfig, info: dict, models: dict, datamodules: dict, check_
         tasks[name].task_datamodule = datamodules[name]
     module = MultiTaskModule(tasks, _spec(OptimSpec, cfg.optim), info, main_metrics=main_metrics(cfg),
                              loss_weights=mt.loss_weights, monitor_weights=mt.monitor_weights,
-                             per_task_adapters=cfg.peft.method == "lora" and mt.adapters == "per_task")
+                             per_task_adapters=cfg.peft.method == "lora" and mt.adapters == "per_task",
+                             report_mean=len({str(cfg.tasks[n].task.mode) for n in models}) == 1)
     return MultiTaskDataModule(datamodules, mt.sampling, mt.temperature, seed=int(cfg.seed)), module
 
 

@@ -70,7 +70,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     if trainer.is_global_zero:
         outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
-        _report(output_dir, best, metrics)
+        _report(output_dir, best, _headline(cfg, metrics))
     return metrics
 
 
@@ -80,6 +80,15 @@ def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> 
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     return dict(sorted(module.latest_metrics.items()))
+
+
+def _headline(cfg: DictConfig, metrics: dict[str, float]) -> dict[str, float]:
+    """What the final line shows: everything, or for a multi-task run each task's own monitored
+    metric and the means (metrics.json has the rest)."""
+    if not multitask.is_multitask(cfg):
+        return metrics
+    main = multitask.main_metrics(cfg)
+    return {k: v for k, v in metrics.items() if k.endswith("/mean") or k.split("/")[-1] == main.get(k.split("/")[0])}
 
 
 def _report(output_dir: Path, best: str | None, metrics: dict[str, float]) -> None:

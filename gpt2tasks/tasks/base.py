@@ -93,6 +93,10 @@ class TaskModule(L.LightningModule):
     #: whether training computes logits over the whole vocabulary (the LM head's matmul, for FLOPs)
     computes_vocab_logits: bool = False
 
+    #: what a perfect score is for this kind's metrics (SQuAD EM/F1 are 0-100): a multi-task run's
+    #: mean puts every task's metric on a 0-1 scale
+    metric_scale: float = 1.0
+
     #: task.* keys this kind reads, with their defaults (e.g. the NER tag scheme, loss weights)
     eval_options: dict[str, Any] = {}
 

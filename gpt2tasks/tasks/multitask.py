@@ -27,12 +27,14 @@ from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
 class MultiTaskModule(TaskModule):
     def __init__(self, tasks: dict[str, TaskModule], optim: OptimSpec, run_info: dict | None = None, *,
                  main_metrics: dict[str, str], loss_weights: dict[str, float] | None = None,
-                 monitor_weights: dict[str, float] | None = None, per_task_adapters: bool = False):
+                 monitor_weights: dict[str, float] | None = None, per_task_adapters: bool = False,
+                 report_mean: bool = True):
         super().__init__(nn.ModuleDict(tasks), optim, EvalSpec(metrics=[], eval_sets=["val"]), run_info)
         self.main_metrics = main_metrics  # task -> its own monitored metric (e.g. "accuracy")
         self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in tasks}
         self.monitor_weights = {name: float((monitor_weights or {}).get(name, 1.0)) for name in tasks}
         self.per_task_adapters = per_task_adapters
+        self.report_mean = report_mean  # false when the tasks' metrics go opposite ways (no meaningful mean)
         # The shared backbone, kept aside (a list: not registered again as a submodule): export
         # gives single heads backbones of their own, and adapters are switched on this one.
         self._backbone = [next(iter(tasks.values())).backbone]
@@ -96,8 +98,8 @@ class MultiTaskModule(TaskModule):
             metrics = self.tasks[name].eval_metrics(self._outputs.get(i, []), eval_set)
             self.publish({f"{name}/{eval_set}/{k}": v for k, v in metrics.items()})
             if eval_set == split and self.main_metrics[name] in metrics:
-                main[name] = metrics[self.main_metrics[name]]
-        if main:
+                main[name] = metrics[self.main_metrics[name]] / self.tasks[name].metric_scale
+        if main and self.report_mean:
             weights = {name: self.monitor_weights[name] for name in main}
             score = sum(weights[n] * main[n] for n in main) / max(sum(weights.values()), 1e-12)
             self.publish({f"{split}/mean": score}, prog_bar=split == "val")

@@ -302,3 +302,47 @@ def test_adapters_trained_one_task_at_a_time_combine_into_one_checkpoint(tiny_gp
     with pytest.raises(UserError, match="only multi-task runs with per-task LoRA adapters"):
         combine([runs["reviews"], str(tmp_path / "shared.ckpt")], str(tmp_path / "x.ckpt"))
     assert not (tmp_path / "twice.ckpt").exists() and not (tmp_path / "x.ckpt").exists()
+
+
+def test_all_five_heads_on_one_backbone_train_export_and_reload(tmp_path):
+    kinds = {"sample_sentiment": "GPT2ForSequenceClassification", "sample_ner": "GPT2ForTokenClassification",
+             "sample_qa": "GPT2ForQuestionAnswering", "sample_mc": "GPT2DoubleHeadsModel", "sample_lm": "GPT2LMHeadModel"}
+    run = tmp_path / "run"
+    cfg = compose("task=multitask", f"multitask.tasks=[{','.join(kinds)}]", "multitask.monitor=sample_ner/val/f1",
+                  f"output_dir={run}", "logger=none", "trainer.enable_progress_bar=false", "trainer.max_epochs=1",
+                  "data.max_train_samples=24", "data.max_eval_samples=8", "data.batch_size=8", "data.max_length=48",
+                  "++tasks.sample_qa.data.doc_stride=16", "++tasks.sample_qa.data.max_question_length=16")
+    metrics = train(cfg)
+    assert "val/mean" not in metrics  # accuracy and perplexity: no meaningful mean
+    assert {f"{name}/val/loss" for name in kinds} <= set(metrics)
+    _, _, module = multitask.load_task(load_checkpoint(str(run / "checkpoints" / "best.ckpt")),
+                                       OmegaConf.load(run / "config.yaml"), None, load_eval_sets=False)
+    assert len({id(m.backbone) for m in module.tasks.values()}) == 1
+    lm_head = module.tasks["sample_lm"].model.lm_head.weight
+    assert lm_head is module.backbone.wte.weight is module.tasks["sample_mc"].model.lm_head.weight  # tied, once
+    out = tmp_path / "export"
+    export(ExportOptions(ckpt=str(run / "checkpoints" / "best.ckpt"), out=str(out)))
+    for name, cls in kinds.items():
+        assert json.loads((out / name / "config.json").read_text())["architectures"] == [cls]
+    assert (out / "sample_lm" / "generation_config.json").is_file()
+    qa = evaluate_checkpoint(str(run / "checkpoints" / "best.ckpt"), task="sample_qa")
+    assert qa["val/f1"] == pytest.approx(metrics["sample_qa/val/f1"])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_matches_single_process_eval(tmp_path):
+    """Every rank draws the same task each step (else the heads' gradients would be averaged across
+    different tasks, or a collective would wait forever); the 2-process validation equals a
+    1-process eval of the best checkpoint."""
+    run = tmp_path / "run"
+    done = run_cli("train", "task=multitask", TASKS, f"output_dir={run}", "trainer=ddp", "trainer.accelerator=cpu",
+                   "trainer.devices=2", "trainer.enable_progress_bar=false", "logger=none", "trainer.max_epochs=1",
+                   "data.max_train_samples=64", "data.batch_size=8", "data.max_eval_samples=37",
+                   "data.eval_batch_size=8", "multitask.sampling=temperature")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    again = run_cli("eval", f"ckpt={run / 'checkpoints' / 'best.ckpt'}", "trainer.enable_progress_bar=false")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout[again.stdout.index("{"):]) == metrics
+    # 64 rows of each task, 8 per rank and step: 4 steps per task (NER: 5, a long sentence is two windows)
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 9
