@@ -37,16 +37,20 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class Problems(list):
+    """The messages gathered so far; `need(ok, message)` adds the message when a check fails."""
+
+    def need(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.append(message)
+
+
 def task_problems(cfg: DictConfig) -> list[str]:
     """Problems of what one task says: task.* and data.*."""
     from gpt2tasks.tasks import KINDS  # late: importing tasks pulls in transformers
 
-    problems: list[str] = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
+    problems = Problems()
+    need = problems.need
     task, data = cfg.task, cfg.data
     need(task.kind in KINDS, f"task.kind={task.kind!r} is not a known head kind ({', '.join(KINDS)}, multitask).")
     if task.kind in KINDS:
@@ -90,12 +94,8 @@ def run_problems(cfg: DictConfig) -> list[str]:
     """Problems of what the whole run shares: precision, optim.*, trainer.*, peft.*, logger."""
     from gpt2tasks.tasks.base import SCHEDULERS
 
-    problems: list[str] = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
+    problems = Problems()
+    need = problems.need
     optim, trainer = cfg.optim, cfg.trainer
     precision = normalize_precision(cfg.precision)
     need(precision in PRECISIONS, f"precision={cfg.precision!r} is not one of {', '.join(PRECISIONS)}.")

@@ -82,9 +82,17 @@ def parse_tasks(entries: Any) -> dict[str, str]:
     return tasks
 
 
+def _listed(cfg: DictConfig):
+    if OmegaConf.is_missing(cfg.multitask, "tasks") or cfg.multitask.get("tasks") is None:
+        raise UserError("task=multitask needs multitask.tasks. Fix: e.g. multitask.tasks=[sst2,conll2003] "
+                        "(task presets of conf/task/), with tasks.<name>.data.* for each task's files.")
+    return cfg.multitask.tasks
+
+
 def spec(cfg: DictConfig) -> MultiTaskSpec:
+    tasks = parse_tasks(_listed(cfg))
     mt = OmegaConf.to_container(cfg.multitask, resolve=True)
-    return MultiTaskSpec(tasks=parse_tasks(mt["tasks"]), sampling=mt["sampling"], temperature=mt["temperature"],
+    return MultiTaskSpec(tasks=tasks, sampling=mt["sampling"], temperature=mt["temperature"],
                          loss_weights=mt.get("loss_weights") or {}, monitor=mt["monitor"],
                          monitor_weights=mt.get("monitor_weights") or {}, adapters=mt["adapters"])
 
@@ -105,10 +113,7 @@ def expand(cfg: DictConfig) -> None:
     task's own section comes last, so expanding an expanded config changes nothing."""
     from gpt2tasks.resources import CONF_DIR
 
-    if cfg.multitask.get("tasks") is None or OmegaConf.is_missing(cfg.multitask, "tasks"):
-        raise UserError("task=multitask needs multitask.tasks. Fix: e.g. multitask.tasks=[sst2,conll2003] "
-                        "(task presets of conf/task/), with tasks.<name>.data.* for each task's files.")
-    tasks = parse_tasks(cfg.multitask.tasks)
+    tasks = parse_tasks(_listed(cfg))
     given = OmegaConf.to_container(cfg.get("tasks") or OmegaConf.create({}), resolve=False)
     unknown = [name for name in given if name not in tasks]
     if unknown:

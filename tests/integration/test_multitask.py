@@ -80,6 +80,12 @@ def test_bad_multitask_config_is_one_clear_error_before_anything_is_written(extr
     assert not out.exists()
 
 
+def test_multitask_without_tasks_says_what_to_add(tmp_path):
+    with pytest.raises(UserError, match=r"task=multitask needs multitask.tasks. Fix: e.g. multitask.tasks=\["):
+        train(compose("task=multitask", f"output_dir={tmp_path / 'run'}", "logger=none"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_heads_share_the_backbone_and_one_step_updates_it_once(tmp_path):
     cfg = mt_cfg(tmp_path)
     datamodule, module, _ = build_for_training(cfg)
