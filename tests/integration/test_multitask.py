@@ -267,6 +267,29 @@ def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tin
             torch.testing.assert_close(torch.tensor(plain["logits"]), ours, atol=1e-4, rtol=1e-4)
 
 
+def test_shared_lora_adapters_train_for_every_task_and_merge_per_head(tiny_gpt2_dir, tmp_path):
+    cfg = mt_cfg(tmp_path / "run", "peft=lora", f"model.name_or_path={tiny_gpt2_dir}", "peft.r=4")
+    datamodule, module, _ = build_for_training(cfg)
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert {n.split(".lora_A.")[1].split(".")[0] for n in trainable if ".lora_A." in n} == {"default"}
+    assert any(".score." in n for n in trainable) and any(".classifier." in n for n in trainable)  # heads in full
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if ".lora_B." in n}
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
+    module.training_step(first_batch(datamodule, "sample_ner"), 0).backward()
+    optimizer.step()
+    assert any(not torch.equal(p, before[n]) for n, p in module.named_parameters() if n in before)
+    module.eval()
+    batch = first_batch(datamodule, "sample_ner")
+    model = module.tasks["sample_ner"].model
+    with torch.no_grad():
+        adapted = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        multitask.merge_task_backbone(model, "default")  # what export does for this head
+        assert not hasattr(model.transformer, "peft_config")
+        merged = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
+    assert hasattr(module.tasks["sample_sentiment"].model.transformer, "peft_config")  # the others keep LoRA
+
+
 def test_cli_takes_task_keys_without_plus_and_eval_picks_a_head(tmp_path):
     done = run_cli("train", "task=multitask", TASKS, f"output_dir={tmp_path / 'run'}", "logger=none",
                    "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "data.max_train_samples=32",
