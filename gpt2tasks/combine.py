@@ -111,7 +111,7 @@ def _combined_info(infos: list[dict], ckpts: list[str]) -> dict[str, Any]:
     config["tasks"] = sections
     cfg = OmegaConf.create(config)
     try:
-        config["task"]["monitor"], config["task"]["mode"] = multitask._monitor(cfg, list(sections))
+        config["task"]["monitor"], config["task"]["mode"] = multitask.checkpoint_monitor(cfg, list(sections))
     except UserError:  # the tasks' metrics go different ways: monitor the first task's own
         name = next(iter(sections))
         config["multitask"]["monitor"] = f"{name}/{sections[name]['task']['monitor']}"

@@ -148,7 +148,7 @@ def expand(cfg: DictConfig) -> None:
         expanded[name] = OmegaConf.to_container(merged, resolve=False)
     with _writable(cfg):
         cfg.tasks = expanded
-        cfg.task.monitor, cfg.task.mode = _monitor(cfg, tasks)
+        cfg.task.monitor, cfg.task.mode = checkpoint_monitor(cfg, tasks)
 
 
 def _check_task_keys(name: str, task: DictConfig, defaults: DictConfig) -> None:
@@ -180,7 +180,7 @@ class _writable:
         OmegaConf.set_struct(self.cfg, self.struct)
 
 
-def _monitor(cfg: DictConfig, tasks: dict[str, str]) -> tuple[str, str]:
+def checkpoint_monitor(cfg: DictConfig, tasks: dict[str, str]) -> tuple[str, str]:
     """(task.monitor, task.mode) of the multi-task run from multitask.monitor."""
     monitor = str(cfg.multitask.monitor)
     if monitor != "mean":
@@ -239,10 +239,8 @@ def check(cfg: DictConfig, task_problems) -> list[str]:
                 problems.append(f"multitask.{key}.{name}: not one of multitask.tasks ({', '.join(mt.tasks)}).")
             elif not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
                 problems.append(f"multitask.{key}.{name}={weight!r} must be a number >= 0.")
-    kinds = {}
     for name in mt.names:
         view = task_view(cfg, name)
-        kinds[name] = view.task.kind
         if view.task.kind == MULTITASK:
             problems.append(f"tasks.{name}: a multi-task run cannot nest another. Fix: list single tasks.")
             continue
@@ -270,12 +268,6 @@ def attach_head(head_cls: type[PreTrainedModel], config: GPT2Config, backbone: t
     return model
 
 
-def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The GPT2Model under an HF head (what heads share)."""
-    return model.transformer
-
-
-
 def build_heads(cfg: DictConfig, kinds: dict[str, str], configs: dict[str, GPT2Config], tokenizer,
                 new_token_ids: list[int], from_checkpoint: bool | None = None, base: str | None = None
                 ) -> dict[str, PreTrainedModel]:
@@ -291,7 +283,7 @@ def build_heads(cfg: DictConfig, kinds: dict[str, str], configs: dict[str, GPT2C
         spec.name_or_path = base
     first, *rest = kinds
     models = {first: build_model(KINDS[kinds[first]].head, spec, configs[first], tokenizer, from_checkpoint)}
-    backbone = backbone_of(models[first])
+    backbone = models[first].transformer  # the one GPT2Model every head shares
     for name in rest:
         models[name] = attach_head(KINDS[kinds[name]].head, configs[name], backbone)
 
