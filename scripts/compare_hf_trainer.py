@@ -145,11 +145,27 @@ def hf_train(args, model_class, model_dir: Path, out: Path, train_dataset, colla
         eval_strategy="no", use_cpu=getattr(args, "use_cpu", True), disable_tqdm=True, logging_steps=50,
         **getattr(args, "training_args", {}))
     collator = getattr(args, "wrap_collator", lambda c: c)(collator)
+    if getattr(args, "same_batches", False):
+        trainer_class = same_batches(trainer_class, [len(ids) for ids in train_dataset["input_ids"]], args)
     trainer = trainer_class(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator,
                             callbacks=getattr(args, "hf_callbacks", None))
     start = time.perf_counter()
     trainer.train()
     return trainer, time.perf_counter() - start
+
+
+def same_batches(trainer_class, lengths: list[int], args):
+    """`--same-batches`: the Trainer reads its rows in gpt2tasks' order (length-grouped, shuffled per
+    epoch from the seed): with identical rows, both sides see identical batches, so what is left to
+    differ is the framework (and the new head's random init)."""
+    from gpt2tasks.datamodules.batching import LengthGroupedSampler
+
+    class SameBatches(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            # its flat index stream re-chunked by batch_size gives exactly gpt2tasks' batches
+            return LengthGroupedSampler(lengths, args.batch_size, shuffle=True, seed=args.seed)
+
+    return SameBatches
 
 
 def padding(args) -> dict:
@@ -427,6 +443,8 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="extra gpt2tasks overrides (key=value)")
     parser.add_argument("--no-dropout", action="store_true", help="dropout 0 in both (isolates RNG streams)")
     parser.add_argument("--skip-hf", action="store_true", help="only run gpt2tasks (for quick experiments)")
+    parser.add_argument("--same-batches", action="store_true",
+                        help="the Trainer reads rows in gpt2tasks' length-grouped order (identical batches)")
     args = parser.parse_args()
     kind = KINDS[args.kind]
     for name in ("train", "validation"):
