@@ -121,6 +121,11 @@ def expand(cfg: DictConfig) -> None:
                         f"Fix: add it to multitask.tasks, or set keys of a listed task (tasks.<name>.data.*).")
     defaults = OmegaConf.load(CONF_DIR / "config.yaml")
     shared_data = _changed(cfg.data, defaults.data)  # data.* the run sets for every task
+    files = [key for key in ("train_file", "validation_file", "test_file", "hub_path") if key in shared_data]
+    if files:
+        raise UserError(f"data.{files[0]}={shared_data[files[0]]} would give every task of a multi-task run the same "
+                        f"data. Fix: set it for one task, tasks.<name>.data.{files[0]}=... (<name> one of "
+                        f"{', '.join(tasks)}).")
     expanded = {}
     for name, preset in tasks.items():
         path = CONF_DIR / "task" / f"{preset}.yaml"

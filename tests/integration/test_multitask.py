@@ -70,6 +70,7 @@ def test_config_expands_presets_shared_and_own_keys(tmp_path):
     (["multitask.monitor=sample_ner/f1"], "multitask.monitor='sample_ner/f1' must be 'mean' or '<task>/val/<metric>'"),
     (["multitask.tasks=[sample_ner,sample_lm]"], "do not agree on a direction"),
     (["tasks.sample_ner.data.batch_size=0"], "tasks.sample_ner: data.batch_size=0 must be a positive integer"),
+    (["data.train_file=x.csv"], "data.train_file=x.csv would give every task of a multi-task run the same data"),
 ])
 def test_bad_multitask_config_is_one_clear_error_before_anything_is_written(extra, message, tmp_path):
     out = tmp_path / "run"
