@@ -153,18 +153,32 @@ def adapt_model(cfg: DictConfig, model, new_token_ids: list[int]):
     return model
 
 
-def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True
+def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True, tasks: list[str] | None = None
                           ) -> tuple[TaskDataModule, TaskModule]:
     """The same objects from a checkpoint's saved run_info: no download, no training data needed.
-    `load_eval_sets=False` (predict) reads no data: the caller gives its own input."""
+    `load_eval_sets=False` (predict) reads no data: the caller gives its own input. `tasks`: of a
+    multi-task run, whose eval sets to load (default: all)."""
     if info.get("kind") == multitask.MULTITASK:
-        return multitask.build_from_checkpoint(cfg, info, load_eval_sets)
+        return multitask.build_from_checkpoint(cfg, info, load_eval_sets, tasks)
     tokenizer, model = model_from_run_info(cfg, info)
     label_space = LabelSpace(**info["label_space"])
     datamodule = build_datamodule(cfg, tokenizer, model.config, label_space=label_space)
     if load_eval_sets:
         datamodule.setup("validate")
     return datamodule, build_module(cfg, model, datamodule, info, check_monitor=load_eval_sets)
+
+
+def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eval_sets: bool = True
+            ) -> tuple[DictConfig, TaskDataModule, TaskModule]:
+    """(config, datamodule, module) of a checkpoint, with its weights (lean checkpoints completed).
+    `task`: one head of a multi-task checkpoint, as that task alone (its view, datamodule, module)."""
+    datamodule, module = build_from_checkpoint(cfg, checkpoint["gpt2tasks"], load_eval_sets,
+                                               tasks=[task] if task else None)
+    module.complete_state_dict(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    if task is None:
+        return cfg, datamodule, module
+    return multitask.task_view(cfg, task), datamodule.tasks[task], module.task_module(task)
 
 
 def model_from_run_info(cfg: DictConfig, info: dict) -> tuple[PreTrainedTokenizerBase, Any]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from omegaconf import OmegaConf
 
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
+from gpt2tasks.outputs import save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def combine(ckpts: list[str], out: str, overwrite: bool = False) -> Path:
     if missing:
         raise UserError(f"combine: no checkpoint holds {missing[0]}. Fix: pass every run whose tasks you combine.")
     lean = {k: v for k, v in module.state_dict().items() if v.data_ptr() in trained}
-    _save_atomic({"gpt2tasks": info, "state_dict": lean}, target)
+    save_atomic(target, lambda f: torch.save({"gpt2tasks": info, "state_dict": lean}, f))
     log.info("combined %d checkpoints (%s) -> %s", len(ckpts), ", ".join(info["tasks"]), target)
     return target
 
@@ -119,18 +118,6 @@ def _combined_info(infos: list[dict], ckpts: list[str]) -> dict[str, Any]:
     commands = [info.get("command") for info in infos if info.get("command")]
     return {**{k: first.get(k) for k in SHARED_KEYS}, "kind": multitask.MULTITASK, "config": config, "tasks": tasks,
             "command": "; ".join(commands) if commands else None, "combined_from": [str(Path(c).absolute()) for c in ckpts]}
-
-
-def _save_atomic(checkpoint: dict, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str]) -> None:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gpt2tasks import multitask
-from gpt2tasks.build import build_from_checkpoint, trainer_kwargs
+from gpt2tasks.build import restore, trainer_kwargs
 from gpt2tasks.config import validate_config
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import write_metrics, write_predictions
@@ -100,12 +100,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     task = multitask.select_task(info, task, "eval", required=False)
     cfg = apply_overrides(info["config"], multitask.scope_overrides(list(overrides), task))
     validate_config(cfg)
-    if info.get("kind") == multitask.MULTITASK:
-        cfg, datamodule, module = multitask.load_task(checkpoint, cfg, task)
-    else:
-        datamodule, module = build_from_checkpoint(cfg, info)
-        module.complete_state_dict(checkpoint)
-        module.load_state_dict(checkpoint["state_dict"])
+    cfg, datamodule, module = restore(checkpoint, cfg, task)
     trainer = L.Trainer(**inference_trainer_kwargs(cfg), logger=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if datamodule.has_test:

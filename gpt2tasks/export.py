@@ -146,11 +146,11 @@ def export_multitask(checkpoint: dict, cfg, task: str | None, metrics: dict[str,
     """A multi-task run: `<folder>/<task>/`, a complete single-task export per task (its metrics are
     the run's `<task>/...` ones); with merge_lora=false, `<folder>/base/` (the frozen backbone) and
     one PEFT adapter folder (adapters + head) per task."""
-    from gpt2tasks.build import lora_spec, tokenizer_from_files
+    from gpt2tasks.build import lora_spec, restore, tokenizer_from_files
     from gpt2tasks.tasks import KINDS
 
     info = checkpoint["gpt2tasks"]
-    _, _, module = multitask.load_task(checkpoint, cfg, None, load_eval_sets=False)
+    _, _, module = restore(checkpoint, cfg, load_eval_sets=False)
     module.eval()
     adapter = lora.is_lora(module.backbone) and not options.merge_lora
     if adapter:

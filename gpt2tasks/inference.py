@@ -3,7 +3,7 @@
 Both give the same objects, (config, datamodule, module), built as `eval` builds them, so inputs
 are read and tokenized exactly as in training:
 - a `.ckpt` from `train` carries the run's config, tokenizer files, HF config and label space
-  (`load_checkpoint` + `build_from_checkpoint`, LoRA adapters rebuilt, lean checkpoints completed);
+  (`load_checkpoint` + `build.restore`, LoRA adapters rebuilt, lean checkpoints completed);
 - an exported folder holds the standard HF files (config.json, model.safetensors, tokenizer files)
   plus `gpt2tasks.json` = {"format": 1, "kind", "config" (the run's resolved config), "label_space",
   "new_token_ids"}. Its weights are already merged (no LoRA), so the HF head loads as is.
@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, GPT2Config
 
 from gpt2tasks import multitask
 from gpt2tasks.backbone import build_model, setup_pad_token
-from gpt2tasks.build import build_datamodule, build_from_checkpoint, build_module, model_spec
+from gpt2tasks.build import build_datamodule, build_module, model_spec, restore
 from gpt2tasks.config import validate_config
 from gpt2tasks.datamodules.base import TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
@@ -55,12 +55,7 @@ def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = 
     info = checkpoint["gpt2tasks"]
     task = multitask.select_task(info, task, command, required=True)
     cfg = _config(info["config"], multitask.scope_overrides(list(overrides), task), command, usage)
-    if task is not None:
-        return multitask.load_task(checkpoint, cfg, task, load_eval_sets=False)
-    datamodule, module = build_from_checkpoint(cfg, info, load_eval_sets=False)
-    module.complete_state_dict(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
-    return cfg, datamodule, module
+    return restore(checkpoint, cfg, task, load_eval_sets=False)
 
 
 def _config(saved: dict, overrides: Sequence[str], command: str, usage: str) -> DictConfig:

@@ -126,6 +126,8 @@ def apply_lora_to_backbone(backbone: nn.Module, spec: LoraSpec, adapter_names: S
 def activate(model: nn.Module, adapter_name: str) -> None:
     """Route forward passes through one adapter set. Leaves requires_grad as it was: the other sets
     stay trainable (and in checkpoints), they only get no gradient while inactive."""
+    if model.active_adapter == adapter_name:  # runs every step: switch only when the task changes
+        return
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.set_adapter(adapter_name)
     for param in trainable:

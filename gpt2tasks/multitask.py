@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import GPT2Config, PreTrainedModel
 
 from gpt2tasks import lora
@@ -151,7 +151,7 @@ def expand(cfg: DictConfig) -> None:
         _check_task_keys(name, merged.task, defaults.task)
         merged.task.name = name
         expanded[name] = OmegaConf.to_container(merged, resolve=False)
-    with _writable(cfg):
+    with open_dict(cfg):  # tasks.<name> are keys the composed (struct) config does not have
         cfg.tasks = expanded
         cfg.task.monitor, cfg.task.mode = checkpoint_monitor(cfg, tasks)
 
@@ -172,17 +172,6 @@ def _changed(node: DictConfig, defaults: DictConfig) -> dict[str, Any]:
     now = OmegaConf.to_container(node, resolve=True)
     before = OmegaConf.to_container(defaults, resolve=True)
     return {k: v for k, v in now.items() if k not in before or before[k] != v}
-
-
-class _writable:
-    def __init__(self, cfg: DictConfig):
-        self.cfg, self.struct = cfg, OmegaConf.is_struct(cfg)
-
-    def __enter__(self):
-        OmegaConf.set_struct(self.cfg, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.cfg, self.struct)
 
 
 def checkpoint_monitor(cfg: DictConfig, tasks: dict[str, str]) -> tuple[str, str]:
@@ -408,18 +397,6 @@ def scope_overrides(overrides: list[str], task: str | None) -> list[str]:
     if task is None:
         return list(overrides)
     return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
-
-
-def load_task(checkpoint: dict, cfg: DictConfig, task: str | None, load_eval_sets: bool = True):
-    """(config, datamodule, module) with the checkpoint's weights: of the whole multi-task run
-    (task None), or of one task, as a single-task run's objects (its view, its datamodule, its module)."""
-    datamodule, module = build_from_checkpoint(cfg, checkpoint["gpt2tasks"], load_eval_sets,
-                                               tasks=[task] if task else None)
-    module.complete_state_dict(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
-    if task is None:
-        return cfg, datamodule, module
-    return task_view(cfg, task), datamodule.tasks[task], module.task_module(task)
 
 
 def without_data_files(config: dict) -> dict:

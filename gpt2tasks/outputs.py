@@ -11,7 +11,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from gpt2tasks.errors import UserError
 
@@ -60,11 +62,17 @@ def remove_if_empty(output_dir: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    save_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(file)` into a temporary file beside `path`, renamed onto it only once complete: a
+    failure never leaves a half-written `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gpt2tasks import multitask
-from gpt2tasks.build import build_for_training
+from gpt2tasks.build import build_for_training, restore
 from gpt2tasks.datamodules.base import VAL
 from gpt2tasks.errors import UserError
 from gpt2tasks.evaluation import evaluate_checkpoint, load_checkpoint
@@ -175,7 +175,7 @@ def test_per_task_exports_load_in_plain_transformers_with_the_multitask_outputs(
     assert {p.name for p in out.iterdir()} == {"README.md", "reviews", "sample_ner"}
     checkpoint = load_checkpoint(ckpt)
     cfg = OmegaConf.create(checkpoint["gpt2tasks"]["config"])
-    _, datamodule, module = multitask.load_task(checkpoint, cfg, None)
+    _, datamodule, module = restore(checkpoint, cfg)
     module.eval()
     for name, cls in (("reviews", "AutoModelForSequenceClassification"),
                       ("sample_ner", "AutoModelForTokenClassification")):
@@ -250,7 +250,7 @@ def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tin
     assert {p.name for p in merged.iterdir()} == {"README.md", "sample_ner"}
 
     checkpoint = load_checkpoint(ckpt)
-    _, datamodule, module = multitask.load_task(checkpoint, OmegaConf.create(checkpoint["gpt2tasks"]["config"]), None)
+    _, datamodule, module = restore(checkpoint, OmegaConf.create(checkpoint["gpt2tasks"]["config"]))
     module.eval()
     for name, cls in (("sample_sentiment", "AutoModelForSequenceClassification"),
                       ("sample_ner", "AutoModelForTokenClassification")):
@@ -345,8 +345,8 @@ def test_all_five_heads_on_one_backbone_train_export_and_reload(tmp_path):
     metrics = train(cfg)
     assert "val/mean" not in metrics  # accuracy and perplexity: no meaningful mean
     assert {f"{name}/val/loss" for name in kinds} <= set(metrics)
-    _, _, module = multitask.load_task(load_checkpoint(str(run / "checkpoints" / "best.ckpt")),
-                                       OmegaConf.load(run / "config.yaml"), None, load_eval_sets=False)
+    _, _, module = restore(load_checkpoint(str(run / "checkpoints" / "best.ckpt")), OmegaConf.load(run / "config.yaml"),
+                           load_eval_sets=False)
     assert len({id(m.backbone) for m in module.tasks.values()}) == 1
     lm_head = module.tasks["sample_lm"].model.lm_head.weight
     assert lm_head is module.backbone.wte.weight is module.tasks["sample_mc"].model.lm_head.weight  # tied, once
