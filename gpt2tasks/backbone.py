@@ -19,6 +19,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, GPT2Config, PreTrainedModel, PreTrainedTokenizerBase
 
 from gpt2tasks.errors import UserError
+from gpt2tasks.hub import download_command, hub_reachable
 from gpt2tasks.resources import BUNDLED_TOKENIZER
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,15 @@ def _is_local(name: str) -> bool:
     return os.path.isdir(os.path.expanduser(name))
 
 
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.path.exists(name)
+
+
+def _cache_only(name: str) -> bool:
+    """local_files_only for from_pretrained: a Hub id while the Hub does not answer."""
+    return not _is_local(name) and not _looks_like_path(name) and not hub_reachable()
+
+
 def _unavailable(key: str, name: str, what: str, exc: Exception) -> UserError:
     """The one message for 'this model/tokenizer cannot be loaded', offline or not."""
     if _is_local(name):
@@ -59,17 +69,17 @@ def _unavailable(key: str, name: str, what: str, exc: Exception) -> UserError:
             f"{str(exc).splitlines()[0][:200]}). Fix: point {key} at a folder written by "
             "`save_pretrained` (config.json + weights, or vocab.json + merges.txt for a tokenizer)."
         )
-    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.path.exists(name)
-    if looks_like_path:
+    if _looks_like_path(name):
         return UserError(
             f"{key}={name}: no such directory. Fix: check the path (relative paths are resolved "
             f"from {os.getcwd()})."
         )
+    why = ("the Hub cannot be reached from here (offline, or HF_HUB_OFFLINE=1)" if not hub_reachable()
+           else "the id is wrong, private or gated")
     return UserError(
-        f"{key}={name}: the {what} is not a local directory and could not be downloaded from the "
-        "Hugging Face Hub (this machine is offline or the id is wrong, and it is not in the local "
-        "cache). Fix: on a machine with internet run `huggingface-cli download "
-        f"{name} --local-dir <dir>`, copy the folder here and pass {key}=<dir>; or use model=tiny "
+        f"{key}={name}: the {what} is not a local directory, not in the local Hugging Face cache, and "
+        f"could not be downloaded: {why}. Fix: on a machine with internet run `{download_command(name)}`, "
+        f"copy the folder here and pass {key}=<dir>; or use model=tiny "
         "(bundled, offline); for random weights of a size preset set model.pretrained=false and "
         "model.tokenizer_name_or_path=<local tokenizer dir>."
     )
@@ -83,7 +93,7 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
         raise UserError(f"model.pad_token={spec.pad_token!r} is not one of {PAD_TOKEN_CHOICES}. "
                         "Fix: model.pad_token=eos (default) or model.pad_token=add.")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, local_files_only=_cache_only(source))
     except (OSError, ValueError) as exc:
         raise _unavailable(key, source, "tokenizer", exc) from None
     setup_pad_token(tokenizer, spec.pad_token)
@@ -109,7 +119,8 @@ def load_model_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> GP
         try:
             # Random init (pretrained=false) still prefers the checkpoint's own config when it is
             # local or cached, and falls back to the preset's known architecture otherwise.
-            config = AutoConfig.from_pretrained(spec.name_or_path, local_files_only=not spec.pretrained)
+            config = AutoConfig.from_pretrained(spec.name_or_path, local_files_only=not spec.pretrained
+                                                or _cache_only(spec.name_or_path))
         except (OSError, ValueError) as exc:
             if spec.pretrained or not spec.arch:
                 raise _unavailable("model.name_or_path", spec.name_or_path, "model", exc) from None
@@ -152,8 +163,8 @@ def build_model(head_cls: type[PreTrainedModel], spec: ModelSpec, config: GPT2Co
     load = spec.pretrained and spec.name_or_path is not None if from_checkpoint is None else from_checkpoint
     if load:
         try:
-            model = head_cls.from_pretrained(spec.name_or_path, config=config,
-                                             attn_implementation=spec.attn_implementation)
+            model = head_cls.from_pretrained(spec.name_or_path, config=config, attn_implementation=spec.attn_implementation,
+                                             local_files_only=_cache_only(spec.name_or_path))
         except (OSError, ValueError) as exc:
             raise _unavailable("model.name_or_path", spec.name_or_path, "model", exc) from None
     else:

@@ -141,6 +141,22 @@ def lean_checkpoint_base(cfg: DictConfig, new_token_ids: list[int]) -> str | Non
     return None
 
 
+DATA_FILE_KEYS = ("train_file", "validation_file", "test_file")
+
+
+def absolute_data_paths(cfg: DictConfig) -> None:
+    """Make the run's data file paths absolute (in place; every task's in a multi-task run), before
+    the config is saved: `eval ckpt=...` then finds them from any working directory."""
+    for section in [cfg, *(cfg.tasks[name] for name in cfg.get("tasks") or {})]:
+        data = section.data
+        for key in DATA_FILE_KEYS:
+            if data.get(key) and not os.path.isabs(str(data[key])):
+                data[key] = os.path.abspath(os.path.expanduser(str(data[key])))
+        for extra in (data.get("extra_validation") or {}).values():
+            if extra.get("file") and not os.path.isabs(str(extra.file)):
+                extra.file = os.path.abspath(os.path.expanduser(str(extra.file)))
+
+
 def adapt_model(cfg: DictConfig, model, new_token_ids: list[int]):
     """The training-time wrappers around the HF head model: LoRA adapters, then torch.compile."""
     lora = lora_spec(cfg)

@@ -30,15 +30,28 @@ def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> A
 
 
 def run_command(argv: list[str], usage: str, job: Callable[[], Any]) -> None:
-    """A subcommand's entry (eval, predict, export): --help or no arguments print its usage;
-    otherwise logging is set up and `job` runs, a UserError ending it as above."""
-    if not argv or any(a in ("-h", "--help") for a in argv):
+    """A subcommand's entry (eval, predict, export, combine): --help prints its usage (exit 0); no
+    arguments is a usage error (usage on stderr, exit 2); otherwise logging is set up and `job`
+    runs, a UserError ending it as above."""
+    if any(a in ("-h", "--help") for a in argv):
         print(usage)
         return
+    if not argv:
+        print(usage, file=sys.stderr)
+        sys.exit(2)
     setup_logging()
     quiet_known_noise()
     run_and_report(job)
     sys.stdout.flush()
+
+
+def parse_bool(key: str, value: Any) -> bool:
+    """A true/false option of eval / predict / export / combine (a bool already parsed passes)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() not in ("true", "false"):
+        raise UserError(f"{key}={value!r} must be true or false. Fix: {key}=true or {key}=false.")
+    return str(value).lower() == "true"
 
 
 def quiet_known_noise() -> None:

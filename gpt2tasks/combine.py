@@ -20,21 +20,24 @@ from omegaconf import OmegaConf
 
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
-from gpt2tasks.outputs import save_atomic
+from gpt2tasks.outputs import check_writable, save_atomic
 
 log = logging.getLogger(__name__)
 
 USAGE = """usage: python -m gpt2tasks combine ckpt=<a.ckpt> ckpt=<b.ckpt> [ckpt=...] out=<combined.ckpt> [overwrite=true]
+                                 [trust_checkpoint=false]
 
 Puts per-task LoRA adapters trained in separate multi-task runs (peft=lora multitask.adapters=per_task,
-over the same base checkpoint) into one multi-task checkpoint, for eval / predict / export task=<name>."""
+over the same base checkpoint) into one multi-task checkpoint, for eval / predict / export task=<name>.
+Checkpoints are loaded as plain data; trust_checkpoint=true loads ones holding other Python objects
+(which can run code) if you trust where they come from. The combined checkpoint is plain data."""
 
 # What the runs must share for their adapters to sit on one backbone.
 SHARED_KEYS = ("frozen_base_from", "tokenizer_files", "new_token_ids")
 SHARED_CONFIG = ("model", "peft")
 
 
-def combine(ckpts: list[str], out: str, overwrite: bool = False) -> Path:
+def combine(ckpts: list[str], out: str, overwrite: bool = False, trust_checkpoint: bool = False) -> Path:
     from gpt2tasks.build import build_from_checkpoint
     from gpt2tasks.evaluation import load_checkpoint
 
@@ -44,7 +47,8 @@ def combine(ckpts: list[str], out: str, overwrite: bool = False) -> Path:
     target = Path(out).expanduser().absolute()
     if target.exists() and not overwrite:
         raise UserError(f"out={out} exists. Fix: choose another path, or add overwrite=true.")
-    checkpoints = [(path, load_checkpoint(path)) for path in ckpts]
+    check_writable(target, "out")
+    checkpoints = [(path, load_checkpoint(path, trust_checkpoint)) for path in ckpts]
     for path, checkpoint in checkpoints:
         _check_combinable(path, checkpoint["gpt2tasks"])
     info = _combined_info([c["gpt2tasks"] for _, c in checkpoints], ckpts)
@@ -121,20 +125,21 @@ def _combined_info(infos: list[dict], ckpts: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import run_command
+    from gpt2tasks.cli import parse_bool, run_command
 
     def job() -> None:
-        ckpts, out, overwrite = [], None, False
+        ckpts, out, flags = [], None, {"overwrite": False, "trust_checkpoint": False}
         for item in argv:
             key, sep, value = item.partition("=")
             if key == "ckpt" and sep:
                 ckpts.append(value)
             elif key == "out" and sep:
                 out = value
-            elif key == "overwrite" and value.lower() in ("true", "false"):
-                overwrite = value.lower() == "true"
+            elif key in flags and sep:
+                flags[key] = parse_bool(key, value)
             else:
-                raise UserError(f"combine: {item!r} is not ckpt=, out= or overwrite=true|false.\n{USAGE}")
-        print(f"combined into {combine(ckpts, out, overwrite)}")
+                raise UserError(f"combine: {item!r} is not ckpt=, out=, overwrite=true|false or "
+                                f"trust_checkpoint=true|false.\n{USAGE}")
+        print(f"combined into {combine(ckpts, out, **flags)}")
 
     run_command(argv, USAGE, job)

@@ -7,8 +7,9 @@ heads that generate, and a model card. `gpt2tasks.json` beside them lets `gpt2ta
 `eval` rebuild the exact preprocessing.
 
 LoRA runs export merged (a plain model) by default, or as a PEFT adapter folder.
-Everything is written to a temporary folder next to `out` and moved into place at the end, so a
-failure never leaves a half-written export, and a failed push leaves the local export intact.
+Everything is written to `<out>.partial-export` beside `out` and moved into place at the end, so a
+failure never leaves a half-written export, and a failed push leaves the local export intact. A
+staging folder left by a killed export is removed by the next export to the same `out`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,6 +45,7 @@ AUTO_CLASSES = {"seq_cls": "AutoModelForSequenceClassification", "token_cls": "A
 
 USAGE = """usage: python -m gpt2tasks export ckpt=<path.ckpt> out=<dir> [task=<name>] [merge_lora=true] [overwrite=false]
                                 [push_to_hub=false hub.repo_id=<user/name> hub.private=false]
+                                [trust_checkpoint=false]
 
 Writes a Hugging Face folder (config, safetensors weights, tokenizer, model card) that plain
 `transformers` loads. LoRA runs are merged into plain weights (merge_lora=true, default) or saved as
@@ -52,7 +53,8 @@ a PEFT adapter (merge_lora=false). push_to_hub=true uploads the folder to hub.re
 from HF_TOKEN or `hf auth login`. An existing non-empty out= is replaced only with overwrite=true.
 A multi-task checkpoint exports one folder per task, out/<task>/ (task=<name>: that one only), each
 loadable with its task's AutoModelFor... class; with merge_lora=false, out/base/ (the frozen backbone)
-plus one PEFT adapter folder per task."""
+plus one PEFT adapter folder per task. The .ckpt is loaded as plain data; trust_checkpoint=true loads
+one holding other Python objects (which can run code) if you trust where it comes from."""
 
 
 @dataclass
@@ -67,6 +69,7 @@ class ExportOptions:
     hub_private: bool = False
     hub_commit_message: str = "Upload model exported by gpt2tasks"
     license: str = "mit"  # GPT-2's own license; set it to your data's terms where those differ
+    trust_checkpoint: bool = False  # load a .ckpt holding more than plain data (can run code)
 
 
 def parse_options(argv: list[str]) -> ExportOptions:
@@ -100,8 +103,9 @@ def export(options: ExportOptions) -> Path:
     if options.push_to_hub:  # before any work: a push that cannot happen is refused up front
         check_repo_id(options.hub_repo_id)
         token = hub_token()
+    clean_stale_staging(out)
     check_out_dir(out, options.overwrite)
-    checkpoint = load_checkpoint(options.ckpt)
+    checkpoint = load_checkpoint(options.ckpt, options.trust_checkpoint)
     info = checkpoint["gpt2tasks"]
     task = multitask.select_task(info, options.task, "export", required=False)
     cfg = OmegaConf.create(info["config"])
@@ -217,36 +221,63 @@ def run_metrics(ckpt: Path) -> dict[str, float]:
 
 # ---- writing ----------------------------------------------------------------------------------
 def check_out_dir(out: Path, overwrite: bool) -> None:
+    from gpt2tasks.outputs import check_writable
+
     if out.exists() and not out.is_dir():
         raise UserError(f"out={out} is a file. Fix: choose a directory path for the export.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"out={out} is not empty. Fix: pick a new out= folder, or add overwrite=true to "
                         "replace its contents.")
+    check_writable(out.parent / f"{out.name}{STAGING_SUFFIX}", "out")  # the staging folder sits beside out
+
+
+# Beside `out`: the export being written, and the previous export while it is being replaced.
+STAGING_SUFFIX, PREVIOUS_SUFFIX = ".partial-export", ".previous-export"
+
+
+def clean_stale_staging(out: Path) -> None:
+    """What a killed export left beside `out`: its staging folder (removed), and a previous export
+    moved aside for replacement while `out` itself is missing (put back, as before that export)."""
+    partial, previous = out.parent / f"{out.name}{STAGING_SUFFIX}", out.parent / f"{out.name}{PREVIOUS_SUFFIX}"
+    # Hidden staging folders of gpt2tasks versions before the visible name.
+    stale = [p for p in out.parent.glob(f".{out.name}.export-*") if p.is_dir()]
+    for path in ([partial] if partial.is_dir() else []) + stale:
+        log.warning("removing %s, left by an export that did not finish", path)
+        shutil.rmtree(path)
+    if previous.is_dir():
+        if out.exists():
+            shutil.rmtree(previous)  # the replacement had finished: this is the old export
+        else:
+            log.warning("restoring %s from %s (an export replacing it did not finish)", out, previous)
+            previous.rename(out)
 
 
 @contextmanager
 def staging_dir(out: Path, overwrite: bool):
-    """A temporary folder beside `out` that replaces `out` only when the block succeeds."""
+    """`<out>.partial-export` beside `out`, which replaces `out` only when the block succeeds."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
+    tmp = out.parent / f"{out.name}{STAGING_SUFFIX}"
+    if tmp.exists():  # left by a killed export (clean_stale_staging ran at the start)
+        shutil.rmtree(tmp)
+    tmp.mkdir()
     try:
         yield tmp
-        # mkdtemp (and some writers) make owner-only files; an export is meant to be shared.
+        # Some writers make owner-only files; an export is meant to be shared.
         umask = os.umask(0)
         os.umask(umask)
         for path in [tmp, *tmp.rglob("*")]:
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         # Same filesystem, so the moves are renames: the old export is removed only once the new
         # one is complete, and `out` is never a mix of the two.
-        old = None
+        old = out.parent / f"{out.name}{PREVIOUS_SUFFIX}"
         if out.exists():
-            old = out.parent / f"{tmp.name}.old"
             out.rename(old)
         tmp.rename(out)
-        if old is not None:
+        if old.exists():
             shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        clean_stale_staging(out)  # puts the previous export back if it was moved aside
         raise
 
 

@@ -39,10 +39,12 @@ FIX = ("Fix: pass ckpt= a checkpoint written by `gpt2tasks train` (outputs/<task
 
 
 def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = "predict",
-                       usage: str = "", task: str | None = None) -> tuple[DictConfig, TaskDataModule, TaskModule]:
+                       usage: str = "", task: str | None = None, trust_checkpoint: bool = False
+                       ) -> tuple[DictConfig, TaskDataModule, TaskModule]:
     """(config, datamodule without data, module with the trained weights) from `ckpt=path`.
     `overrides` (key=value) apply to the run's saved config; `command`/`usage` name the caller in errors.
-    `task` picks the head of a multi-task checkpoint (required there)."""
+    `task` picks the head of a multi-task checkpoint (required there); `trust_checkpoint` allows a
+    .ckpt that holds more than plain data (see evaluation.load_checkpoint)."""
     location = Path(path).expanduser()
     if not location.exists():
         raise UserError(f"ckpt={path}: no such file or folder. {FIX}")
@@ -51,7 +53,7 @@ def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = 
             raise UserError(f"task={task}: an exported folder holds one task already (export writes one folder per "
                             "task of a multi-task run). Fix: leave task= out, or pass the multi-task .ckpt.")
         return _from_export(location, path, overrides, command, usage)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, trust_checkpoint)
     info = checkpoint["gpt2tasks"]
     task = multitask.select_task(info, task, command, required=True)
     cfg = _config(info["config"], multitask.scope_overrides(list(overrides), task), command, usage)

@@ -18,12 +18,13 @@ from typing import Any
 import yaml
 
 from gpt2tasks.errors import UserError
-from gpt2tasks.outputs import write_atomic
+from gpt2tasks.outputs import check_writable, write_atomic
 
 log = logging.getLogger("gpt2tasks")
 
 USAGE = """usage: python -m gpt2tasks predict ckpt=<path.ckpt | exported folder> input=<file> output=<file.jsonl>
-                               [task=<name>] [batch_size=N] [overwrite=true] [key=value ...]
+                               [task=<name>] [batch_size=N] [overwrite=true] [trust_checkpoint=false]
+                               [key=value ...]
 
 Predicts every row of input= (the task's training formats: CSV/TSV/JSON/JSONL, TXT for LM, CoNLL
 for token tasks, SQuAD JSON/JSONL for QA; labels are not needed) and writes one JSON line per row,
@@ -39,17 +40,20 @@ in input order: {"index": row number from 0, "id": the row's data.id_column valu
              max_new_tokens=32 do_sample=false top_p=1.0 temperature=1.0 (seed=<int> for sampling)
 task=<name> picks the head of a multi-task .ckpt (its data.* overrides apply to that task).
 batch_size= sets the batch (default: the run's data.eval_batch_size, else 2 x data.batch_size).
-An existing output is refused unless overwrite=true. key=value overrides apply to the run's saved
+An existing output is refused unless overwrite=true; the output's folder is checked before any work.
+A .ckpt is loaded as plain data; trust_checkpoint=true loads one holding other Python objects (which
+can run code) if you trust where it comes from. key=value overrides apply to the run's saved
 config, e.g. data.text_column=sentence data.max_length=256 precision=bf16-mixed trainer.accelerator=cpu."""
 
-OPTIONS = ("ckpt", "input", "output", "batch_size", "overwrite", "task")
+OPTIONS = ("ckpt", "input", "output", "batch_size", "overwrite", "task", "trust_checkpoint")
 
 
 def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), batch_size: int | None = None,
-            overwrite: bool = False, options: dict[str, Any] | None = None, task: str | None = None
-            ) -> list[dict[str, Any]]:
+            overwrite: bool = False, options: dict[str, Any] | None = None, task: str | None = None,
+            trust_checkpoint: bool = False) -> list[dict[str, Any]]:
     """Predict every row of `input` with `ckpt`, write `output` (JSON lines); returns the lines.
-    `options`: the kind's predict options (e.g. LM max_new_tokens); `task`: the head of a multi-task .ckpt."""
+    `options`: the kind's predict options (e.g. LM max_new_tokens); `task`: the head of a multi-task .ckpt;
+    `trust_checkpoint`: load a .ckpt that holds more than plain data (see evaluation.load_checkpoint)."""
     output_path = check_paths(input, output, overwrite)  # before any work
     import lightning as L  # heavy imports only once the arguments are known to be usable
 
@@ -61,7 +65,8 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UserError(f"batch_size={batch_size!r} must be a positive integer. Fix: e.g. batch_size=64.")
         overrides = [*overrides, f"data.eval_batch_size={batch_size}"]
-    cfg, datamodule, module = load_for_inference(ckpt, overrides, "predict", USAGE, task=task)
+    cfg, datamodule, module = load_for_inference(ckpt, overrides, "predict", USAGE, task=task,
+                                                 trust_checkpoint=trust_checkpoint)
     module.predict_options = check_options(type(module), cfg.task.kind, options or {})
     datamodule.setup_predict(input)
     log.info("predict: %d rows of %s with %s (%s)", len(datamodule.examples[PREDICT]), input, ckpt, cfg.task.kind)
@@ -95,6 +100,7 @@ def check_paths(input: str, output: str, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise UserError(f"output={output} already exists. Fix: choose another output file, or add "
                         "overwrite=true to replace it.")
+    check_writable(path, "output")
     return path
 
 
@@ -121,7 +127,7 @@ def kind_option_names() -> set[str]:
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import run_command
+    from gpt2tasks.cli import parse_bool, run_command
 
     def job() -> None:
         options, rest = parse_args(argv, OPTIONS)
@@ -130,17 +136,15 @@ def main(argv: list[str]) -> None:
             raise UserError(f"predict needs {', '.join(f'{k}=' for k in missing)}. Fix: e.g. python -m gpt2tasks "
                             "predict ckpt=<run>/checkpoints/best.ckpt input=data.csv output=predictions.jsonl.\n"
                             + USAGE)
-        overwrite = options.pop("overwrite", False)
-        if not isinstance(overwrite, bool):
-            raise UserError(f"overwrite={overwrite!r} must be true or false. Fix: overwrite=true replaces an "
-                            "existing output file.")
+        overwrite = parse_bool("overwrite", options.pop("overwrite", False))
+        trust = parse_bool("trust_checkpoint", options.pop("trust_checkpoint", False))
         check_paths(options["input"], options["output"], overwrite)  # fail fast, before the heavy imports
         kind_options, overrides = parse_args(rest, kind_option_names())
         options.update(kind_options)
         task = options.pop("task", None)
         predict(str(options.pop("ckpt")), str(options.pop("input")), str(options.pop("output")), overrides,
                 batch_size=options.pop("batch_size", None), overwrite=overwrite,
-                task=None if task is None else str(task), options=options)
+                task=None if task is None else str(task), options=options, trust_checkpoint=trust)
 
     run_command(argv, USAGE, job)
 

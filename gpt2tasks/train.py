@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks import distributed, multitask, outputs
-from gpt2tasks.build import build_for_training, build_logger, build_trainer
+from gpt2tasks.build import absolute_data_paths, build_for_training, build_logger, build_trainer
 from gpt2tasks.config import validate_config
 from gpt2tasks.throughput import ThroughputMonitor
 
@@ -29,6 +29,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     if multitask.is_multitask(cfg):
         multitask.expand(cfg)  # each task's full task/data blocks, under tasks.<name>
     validate_config(cfg)
+    absolute_data_paths(cfg)  # the saved config finds its data from any working directory
     output_dir = Path(cfg.output_dir).absolute()
     # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.
     rank_zero = distributed.is_rank_zero()
@@ -63,7 +64,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
              cfg.data.batch_size * devices * cfg.trainer.accumulate_grad_batches, cfg.data.batch_size,
              devices, cfg.trainer.accumulate_grad_batches, type(trainer.strategy).__name__)
     with distributed.ranks_run(cfg):  # the other ranks (launched inside fit) run this cfg
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        # weights_only=True: Lightning would otherwise leave it to torch's default, which an environment
+        # variable can turn off; our checkpoints are plain data (see evaluation.load_checkpoint).
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                    weights_only=True)
         # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
         best = checkpoint.best_model_path or None
         metrics = _evaluate(trainer, module, datamodule, best)
@@ -76,9 +80,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
 
 def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> dict[str, float]:
     module.latest_metrics = {}
-    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     if datamodule.has_test:
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     return dict(sorted(module.latest_metrics.items()))
 
 

@@ -94,7 +94,7 @@ def test_hub_model_offline_says_so(cfg_factory, files):
     tmp, ok = files
     msg = _fails(cfg_factory, f"data.train_file={ok}", f"data.validation_file={ok}", "model=gpt2")
     assert "model.name_or_path=openai-community/gpt2" in msg and "offline" in msg
-    assert "huggingface-cli download" in msg and "model.pretrained=false" in msg
+    assert "`hf download openai-community/gpt2 --local-dir <dir>`" in msg and "model.pretrained=false" in msg
 
 
 def test_missing_local_model_dir(cfg_factory, files):
