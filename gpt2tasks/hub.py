@@ -2,14 +2,14 @@
 
 Offline, huggingface_hub retries every file with back-off for about a minute before giving up (unless
 HF_HUB_OFFLINE=1 is set). One short probe per process answers the question instead: when the Hub does
-not answer, Hub ids are looked up in the local cache only, and are refused at once when absent.
+not answer, the process goes on as with HF_HUB_OFFLINE=1 (models, tokenizers and datasets come from
+the local cache, or are refused at once).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ HUB_PROBE_TIMEOUT_S = 3.0
 _hub_answers: dict[str, bool] = {}  # endpoint -> reachable, probed once per process
 
 
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+def hub_reachable(timeout: float | None = None) -> bool:
     """Whether the Hugging Face Hub answers at all, asked once with a short timeout. Offline,
     huggingface_hub retries each file with back-off for about a minute before giving up; with
     this answer a Hub id is looked up in the local cache only, and fails at once when absent.
@@ -30,6 +30,7 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
     if constants.HF_HUB_OFFLINE:
         return False
+    timeout = HUB_PROBE_TIMEOUT_S if timeout is None else timeout
     endpoint = constants.ENDPOINT
     if endpoint not in _hub_answers:
         answered: list[bool] = []
@@ -49,22 +50,20 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
         thread.join(timeout + 1.0)
         _hub_answers[endpoint] = bool(answered and answered[0])
         if not _hub_answers[endpoint]:
-            log.warning("The Hugging Face Hub (%s) could not be reached (asked with a %.0f s timeout): Hub ids are "
-                        "looked up in the local cache only (set HF_HUB_OFFLINE=1 to skip this check).", endpoint, timeout)
+            log.warning("The Hugging Face Hub (%s) could not be reached (asked with a %.0f s timeout): working "
+                        "offline, from the local cache (set HF_HUB_OFFLINE=1 to skip this check).", endpoint, timeout)
+            _go_offline()
     return _hub_answers[endpoint]
 
 
-@contextmanager
-def offline_unless_reachable() -> Iterator[None]:
-    """For `datasets.load_dataset`: its own offline switch, on while the Hub does not answer."""
-    import datasets
+def _go_offline() -> None:
+    """The rest of the process as with HF_HUB_OFFLINE=1: huggingface_hub (and transformers through it)
+    and datasets, which keeps its own copy of the switch, stop asking the network."""
+    from huggingface_hub import constants
 
-    before = datasets.config.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = before or not hub_reachable()
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE = before
+    constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].config.HF_HUB_OFFLINE = True
 
 
 def download_command(name: str) -> str:

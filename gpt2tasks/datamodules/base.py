@@ -372,11 +372,11 @@ def _tokenizer_identity(tokenizer) -> str:
 def _load_hub_split(path: str, name: str | None, split: str, key: str):
     import datasets
 
-    from gpt2tasks.hub import offline_unless_reachable
+    from gpt2tasks.hub import hub_reachable
 
+    hub_reachable()  # offline, datasets then reads its local cache at once instead of retrying for a minute
     try:
-        with offline_unless_reachable():  # offline: the local cache at once, not a minute of retries
-            return datasets.load_dataset(path, name, split=split)
+        return datasets.load_dataset(path, name, split=split)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError)
         raise UserError(
             f"data.hub_path={path}{f' (data.hub_name={name})' if name else ''}, split {split!r}: could not "
