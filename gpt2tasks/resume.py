@@ -60,6 +60,12 @@ def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> No
 class BestCheckpoint(ModelCheckpoint):
     """ModelCheckpoint (best by task.monitor, saved after validation) writing atomically."""
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # A checkpoint of another run folder (ckpt_path=): the best of this run starts anew here;
+        # Lightning would keep pointing at the other folder's best file.
+        if state_dict.get("dirpath") == self.dirpath:
+            super().load_state_dict(state_dict)
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         save_atomic(trainer, filepath, self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
