@@ -60,10 +60,14 @@ def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> No
 class BestCheckpoint(ModelCheckpoint):
     """ModelCheckpoint (best by task.monitor, saved after validation) writing atomically."""
 
+    def __init__(self, *args: Any, resuming: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.resuming = resuming
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # A checkpoint of another run folder (ckpt_path=): the best of this run starts anew here;
-        # Lightning would keep pointing at the other folder's best file.
-        if state_dict.get("dirpath") == self.dirpath:
+        # A new run started from a checkpoint (ckpt_path= without resume=true): its best starts anew
+        # among its own validations; Lightning would keep pointing at the other run's best file.
+        if self.resuming and state_dict.get("dirpath") == self.dirpath:
             super().load_state_dict(state_dict)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
@@ -81,6 +85,13 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, path: Path, every_n_train_steps: int | None = None, every_n_minutes: float | None = None,
                  on_first_save: Callable[[], None] | None = None):
+        for key, value, kind in [("every_n_train_steps", every_n_train_steps, int),
+                                 ("every_n_minutes", every_n_minutes, (int, float))]:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
+                raise UserError(f"checkpoint.{key}={value!r} must be a positive "
+                                f"{'integer' if kind is int else 'number'}. Fix: e.g. checkpoint.{key}="
+                                f"{500 if kind is int else 30}, or null (the default) to save last.ckpt only "
+                                "at validations, epoch ends and the end of training.")
         self.path = str(path)
         self.every_n_train_steps = every_n_train_steps or 0
         self.every_seconds = every_n_minutes * 60 if every_n_minutes else None

@@ -52,7 +52,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     best_checkpoint = resume.BestCheckpoint(
         dirpath=str(ckpt_dir), filename="best", monitor=cfg.task.monitor, mode=cfg.task.mode,
         save_top_k=int(cfg.checkpoint.save_top_k), save_last=False, save_on_train_epoch_end=False,
-        auto_insert_metric_name=False, enable_version_counter=False)
+        auto_insert_metric_name=False, enable_version_counter=False, resuming=bool(cfg.resume))
     committed = False  # the new run has a checkpoint: from then on a failure leaves it resumable
     kept: Path | None = None  # overwrite=true: the replaced run, until the new one has a checkpoint
 
@@ -79,6 +79,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     if rank_zero:
         if not cfg.resume:
             kept = outputs.set_aside(output_dir)  # a new run (overwrite=true: the old one is kept aside)
+            if kept is not None and start_from is not None and start_from.is_relative_to(output_dir):
+                start_from = kept / start_from.relative_to(output_dir)  # ckpt_path= into the run replaced
         outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
     devices = trainer.world_size
@@ -125,6 +127,8 @@ def _start_checkpoint(cfg: DictConfig, output_dir: Path, rank_zero: bool) -> tup
         return path, f"resume=true ({path})"
     path = Path(os.path.expanduser(str(given))).absolute()
     source = f"ckpt_path={path}"
+    if not rank_zero and not path.exists() and path.is_relative_to(output_dir):
+        path = outputs.previous_dir(output_dir) / path.relative_to(output_dir)  # rank 0 set that run aside
     if not path.exists():
         raise UserError(f"{source} does not exist. Fix: give the path of a checkpoint written by `python -m "
                         "gpt2tasks train` (<run>/checkpoints/last.ckpt, or best.ckpt).")

@@ -115,6 +115,20 @@ def test_short_run_validates_at_its_end_and_says_which_checkpoint(cfg_factory, t
     train(cfg_factory(*RUN[1:4], "trainer.max_steps=9", "resume=true", output_dir=out))
     assert _step(out / "checkpoints" / "last.ckpt") == 9
 
+    # ckpt_path= a checkpoint of the very run overwrite=true replaces (it is read from where that run
+    # was set aside); checkpoint.every_n_minutes (here: every step) also writes last.ckpt
+    seen = {}
+
+    class Seen(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if (out / "checkpoints" / "last.ckpt").exists():
+                seen[trainer.global_step] = _step(out / "checkpoints" / "last.ckpt")
+
+    train(cfg_factory(*RUN[1:4], "trainer.max_steps=11", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+                      "overwrite=true", "checkpoint.every_n_minutes=1e-9", output_dir=out), callbacks=[Seen()])
+    assert seen == {10: 10} and _step(out / "checkpoints" / "last.ckpt") == 11
+    assert _step(out / "checkpoints" / "best.ckpt") == 11 and not outputs.previous_dir(out).exists()
+
 
 def test_last_ckpt_is_written_at_every_validation_not_only_on_improvement(cfg_factory, tmp_path):
     out = tmp_path / "run"
