@@ -24,34 +24,78 @@ def checkpoints_dir(output_dir: Path) -> Path:
     return output_dir / "checkpoints"
 
 
+def previous_dir(output_dir: Path) -> Path:
+    """Where overwrite=true keeps the run it replaces until the new run has a checkpoint."""
+    return output_dir.with_name(f"{output_dir.name}.previous")
+
+
 def check_output_dir(output_dir: Path, overwrite: bool, resume: bool) -> Path | None:
-    """Refuse a conflicting output_dir early (before any work). Returns the checkpoint to resume."""
-    if resume:
-        return resume_checkpoint(output_dir)
+    """Refuse a conflicting output_dir early (before any work). Returns the checkpoint to resume.
+
+    Every refusal leads somewhere: a folder with a checkpoint can be resumed or overwritten; one whose
+    run stopped before its first checkpoint (nothing to resume) can only be overwritten, and both the
+    plain re-run and resume=true say so."""
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"output_dir={output_dir} is a file. Fix: choose a directory path.")
+    kept = previous_dir(output_dir)
+    if kept.exists() and (overwrite or resume):
+        # A kill (no Python cleanup) between overwrite=true's start and its first checkpoint.
+        raise UserError(f"{kept} holds the run that overwrite=true replaced in output_dir={output_dir}; it was "
+                        "kept because the new run there stopped before its first checkpoint. Fix: to get it back, "
+                        f"delete {output_dir} and rename {kept} to {output_dir.name}; otherwise delete {kept}. "
+                        "Then run again.")
+    if resume:
+        return resume_checkpoint(output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        what = "holds a previous run" if any((output_dir / m).exists() for m in RUN_MARKERS) else "is not empty"
+        if (checkpoints_dir(output_dir) / "last.ckpt").exists():
+            raise UserError(f"output_dir={output_dir} holds a previous run. Fix: pick a new output_dir, or add "
+                            "overwrite=true to replace it, or resume=true to continue that run from its last "
+                            "checkpoint.")
+        what = ("holds a run that stopped before its first checkpoint (nothing to resume)"
+                if any((output_dir / m).exists() for m in RUN_MARKERS) else "is not empty")
         raise UserError(f"output_dir={output_dir} {what}. Fix: pick a new output_dir, or add overwrite=true "
-                        "to replace it, or resume=true to continue that run from its last checkpoint.")
+                        "to replace what is there.")
     return None
 
 
 def resume_checkpoint(output_dir: Path) -> Path:
     """checkpoints/last.ckpt of the run to continue (a file; a DeepSpeed checkpoint is a folder)."""
     last = checkpoints_dir(output_dir) / "last.ckpt"
-    if not last.exists():
-        raise UserError(f"resume=true but {last} does not exist. Fix: set output_dir to the run to "
-                        "continue (the folder holding checkpoints/last.ckpt), or drop resume=true.")
-    return last
+    if last.exists():
+        return last
+    if any((output_dir / m).exists() for m in RUN_MARKERS):
+        raise UserError(f"resume=true: output_dir={output_dir} holds a run that stopped before its first "
+                        f"checkpoint ({last} does not exist), so there is nothing to resume. Fix: start it again "
+                        "with overwrite=true instead of resume=true (checkpoint.every_n_train_steps=N saves "
+                        "every N steps).")
+    raise UserError(f"resume=true but output_dir={output_dir} holds no run ({last} does not exist). Fix: set "
+                    "output_dir to the run to continue (the folder holding checkpoints/last.ckpt), or drop "
+                    "resume=true to start a new run there.")
 
 
-def clear_output_dir(output_dir: Path) -> None:
-    """Empty output_dir (overwrite=true); called only once the new run is ready to start."""
+def set_aside(output_dir: Path) -> Path | None:
+    """overwrite=true: move the previous run's files to <output_dir>.previous (returned), to be put
+    back if the new run fails before its first checkpoint (`put_back`) or deleted once it has one."""
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return None
+    kept = previous_dir(output_dir)
+    kept.mkdir()
+    for child in output_dir.iterdir():
+        child.rename(kept / child.name)
+    return kept
+
+
+def put_back(output_dir: Path, kept: Path | None) -> None:
+    """Undo a run that failed before its first checkpoint: remove what it wrote; the run it replaced
+    (if any) moves back."""
     if output_dir.is_dir():
         for child in output_dir.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if kept is not None and kept.is_dir():
+        for child in kept.iterdir():
+            child.rename(output_dir / child.name)
+        kept.rmdir()
 
 
 def remove_if_empty(output_dir: Path) -> None:

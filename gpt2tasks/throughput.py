@@ -50,6 +50,17 @@ class ThroughputMonitor(L.Callback):
         peak_tflops = cfg.get("throughput", {}).get("peak_tflops")
         return cls(peak_flops=peak_tflops * 1e12 if peak_tflops else None)
 
+    def state_dict(self) -> dict[str, list[list[float]]]:
+        # The sliding window travels with checkpoints, so a resumed run's rates cover the same last
+        # steps as the uninterrupted run's (plain floats: checkpoints load with weights_only=True).
+        return {"window": [[s.seconds, s.samples, float(s.tokens), s.padded, float(s.flops)] for s in self.window]}
+
+    def load_state_dict(self, state: dict[str, list[list[float]]]) -> None:
+        self.window.clear()
+        for seconds, samples, tokens, padded, flops in state.get("window", []):
+            self.window.append(StepCount(seconds, int(samples), tokens, int(padded), flops))
+        self._last_end = None  # the first step after the restart is timed from its own start
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A multi-task module's batches each run one task's head: count that head's FLOPs.
         heads = pl_module.tasks if hasattr(pl_module, "tasks") else {None: pl_module}

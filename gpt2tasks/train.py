@@ -6,17 +6,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from gpt2tasks import distributed, multitask, outputs
+from gpt2tasks import distributed, multitask, outputs, resume
 from gpt2tasks.build import absolute_data_paths, build_for_training, build_logger, build_trainer
 from gpt2tasks.config import validate_config
+from gpt2tasks.errors import UserError
 from gpt2tasks.throughput import ThroughputMonitor
 
 log = logging.getLogger("gpt2tasks")
@@ -33,49 +38,111 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     output_dir = Path(cfg.output_dir).absolute()
     # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.
     rank_zero = distributed.is_rank_zero()
-    if rank_zero:
-        resume_from = outputs.check_output_dir(output_dir, bool(cfg.overwrite), bool(cfg.resume))
-    else:
+    if not rank_zero:
         logging.getLogger("gpt2tasks").setLevel(logging.WARNING)  # rank 0 reports
-        resume_from = outputs.resume_checkpoint(output_dir) if cfg.resume else None
+    start_from, source = _start_checkpoint(cfg, output_dir, rank_zero)
 
     # Everything that can fail on bad input happens before the output directory is touched.
     datamodule, module, _ = build_for_training(cfg)
     log.info("task=%s (%s): %s", cfg.task.name, cfg.task.kind, datamodule.describe())
     log.info("model: %s", module.parameter_summary())
+    saved = resume.peek(start_from, source) if start_from is not None else {}
+    resume.check_compatible(saved, module, source)
 
-    checkpoint = ModelCheckpoint(dirpath=str(outputs.checkpoints_dir(output_dir)), filename="best",
-                                 monitor=cfg.task.monitor, mode=cfg.task.mode,
-                                 save_top_k=int(cfg.checkpoint.save_top_k), save_last=bool(cfg.checkpoint.save_last),
-                                 auto_insert_metric_name=False, enable_version_counter=False)
+    ckpt_dir = outputs.checkpoints_dir(output_dir)
+    best_checkpoint = resume.BestCheckpoint(
+        dirpath=str(ckpt_dir), filename="best", monitor=cfg.task.monitor, mode=cfg.task.mode,
+        save_top_k=int(cfg.checkpoint.save_top_k), save_last=False, save_on_train_epoch_end=False,
+        auto_insert_metric_name=False, enable_version_counter=False, resuming=bool(cfg.resume))
+    committed = False  # the new run has a checkpoint: from then on a failure leaves it resumable
+    kept: Path | None = None  # overwrite=true: the replaced run, until the new one has a checkpoint
+
+    def commit() -> None:
+        nonlocal committed, kept
+        committed = True
+        if rank_zero and kept is not None:
+            shutil.rmtree(kept, ignore_errors=True)
+            kept = None
+
+    run_callbacks = [ThroughputMonitor.from_config(cfg),  # samples/s, tokens/s, MFU (progress bar, logger)
+                     resume.ResumeExactly(), resume.ValidateAtEnd(), *callbacks, best_checkpoint]
+    if cfg.checkpoint.save_last:
+        run_callbacks.append(resume.LastCheckpoint(
+            ckpt_dir / "last.ckpt", every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
+            every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit))
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).
-    callbacks = [ThroughputMonitor.from_config(cfg), *callbacks]  # samples/s, tokens/s, MFU (progress bar, logger)
-    trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
+    trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=run_callbacks,
                             default_root_dir=str(output_dir))
+    resume.check_can_continue(saved, trainer, source,
+                              has_metrics=(output_dir / "metrics.json").exists() if cfg.resume else True)
 
     if rank_zero:
-        if resume_from is None:
-            outputs.clear_output_dir(output_dir)
+        if not cfg.resume:
+            kept = outputs.set_aside(output_dir)  # a new run (overwrite=true: the old one is kept aside)
+            if kept is not None and start_from is not None and start_from.is_relative_to(output_dir):
+                start_from = kept / start_from.relative_to(output_dir)  # ckpt_path= into the run replaced
         outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
     devices = trainer.world_size
     log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d (%s)",
              cfg.data.batch_size * devices * cfg.trainer.accumulate_grad_batches, cfg.data.batch_size,
              devices, cfg.trainer.accumulate_grad_batches, type(trainer.strategy).__name__)
-    with distributed.ranks_run(cfg):  # the other ranks (launched inside fit) run this cfg
-        # weights_only=True: Lightning would otherwise leave it to torch's default, which an environment
-        # variable can turn off; our checkpoints are plain data (see evaluation.load_checkpoint).
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
-                    weights_only=True)
-        # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
-        best = checkpoint.best_model_path or None
-        metrics = _evaluate(trainer, module, datamodule, best)
+    if start_from is not None:
+        log.info("continuing from %s", start_from)
+    # Lightning's warning assumes a mid-epoch resume restarts the epoch; ResumeExactly continues it.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    try:
+        with distributed.ranks_run(cfg):  # the other ranks (launched inside fit) run this cfg
+            # weights_only=True: Lightning would otherwise leave it to torch's default, which an
+            # environment variable can turn off; our checkpoints are plain data (evaluation.load_checkpoint).
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(start_from) if start_from else None,
+                        weights_only=True)
+            # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them
+            # (every run with validation has one: the last step validates).
+            best = best_checkpoint.best_model_path or None
+            metrics = _evaluate(trainer, module, datamodule, best)
+    except BaseException:
+        if rank_zero and not committed and not cfg.resume:
+            # Failed before its first checkpoint: nothing of it is worth keeping; the replaced run returns.
+            outputs.put_back(output_dir, kept)
+            outputs.remove_if_empty(output_dir)
+        raise
+    commit()
     if trainer.is_global_zero:
         outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
-        _report(output_dir, best, _headline(cfg, metrics))
+        _report(output_dir, best, _headline(cfg, metrics), trainer.global_step, cfg.task.monitor)
     return metrics
+
+
+def _start_checkpoint(cfg: DictConfig, output_dir: Path, rank_zero: bool) -> tuple[Path | None, str]:
+    """The checkpoint training starts from (None: from scratch), and how the user named it (errors).
+
+    `resume=true`: output_dir's checkpoints/last.ckpt. `ckpt_path=<file>`: that file, in a new
+    output_dir (or `overwrite=true`), or with `resume=true` continuing output_dir from it instead of
+    its last.ckpt (e.g. back to its best.ckpt)."""
+    given = cfg.get("ckpt_path")
+    if not given:
+        if rank_zero:
+            path = outputs.check_output_dir(output_dir, bool(cfg.overwrite), bool(cfg.resume))
+        else:
+            path = outputs.resume_checkpoint(output_dir) if cfg.resume else None
+        return path, f"resume=true ({path})"
+    path = Path(os.path.expanduser(str(given))).absolute()
+    source = f"ckpt_path={path}"
+    if not rank_zero and not path.exists() and path.is_relative_to(output_dir):
+        path = outputs.previous_dir(output_dir) / path.relative_to(output_dir)  # rank 0 set that run aside
+    if not path.exists():
+        raise UserError(f"{source} does not exist. Fix: give the path of a checkpoint written by `python -m "
+                        "gpt2tasks train` (<run>/checkpoints/last.ckpt, or best.ckpt).")
+    if rank_zero and cfg.resume and not (output_dir / "config.yaml").exists():
+        raise UserError(f"{source} with resume=true continues the run in output_dir={output_dir}, which holds "
+                        "no run. Fix: set output_dir to that run, or drop resume=true to start a new run "
+                        "from the checkpoint.")
+    if rank_zero and not cfg.resume:
+        outputs.check_output_dir(output_dir, bool(cfg.overwrite), resume=False)
+    return path, source
 
 
 def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> dict[str, float]:
@@ -95,16 +162,27 @@ def _headline(cfg: DictConfig, metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k.endswith("/mean") or k.split("/")[-1] == main.get(k.split("/")[0])}
 
 
-def _report(output_dir: Path, best: str | None, metrics: dict[str, float]) -> None:
-    # No best checkpoint when training stopped before its first validation (e.g. a small max_steps).
-    best = best or str(outputs.checkpoints_dir(output_dir) / "last.ckpt")
+def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final_step: int, monitor: str) -> None:
+    # Which weights metrics.json scores: the best checkpoint, or, in a run without validation
+    # (e.g. trainer.limit_val_batches=0), the final weights, which last.ckpt holds.
+    if best:
+        ckpt, why = best, f"best {monitor}, step {_saved_step(best)} of {final_step}"
+    else:
+        ckpt, why = str(outputs.checkpoints_dir(output_dir) / "last.ckpt"), f"last, step {final_step}: no validation ran"
     shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     print(f"\nDone. {shown}\n"
           f"  run:        {output_dir}\n"
           f"  config:     {output_dir / 'config.yaml'}\n"
-          f"  metrics:    {output_dir / 'metrics.json'}\n"
-          f"  checkpoint: {best}\n"
-          f"  re-evaluate: python -m gpt2tasks eval ckpt={best}")
+          f"  metrics:    {output_dir / 'metrics.json'} (from {Path(ckpt).name}: {why})\n"
+          f"  checkpoint: {ckpt}\n"
+          f"  re-evaluate: python -m gpt2tasks eval ckpt={ckpt}")
+
+
+def _saved_step(path: str) -> int | str:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:  # a DeepSpeed folder, or an unreadable file: the report still prints
+        return "?"
 
 
 def main() -> None:

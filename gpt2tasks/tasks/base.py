@@ -266,10 +266,8 @@ class TaskModule(L.LightningModule):
                                         if v.data_ptr() not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # (the RNG states are put back by gpt2tasks.resume.ResumeExactly when training continues)
         self.complete_state_dict(checkpoint)
-        rng = checkpoint.get("gpt2tasks", {}).get("rng")
-        if rng is not None and self.trainer.state.fn == "fit":
-            _set_rng_state(rng)
 
     def complete_state_dict(self, checkpoint: dict[str, Any]) -> None:
         """Put back the frozen base weights a lean checkpoint left out: this module was built from

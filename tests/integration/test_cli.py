@@ -65,5 +65,7 @@ def test_existing_run_is_refused_on_the_command_line(tmp_path):
     out.mkdir()
     (out / "config.yaml").write_text("seed: 1\n")
     done = run_cli("train", f"output_dir={out}")
-    assert done.returncode == 2 and "holds a previous run" in done.stderr
+    # a folder with a config but no checkpoint: nothing to resume, so only overwrite=true is offered
+    assert done.returncode == 2 and "holds a run that stopped before its first checkpoint" in done.stderr
+    assert "overwrite=true" in done.stderr and "resume=true" not in done.stderr
     assert (out / "config.yaml").read_text() == "seed: 1\n"

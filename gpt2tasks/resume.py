@@ -1,0 +1,326 @@
+"""Checkpoints a run can always be resumed from, exactly, at any step.
+
+- `LastCheckpoint` keeps `checkpoints/last.ckpt` the newest state: after every validation, every
+  `checkpoint.every_n_train_steps` steps / `checkpoint.every_n_minutes` minutes, at each epoch end
+  and at the end of training (then marked finished). Written atomically (a kill mid-write leaves the
+  previous file).
+- `ValidateAtEnd` makes the last step of training validate (Lightning does not when `max_steps`
+  ends training mid-epoch), so every run with validation has a best checkpoint.
+- `ResumeExactly` makes a resumed run continue where the checkpoint left it: the train batches of
+  the interrupted epoch that were already trained on are skipped (Lightning restores its loop
+  counters but restarts a plain DataLoader from the epoch's first batch), and the RNG states
+  (dropout) are put back just before training continues (after Lightning made its data iterator,
+  which draws from the global RNG).
+
+Why skipping works for any sampler: this project's train samplers are deterministic given
+(seed, epoch) (`set_epoch`), so the resumed epoch's batches are the interrupted epoch's batches, and
+the number already trained is Lightning's own count (`batch_progress.current.ready`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from torch.utils.data import BatchSampler, DataLoader
+
+from gpt2tasks.errors import UserError
+
+log = logging.getLogger("gpt2tasks")
+
+
+# ---- writing checkpoints -------------------------------------------------------------------------
+def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> None:
+    """trainer.save_checkpoint into a temporary name beside `path`, renamed onto it once complete."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.partial")
+    trainer.save_checkpoint(str(tmp), weights_only=weights_only)  # collective; rank 0 writes (a folder under DeepSpeed)
+    if trainer.is_global_zero:
+        if tmp.is_dir():  # DeepSpeed: folders cannot be renamed over each other
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    trainer.strategy.barrier("gpt2tasks.save_atomic")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint (best by task.monitor, saved after validation) writing atomically."""
+
+    def __init__(self, *args: Any, resuming: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.resuming = resuming
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # A new run started from a checkpoint (ckpt_path= without resume=true): its best starts anew
+        # among its own validations; Lightning would keep pointing at the other run's best file.
+        if self.resuming and state_dict.get("dirpath") == self.dirpath:
+            super().load_state_dict(state_dict)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        save_atomic(trainer, filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class LastCheckpoint(Checkpoint):
+    """checkpoints/last.ckpt, always the newest state (see the module docstring).
+
+    A `Checkpoint` subclass, so Lightning runs it after the other callbacks and after the best
+    checkpoint's ModelCheckpoint: the state it saves includes this validation's best score.
+    `on_first_save` runs once, after the first checkpoint of this process is on disk."""
+
+    def __init__(self, path: Path, every_n_train_steps: int | None = None, every_n_minutes: float | None = None,
+                 on_first_save: Callable[[], None] | None = None):
+        for key, value, kind in [("every_n_train_steps", every_n_train_steps, int),
+                                 ("every_n_minutes", every_n_minutes, (int, float))]:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
+                raise UserError(f"checkpoint.{key}={value!r} must be a positive "
+                                f"{'integer' if kind is int else 'number'}. Fix: e.g. checkpoint.{key}="
+                                f"{500 if kind is int else 30}, or null (the default) to save last.ckpt only "
+                                "at validations, epoch ends and the end of training.")
+        self.path = str(path)
+        self.every_n_train_steps = every_n_train_steps or 0
+        self.every_seconds = every_n_minutes * 60 if every_n_minutes else None
+        self.on_first_save = on_first_save
+        self._saved_step: int | None = None
+        self._saved_time = time.monotonic()
+        self._finished: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        # written into every checkpoint; "finished" only into the one saved at the end of training
+        return self._finished or {"finished": False}
+
+    def _save(self, trainer: L.Trainer) -> None:
+        save_atomic(trainer, self.path)
+        self._saved_step, self._saved_time = trainer.global_step, time.monotonic()
+        if self.on_first_save is not None:
+            first, self.on_first_save = self.on_first_save, None
+            first()
+
+    def _fitting(self, trainer: L.Trainer) -> bool:
+        return trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._saved_time = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self._fitting(trainer) or trainer.global_step == self._saved_step:
+            return  # also: the micro-batches of one accumulated step save once, after the step
+        due = bool(self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0)
+        if self.every_seconds is not None:
+            # every rank must agree (save_checkpoint is collective): rank 0's clock decides
+            due |= bool(trainer.strategy.broadcast(time.monotonic() - self._saved_time >= self.every_seconds))
+        # Not when a validation (which saves) or the epoch's end (which saves) comes right after this
+        # batch: a checkpoint taken there would make the resumed run skip that validation.
+        if due and not _is_last_batch(trainer) and not _validates_after_this_batch(trainer):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._fitting(trainer):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._fitting(trainer) and trainer.global_step != self._saved_step:
+            self._save(trainer)  # an epoch without validation (check_val_every_n_epoch > 1, no val set)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._fitting(trainer):
+            # `resume=true` on this run then says it is finished, unless a limit is raised
+            self._finished = {"finished": True, "max_steps": trainer.max_steps, "max_epochs": trainer.max_epochs}
+            self._save(trainer)
+            self._finished = None
+
+
+def _is_last_batch(trainer: L.Trainer) -> bool:
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
+def _validates_after_this_batch(trainer: L.Trainer) -> bool:
+    # Lightning's own decision, asked at on_train_batch_end (it is asked again, identically, right
+    # after this hook). Private API: pinned lightning 2.6.
+    loop = trainer.fit_loop
+    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+
+
+class ValidateAtEnd(Callback):
+    """The batch that ends training is followed by a validation, as at an epoch's end: Lightning
+    validates after a batch that sets `should_stop`. Without it a run cut by `trainer.max_steps`
+    before its first (or its last) validation would have no best checkpoint, or a stale one."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        steps_done = trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
+        epochs_done = (trainer.max_epochs is not None and trainer.max_epochs >= 0
+                       and trainer.current_epoch + 1 >= trainer.max_epochs and _is_last_batch(trainer))
+        if not (steps_done or epochs_done) or trainer.should_stop:
+            return
+        trainer.should_stop = True  # training ends after this batch anyway
+        every = trainer.check_val_every_n_epoch
+        if every and (trainer.current_epoch + 1) % every:
+            trainer.check_val_every_n_epoch = 1  # the last epoch validates too
+
+
+# ---- resuming ------------------------------------------------------------------------------------
+class ContinueEpoch(BatchSampler):
+    """A train batch sampler that starts an epoch at its first batch not yet trained on.
+
+    `position()` gives (epoch, batches of that epoch already done); it is read when the epoch's
+    iteration starts, which is after Lightning restored (or reset) its loop counters."""
+
+    def __init__(self, inner, position: Callable[[], tuple[int, int]]):
+        self.inner = inner
+        self.sampler = getattr(inner, "sampler", inner)  # where Lightning calls set_epoch
+        self.position = position
+
+    def __iter__(self) -> Iterator:
+        epoch, done = self.position()
+        if done and hasattr(self.sampler, "set_epoch"):
+            # With DataLoader workers the first indices are drawn when the iterator is made, which on
+            # resume is before Lightning's set_epoch: set it here (same value Lightning sets).
+            self.sampler.set_epoch(epoch)
+        yield from itertools.islice(self.inner, done, None)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def continue_epochs(loader: DataLoader, position: Callable[[], tuple[int, int]]) -> DataLoader:
+    """The same DataLoader with its batch sampler wrapped in ContinueEpoch."""
+    if type(loader) is not DataLoader or loader.batch_sampler is None:
+        log.warning("The train DataLoader (%s) cannot skip batches: a run resumed mid-epoch restarts that "
+                    "epoch's batches.", type(loader).__name__)
+        return loader
+    extra = {"prefetch_factor": loader.prefetch_factor} if loader.num_workers else {}
+    return DataLoader(loader.dataset, batch_sampler=ContinueEpoch(loader.batch_sampler, position),
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+                      multiprocessing_context=loader.multiprocessing_context, generator=loader.generator,
+                      persistent_workers=loader.persistent_workers, pin_memory_device=loader.pin_memory_device,
+                      in_order=loader.in_order, **extra)
+
+
+class ResumeExactly(Callback):
+    """Train batches continue at the checkpoint's position; RNG states restored when training resumes."""
+
+    def __init__(self):
+        self._rng: dict | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if stage != "fit" or datamodule is None or getattr(datamodule, "_continues_epochs", False):
+            return
+        make = datamodule.train_dataloader
+
+        def position() -> tuple[int, int]:
+            loop = trainer.fit_loop
+            return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.ready
+
+        datamodule.train_dataloader = lambda: continue_epochs(make(), position)
+        datamodule._continues_epochs = True
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == "fit":
+            self._rng = checkpoint.get("gpt2tasks", {}).get("rng")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Here, not when the checkpoint loads: Lightning has made the train iterator since (which
+        # draws a seed from the global RNG); the uninterrupted run made its own before the checkpoint.
+        if self._rng is not None:
+            from gpt2tasks.tasks.base import _set_rng_state
+
+            _set_rng_state(self._rng)
+            self._rng = None
+
+
+# ---- what a checkpoint says before it is loaded -------------------------------------------------------
+def peek(path: Path, source: str) -> dict[str, Any]:
+    """A training checkpoint's contents without loading tensors into memory (mmap). `source` says
+    which key pointed at it (e.g. "ckpt_path=..."), for errors."""
+    if path.is_dir():  # a DeepSpeed checkpoint folder: nothing cheap to read; Lightning checks it
+        return {}
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # not a zip, truncated, an unsafe pickle, ...
+        raise UserError(f"{source} cannot be read as a training checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''}). Fix: use a .ckpt file written "
+                        "by `python -m gpt2tasks train` (checkpoints/last.ckpt or best.ckpt).") from None
+    if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "loops" not in ckpt:
+        raise UserError(f"{source} is not a gpt2tasks training checkpoint (no training state in it: an "
+                        "exported model or a weights-only file cannot resume training). Fix: use "
+                        "checkpoints/last.ckpt or best.ckpt of a `python -m gpt2tasks train` run.")
+    return ckpt
+
+
+def finished_limits(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The training limits a checkpoint written at the end of training (by LastCheckpoint) stopped
+    under, or None when it was written during training."""
+    for name, state in ckpt.get("callbacks", {}).items():
+        if name.startswith("LastCheckpoint") and isinstance(state, dict) and state.get("finished"):
+            return state
+    return None
+
+
+def check_can_continue(ckpt: dict[str, Any], trainer: L.Trainer, source: str, has_metrics: bool) -> None:
+    """Refuse to resume a finished run unless a limit was raised: it would train no further (or, if
+    it stopped early, stop again) and only rewrite metrics.json. A finished run without metrics.json
+    (it failed while evaluating) is let through: fit does nothing and the final evaluation runs."""
+    limits = finished_limits(ckpt) if ckpt else None
+    if limits is None or not has_metrics:
+        return
+    step, epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
+    steps_left = trainer.max_steps is None or trainer.max_steps < 0 or trainer.max_steps > step
+    epochs_left = trainer.max_epochs is None or trainer.max_epochs < 0 or trainer.max_epochs > epoch
+    raised = (trainer.max_steps, trainer.max_epochs) != (limits.get("max_steps"), limits.get("max_epochs"))
+    if steps_left and epochs_left and raised:
+        return
+    raise UserError(f"{source} is the end of a finished run (epoch {epoch}, step {step}, under trainer.max_epochs="
+                    f"{limits.get('max_epochs')} trainer.max_steps={limits.get('max_steps')}): there is nothing to "
+                    "continue. Fix: raise trainer.max_epochs or trainer.max_steps to train further from it, or "
+                    "use overwrite=true (without resume=true) to train the run again from scratch.")
+
+
+def check_compatible(ckpt: dict[str, Any], module, source: str) -> None:
+    """Refuse a checkpoint of another task, label set or model before fit starts (Lightning would
+    fail deep inside with a list of state_dict keys)."""
+    if not ckpt:
+        return
+    saved, ours = ckpt["gpt2tasks"], module.run_info
+    problems = []
+    for what, theirs, mine in [("task kind", saved.get("kind"), ours.get("kind")),
+                               ("labels", _labels(saved), _labels(ours))]:
+        if theirs != mine:
+            problems.append(f"its {what} {theirs} differ from this run's {mine}")
+    state = ckpt["state_dict"]
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    frozen_left_out = bool(saved.get("frozen_base_from"))
+    missing = [k for k in expected if k not in state and not frozen_left_out]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in state if k in expected and tuple(state[k].shape) != expected[k]]
+    if missing or unexpected or wrong:
+        shown = ", ".join((wrong + unexpected + missing)[:3])
+        problems.append(f"its weights do not fit this run's model ({len(wrong)} of another shape, "
+                        f"{len(unexpected)} unknown, {len(missing)} missing; e.g. {shown})")
+    if problems:
+        raise UserError(f"{source} cannot resume this run: {'; '.join(problems)}. Fix: use the same "
+                        "task, labels, model and peft settings as the run that wrote it (its config.yaml), "
+                        "or to start from its weights with another setup, export it and set "
+                        "model.name_or_path=<exported folder>.")
+
+
+def _labels(info: dict) -> Any:
+    if "tasks" in info:  # multi-task: each task's kind and label space
+        return {name: (t.get("kind"), t.get("label_space")) for name, t in info["tasks"].items()}
+    return info.get("label_space")
