@@ -421,12 +421,14 @@ def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | 
         if close:
             meant = f"{parent}.{close[0]}" if parent else close[0]
         else:  # the right name in the wrong block, e.g. trainer.lr for optim.lr
-            meant = next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items()) if key in keys), None)
+            meant = next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items())
+                          if key in keys and p != parent), None)
         if meant:
             meant = ".".join([meant, *parts[depth + 1:]])
             return f"{path}: no such key (did you mean {meant}?)", meant
         listed = ", ".join(sorted(valid)[:40])
-        return f"{path}: no such key{f' in {parent}' if parent else ''} (its keys: {listed})", None
+        block = f"a {kind} task" if parent == "task" and kind else parent
+        return f"{path}: no such key{f' in {block}' if block else ''} (its keys: {listed})", None
     return None
 
 
