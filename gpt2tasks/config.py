@@ -76,6 +76,10 @@ def task_problems(cfg: DictConfig) -> list[str]:
 
         problems += KINDS[task.kind].module.check_options(eval_options(cfg))
     need(task.mode in ("min", "max"), f"task.mode={task.mode!r} must be min or max.")
+    need(OmegaConf.is_list(task.metrics), f"task.metrics={task.metrics!r} must be a list. Fix: e.g. task.metrics=[accuracy].")
+    need(task.label_names is None or OmegaConf.is_list(task.label_names),
+         f"task.label_names={task.label_names!r} must be a list of class names or null. Fix: e.g. "
+         "task.label_names=[negative,positive].")
     monitor = str(task.monitor)
     need("/" in monitor, f"task.monitor={monitor!r} must look like '<eval set>/<metric>', e.g. val/accuracy.")
     if "/" in monitor:
@@ -103,8 +107,19 @@ def task_problems(cfg: DictConfig) -> list[str]:
     need(data.eval_batch_size is None or (_is_int(data.eval_batch_size) and data.eval_batch_size >= 1),
          f"data.eval_batch_size={data.eval_batch_size!r} must be a positive integer or null.")
     need(_is_int(data.num_workers) and data.num_workers >= 0, "data.num_workers must be >= 0.")
-    need(data.validation_fraction is None or 0 < data.validation_fraction < 1,
+    need(data.validation_fraction is None or (_is_number(data.validation_fraction) and 0 < data.validation_fraction < 1),
          f"data.validation_fraction={data.validation_fraction!r} must be between 0 and 1.")
+    from gpt2tasks.datamodules.base import DataSpec
+
+    checked = ("batch_size", "max_length", "eval_batch_size", "num_workers", "validation_fraction", "block_size")
+    typed = typed_problems(cfg, "data", DataSpec)
+    problems += [p for p in typed if p.split("=")[0].removeprefix("data.") not in checked]  # those: above
+    if not typed:  # ranges of the values that have the right type
+        for key in ("max_train_samples", "max_eval_samples", "pad_to_multiple_of"):
+            need(data[key] is None or data[key] >= 1, f"data.{key}={data[key]!r} must be a positive integer or null "
+                                                      f"(null: {'no padding multiple' if key.startswith('pad') else 'every row'}).")
+        need(0 <= data.max_bad_answer_fraction <= 1,
+             f"data.max_bad_answer_fraction={data.max_bad_answer_fraction} must be a fraction in [0, 1].")
     for key in ("train_file", "validation_file", "test_file"):
         path = data[key]
         if path and not os.path.isfile(os.path.expanduser(str(path))):
@@ -135,6 +150,37 @@ def run_problems(cfg: DictConfig) -> list[str]:
     need(optim.scheduler in SCHEDULERS, f"optim.scheduler={optim.scheduler!r} is not one of {SCHEDULERS}.")
     need(optim.max_grad_norm is None or (_is_number(optim.max_grad_norm) and optim.max_grad_norm > 0),
          "optim.max_grad_norm must be positive or null (no clipping).")
+    from gpt2tasks.tasks.base import OptimSpec
+
+    typed = typed_problems(cfg, "optim", OptimSpec)
+    problems += [p for p in typed if p.split("=")[0] in ("optim.betas", "optim.eps", "optim.fused")]  # others: above
+    if not typed:
+        need(all(0 <= b < 1 for b in optim.betas), f"optim.betas={list(optim.betas)} must both be in [0, 1). "
+                                                   "Fix: e.g. optim.betas=[0.9,0.999].")
+        need(optim.eps > 0, f"optim.eps={optim.eps} must be positive. Fix: e.g. optim.eps=1e-8.")
+    from gpt2tasks.backbone import ModelSpec
+
+    problems += typed_problems(cfg, "model", ModelSpec)
+    need(_is_int(cfg.seed), f"seed={cfg.seed!r} must be an integer. Fix: e.g. seed=42.")
+    for key in ("overwrite", "resume"):
+        need(isinstance(cfg[key], bool), f"{key}={cfg[key]!r} must be true or false.")
+    need(bool(str(cfg.output_dir or "").strip()), "output_dir is empty. Fix: output_dir=<folder for this run>, "
+                                                  "or leave it out (outputs/<task>/<time>).")
+    if cfg.overwrite is True and str(cfg.output_dir or "").strip():
+        here, out = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser(str(cfg.output_dir)))
+        need(not (here == out or here.startswith(out.rstrip(os.sep) + os.sep) or out == os.path.expanduser("~")),
+             f"output_dir={cfg.output_dir} is the current directory, one that holds it, or the home folder: "
+             "overwrite=true would delete everything in it. Fix: output_dir=<a folder of its own>.")
+    checkpoint = cfg.get("checkpoint") or {}
+    if "save_top_k" in checkpoint:
+        need(_is_int(checkpoint.save_top_k) and checkpoint.save_top_k >= -1,
+             f"checkpoint.save_top_k={checkpoint.save_top_k!r} must be an integer >= -1 (-1: keep all, 0: none).")
+    for key, value in checkpoint.items():
+        if isinstance(_defaults()["checkpoint"].get(key), bool):
+            need(isinstance(value, bool), f"checkpoint.{key}={value!r} must be true or false.")
+    peak = (cfg.get("throughput") or {}).get("peak_tflops")
+    need(peak is None or (_is_number(peak) and peak > 0),
+         f"throughput.peak_tflops={peak!r} must be a positive number of TFLOP/s or null.")
 
     problems += trainer_problems(trainer)
     if cfg.get("peft") is not None:
@@ -196,6 +242,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, str)
     if origin is list:
         return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is tuple:  # a config holds a list: tuple[float, float] is a list of two numbers
+        return isinstance(value, list) and len(value) == len(args) and all(map(_fits, value, args))
     if origin is dict:
         return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
     if isinstance(hint, type) and hint is not Any:
@@ -215,9 +263,31 @@ def _describe(hint: Any) -> str:
         return names[hint]
     if origin is list:
         return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin is tuple:
+        return f"a list of {len(args)} {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
     if origin is dict:
         return "a mapping"
     return ""
+
+
+def typed_problems(cfg: DictConfig, section: str, spec_class: type) -> list[str]:
+    """Values of `section.*` whose type is not the one the typed spec that reads them declares
+    (DataSpec, OptimSpec, ...): 'maybe' for a bool, 'abc' for a number, a string for a list."""
+    hints = typing.get_type_hints(spec_class)
+    values = OmegaConf.to_container(cfg[section], resolve=True)
+    return [f"{section}.{key}={value!r} must be {_describe(hints[key])}. Fix: e.g. {section}.{key}="
+            f"{_example_value(getattr(spec_class(), key))}."
+            for key, value in values.items() if key in hints and not _fits(value, hints[key])]
+
+
+def _example_value(default: Any) -> str:
+    if isinstance(default, bool):
+        return str(default).lower()
+    if default is None:
+        return "null"
+    if isinstance(default, (list, tuple)):
+        return "[" + ",".join(map(str, default)) + "]"
+    return str(default)
 
 
 def trainer_problems(trainer: DictConfig) -> list[str]:
@@ -394,13 +464,17 @@ def _keys_at(path: str, kind: str | None = None) -> set[str]:
 
 
 @functools.cache
-def _root_task_keys() -> frozenset[str]:
+def _defaults() -> dict:
+    """conf/config.yaml as written."""
     import yaml
 
     from gpt2tasks.resources import CONF_DIR
 
-    root = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
-    return frozenset(root["task"]) | {"name", "kind"}
+    return yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+
+
+def _root_task_keys() -> frozenset[str]:
+    return frozenset(_defaults()["task"]) | {"name", "kind"}
 
 
 def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | None:
