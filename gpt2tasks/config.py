@@ -1,17 +1,34 @@
 """Check a composed config before any work: gather every problem, raise one error naming each key.
 
-Only checks that need neither data nor model live here; problems found while loading them (missing
-columns, unknown labels, a Hub model offline) are raised where they are found, also as UserError.
+Only checks that need neither data nor model live here (plus `check_epoch_length`, which needs the
+number of training batches); problems found while loading them (missing columns, unknown labels, a
+Hub model offline) are raised where they are found, also as UserError.
+
+Keys: every key a user sets must be one that something reads. Hydra refuses an unknown key with
+the advice to add `+`, and with `+` the key is then silently ignored; so the command line is checked
+before Hydra composes it (`check_overrides`), and the composed config again (`validate_config`),
+against the keys of the shipped config files (conf/**.yaml: a key added to a file is known at
+once) plus lightning.Trainer's keywords under `trainer.`, and an unknown key names the closest one.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import os
+import typing
+from collections import defaultdict
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks.errors import UserError
 
+# Below this many tokens an input is cut to a word or two: data.max_length=1 would train on one
+# token per text. (QA windows need room for the question too: checked in datamodules/qa.py; LM uses
+# data.block_size instead.)
+MIN_MAX_LENGTH = {"seq_cls": 8, "token_cls": 8, "mc": 8}
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
 _PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
@@ -27,10 +44,11 @@ def validate_config(cfg: DictConfig) -> None:
     keys once, then each task's own blocks, named tasks.<name>.*)."""
     from gpt2tasks import multitask
 
+    problems = key_problems(cfg)
     if multitask.is_multitask(cfg):
-        problems = multitask.check(cfg, task_problems) + run_problems(cfg)
+        problems += multitask.check(cfg, task_problems) + run_problems(cfg)
     else:
-        problems = task_problems(cfg) + run_problems(cfg)
+        problems += task_problems(cfg) + run_problems(cfg)
     if problems:
         if len(problems) == 1:
             raise UserError(problems[0])
@@ -58,6 +76,10 @@ def task_problems(cfg: DictConfig) -> list[str]:
 
         problems += KINDS[task.kind].module.check_options(eval_options(cfg))
     need(task.mode in ("min", "max"), f"task.mode={task.mode!r} must be min or max.")
+    need(OmegaConf.is_list(task.metrics), f"task.metrics={task.metrics!r} must be a list. Fix: e.g. task.metrics=[accuracy].")
+    need(task.label_names is None or OmegaConf.is_list(task.label_names),
+         f"task.label_names={task.label_names!r} must be a list of class names or null. Fix: e.g. "
+         "task.label_names=[negative,positive].")
     monitor = str(task.monitor)
     need("/" in monitor, f"task.monitor={monitor!r} must look like '<eval set>/<metric>', e.g. val/accuracy.")
     if "/" in monitor:
@@ -77,11 +99,27 @@ def task_problems(cfg: DictConfig) -> list[str]:
              f"data.block_size={data.block_size!r} must be an integer >= 2 (tokens per row). Fix: e.g. data.block_size=128.")
     for key in ("batch_size", "max_length"):
         need(_is_int(data[key]) and data[key] >= 1, f"data.{key}={data[key]!r} must be a positive integer.")
+    if task.kind in MIN_MAX_LENGTH and _is_int(data.max_length) and data.max_length >= 1:
+        need(data.max_length >= MIN_MAX_LENGTH[task.kind],
+             f"data.max_length={data.max_length} would cut every input to a few tokens (a {task.kind} input "
+             f"needs at least {MIN_MAX_LENGTH[task.kind]}). Fix: e.g. data.max_length=128 (the longest inputs in "
+             "tokens, up to the model's 1024).")
     need(data.eval_batch_size is None or (_is_int(data.eval_batch_size) and data.eval_batch_size >= 1),
          f"data.eval_batch_size={data.eval_batch_size!r} must be a positive integer or null.")
     need(_is_int(data.num_workers) and data.num_workers >= 0, "data.num_workers must be >= 0.")
-    need(data.validation_fraction is None or 0 < data.validation_fraction < 1,
+    need(data.validation_fraction is None or (_is_number(data.validation_fraction) and 0 < data.validation_fraction < 1),
          f"data.validation_fraction={data.validation_fraction!r} must be between 0 and 1.")
+    from gpt2tasks.datamodules.base import DataSpec
+
+    checked = ("batch_size", "max_length", "eval_batch_size", "num_workers", "validation_fraction", "block_size")
+    typed = typed_problems(cfg, "data", DataSpec)
+    problems += [p for p in typed if p.split("=")[0].removeprefix("data.") not in checked]  # those: above
+    if not typed:  # ranges of the values that have the right type
+        for key in ("max_train_samples", "max_eval_samples", "pad_to_multiple_of"):
+            need(data[key] is None or data[key] >= 1, f"data.{key}={data[key]!r} must be a positive integer or null "
+                                                      f"(null: {'no padding multiple' if key.startswith('pad') else 'every row'}).")
+        need(0 <= data.max_bad_answer_fraction <= 1,
+             f"data.max_bad_answer_fraction={data.max_bad_answer_fraction} must be a fraction in [0, 1].")
     for key in ("train_file", "validation_file", "test_file"):
         path = data[key]
         if path and not os.path.isfile(os.path.expanduser(str(path))):
@@ -112,11 +150,39 @@ def run_problems(cfg: DictConfig) -> list[str]:
     need(optim.scheduler in SCHEDULERS, f"optim.scheduler={optim.scheduler!r} is not one of {SCHEDULERS}.")
     need(optim.max_grad_norm is None or (_is_number(optim.max_grad_norm) and optim.max_grad_norm > 0),
          "optim.max_grad_norm must be positive or null (no clipping).")
+    from gpt2tasks.tasks.base import OptimSpec
 
-    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
-    need((max_steps is not None and max_steps > 0) or (max_epochs is not None and max_epochs > 0),
-         "trainer.max_epochs and trainer.max_steps are both unset/non-positive: training would never stop "
-         "or never start. Fix: trainer.max_epochs=3 or trainer.max_steps=1000.")
+    typed = typed_problems(cfg, "optim", OptimSpec)
+    problems += [p for p in typed if p.split("=")[0] in ("optim.betas", "optim.eps", "optim.fused")]  # others: above
+    if not typed:
+        need(all(0 <= b < 1 for b in optim.betas), f"optim.betas={list(optim.betas)} must both be in [0, 1). "
+                                                   "Fix: e.g. optim.betas=[0.9,0.999].")
+        need(optim.eps > 0, f"optim.eps={optim.eps} must be positive. Fix: e.g. optim.eps=1e-8.")
+    from gpt2tasks.backbone import ModelSpec
+
+    problems += typed_problems(cfg, "model", ModelSpec)
+    need(_is_int(cfg.seed), f"seed={cfg.seed!r} must be an integer. Fix: e.g. seed=42.")
+    for key in ("overwrite", "resume"):
+        need(isinstance(cfg[key], bool), f"{key}={cfg[key]!r} must be true or false.")
+    need(bool(str(cfg.output_dir or "").strip()), "output_dir is empty. Fix: output_dir=<folder for this run>, "
+                                                  "or leave it out (outputs/<task>/<time>).")
+    if cfg.overwrite is True and str(cfg.output_dir or "").strip():
+        here, out = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser(str(cfg.output_dir)))
+        need(not (here == out or here.startswith(out.rstrip(os.sep) + os.sep) or out == os.path.expanduser("~")),
+             f"output_dir={cfg.output_dir} is the current directory, one that holds it, or the home folder: "
+             "overwrite=true would delete everything in it. Fix: output_dir=<a folder of its own>.")
+    checkpoint = cfg.get("checkpoint") or {}
+    if "save_top_k" in checkpoint:
+        need(_is_int(checkpoint.save_top_k) and checkpoint.save_top_k >= -1,
+             f"checkpoint.save_top_k={checkpoint.save_top_k!r} must be an integer >= -1 (-1: keep all, 0: none).")
+    for key, value in checkpoint.items():
+        if isinstance(_defaults()["checkpoint"].get(key), bool):
+            need(isinstance(value, bool), f"checkpoint.{key}={value!r} must be true or false.")
+    peak = (cfg.get("throughput") or {}).get("peak_tflops")
+    need(peak is None or (_is_number(peak) and peak > 0),
+         f"throughput.peak_tflops={peak!r} must be a positive number of TFLOP/s or null.")
+
+    problems += trainer_problems(trainer)
     if cfg.get("peft") is not None:
         from gpt2tasks.build import lora_spec
         from gpt2tasks.lora import check_spec
@@ -133,3 +199,367 @@ def _is_int(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ---- trainer.* values ---------------------------------------------------------------------------------
+# Trainer keywords gpt2tasks sets itself, so a trainer.* value would be ignored: what to use instead.
+OWNED_TRAINER_KEYS = {
+    "precision": "precision=<32-true|bf16-mixed|bf16-true|16-mixed> (a top-level key)",
+    "logger": "logger=csv|tensorboard|wandb|none",
+    "default_root_dir": "output_dir=<folder>",
+    "enable_checkpointing": "checkpoint.save_top_k / checkpoint.save_last",
+    "use_distributed_sampler": "nothing: gpt2tasks shards its length-grouped batches by rank itself",
+    "callbacks": "nothing: callbacks are Python objects (pass them to gpt2tasks.train.train(cfg, callbacks))",
+    "plugins": "nothing: plugins are Python objects",
+}
+
+
+@functools.cache
+def trainer_keywords() -> dict[str, Any]:
+    """lightning.Trainer's keyword arguments -> their type hints."""
+    import lightning as L
+
+    hints = typing.get_type_hints(L.Trainer.__init__)
+    return {name: hints.get(name, Any) for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a config value (None, bool, int, float, str, list, dict) is of type `hint`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and type(hint).__name__ == "UnionType"):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return _is_number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is tuple:  # a config holds a list: tuple[float, float] is a list of two numbers
+        return isinstance(value, list) and len(value) == len(args) and all(map(_fits, value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
+    if isinstance(hint, type) and hint is not Any:
+        return isinstance(value, hint)  # an object type (Accelerator, timedelta): never a config value
+    return True  # a hint this check does not model: Lightning decides
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and type(hint).__name__ == "UnionType"):
+        parts = [_describe(a) for a in args]
+        return " or ".join(dict.fromkeys(p for p in parts if p))  # object types say nothing: left out
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in args)
+    names = {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin is tuple:
+        return f"a list of {len(args)} {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin is dict:
+        return "a mapping"
+    return ""
+
+
+def typed_problems(cfg: DictConfig, section: str, spec_class: type) -> list[str]:
+    """Values of `section.*` whose type is not the one the typed spec that reads them declares
+    (DataSpec, OptimSpec, ...): 'maybe' for a bool, 'abc' for a number, a string for a list."""
+    hints = typing.get_type_hints(spec_class)
+    values = OmegaConf.to_container(cfg[section], resolve=True)
+    return [f"{section}.{key}={value!r} must be {_describe(hints[key])}. Fix: e.g. {section}.{key}="
+            f"{_example_value(getattr(spec_class(), key))}."
+            for key, value in values.items() if key in hints and not _fits(value, hints[key])]
+
+
+def _example_value(default: Any) -> str:
+    if isinstance(default, bool):
+        return str(default).lower()
+    if default is None:
+        return "null"
+    if isinstance(default, (list, tuple)):
+        return "[" + ",".join(map(str, default)) + "]"
+    return str(default)
+
+
+def trainer_problems(trainer: DictConfig) -> list[str]:
+    """trainer.* values: of the type lightning.Trainer takes and in its range, checked here so that
+    a bad value stops the run before anything is written (Lightning itself would fail mid-setup, or
+    divide by zero, e.g. accumulate_grad_batches=0)."""
+    from gpt2tasks.strategies import OPTION_KEYS
+
+    problems = Problems()
+    need = problems.need
+    values = OmegaConf.to_container(trainer, resolve=True)
+    hints = trainer_keywords()
+    typed = {}  # the values of the right type: the range checks below look only at these
+    for key, value in values.items():
+        if key in OWNED_TRAINER_KEYS:
+            problems.append(f"trainer.{key} is set by gpt2tasks, so trainer.{key}={value!r} would be ignored. "
+                            f"Fix: remove it; use {OWNED_TRAINER_KEYS[key]}.")
+        elif key in hints and key not in OPTION_KEYS:
+            if _fits(value, hints[key]):
+                typed[key] = value
+            else:
+                problems.append(f"trainer.{key}={value!r} must be {_describe(hints[key])} (lightning.Trainer's "
+                                f"{key} argument). Fix: e.g. trainer.{key}={_example(key, hints[key])}.")
+
+    def positive(key: str, allow_none: bool = False, at_least: int = 1, note: str = "") -> None:
+        if key not in typed or (allow_none and typed[key] is None):
+            return
+        need(typed[key] is not None and typed[key] >= at_least,
+             f"trainer.{key}={typed[key]!r} must be an integer >= {at_least}{' or null' if allow_none else ''}"
+             f"{note}. Fix: e.g. trainer.{key}={max(at_least, 1)}.")
+
+    positive("accumulate_grad_batches", note=" (batches per optimizer step)")
+    positive("num_nodes")
+    positive("log_every_n_steps", allow_none=True)
+    positive("check_val_every_n_epoch", allow_none=True,
+             note=" (null: validate every trainer.val_check_interval batches, counted across epochs)")
+    positive("num_sanity_val_steps", allow_none=True, at_least=-1, note=" (-1: the whole validation set)")
+    positive("min_epochs", allow_none=True, at_least=0)
+    positive("min_steps", allow_none=True, at_least=0)
+    positive("reload_dataloaders_every_n_epochs", at_least=0)
+    max_epochs, max_steps = typed.get("max_epochs", trainer.get("max_epochs")), typed.get("max_steps", -1)
+    if "max_epochs" in typed and max_epochs is not None:
+        need(max_epochs >= -1, f"trainer.max_epochs={max_epochs} must be a positive integer (-1: no limit, with "
+                               "trainer.max_steps). Fix: e.g. trainer.max_epochs=3.")
+    if "max_steps" in typed:
+        need(max_steps == -1 or max_steps >= 1, f"trainer.max_steps={max_steps} must be a positive integer or -1 "
+                                                "(no limit: trainer.max_epochs decides). Fix: e.g. trainer.max_steps=1000.")
+    if "max_epochs" not in values or "max_epochs" in typed:
+        need((_is_int(max_steps) and max_steps > 0) or (_is_int(max_epochs) and max_epochs > 0),
+             "trainer.max_epochs and trainer.max_steps are both unset/non-positive: training would never stop "
+             "or never start. Fix: trainer.max_epochs=3 or trainer.max_steps=1000.")
+    devices = typed.get("devices")
+    if devices is not None:
+        ok = (devices == -1 or devices >= 1) if _is_int(devices) else (
+            all(_is_int(d) and d >= 0 for d in devices) and len(devices) > 0 if isinstance(devices, list)
+            else devices == "auto" or devices.strip() == "-1" or _device_list(devices))
+        need(ok, f"trainer.devices={devices!r} is not a number of devices. Fix: trainer.devices=1 (or N >= 1, -1 / "
+                 "auto for every device, or device indices such as [0,1] or \"0,1\").")
+    for key in ("gradient_clip_val", "overfit_batches"):
+        if typed.get(key) is not None:
+            need(typed[key] >= 0, f"trainer.{key}={typed[key]} must be >= 0. Fix: e.g. trainer.{key}=0.")
+    if typed.get("gradient_clip_algorithm") is not None:
+        need(typed["gradient_clip_algorithm"] in ("norm", "value"),
+             f"trainer.gradient_clip_algorithm={typed['gradient_clip_algorithm']!r} must be norm or value.")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"):
+        limit = typed.get(key)
+        if limit is None:
+            continue
+        # 0 batches: nothing trained, or no validation (so no best checkpoint and no metrics)
+        ok = (limit >= 1) if _is_int(limit) else 0 < limit <= 1
+        need(ok, f"trainer.{key}={limit!r} must be a number of batches >= 1 or a fraction of them in (0, 1]. "
+                 f"Fix: e.g. trainer.{key}=0.25 or trainer.{key}=100, or remove it (null: all batches).")
+    interval = typed.get("val_check_interval")
+    if _is_number(interval):
+        ok = (interval >= 1) if _is_int(interval) else 0 < interval <= 1
+        need(ok, f"trainer.val_check_interval={interval!r} must be a number of training batches >= 1 or a fraction "
+                 "of an epoch in (0, 1]. Fix: e.g. trainer.val_check_interval=0.5 (twice an epoch) or 100.")
+    fast = typed.get("fast_dev_run")
+    if _is_int(fast):
+        need(fast >= 0, f"trainer.fast_dev_run={fast} must be true/false or a number of batches >= 0.")
+    return problems
+
+
+def _device_list(text: str) -> bool:
+    """ "0,1" or "0," (Lightning's device indices) or "2" (a count)."""
+    items = [t.strip() for t in text.split(",")]
+    return any(items) and all(t.isdigit() for t in items if t) and (len(items) > 1 or int(items[0]) >= 1)
+
+
+def _example(key: str, hint: Any) -> str:
+    defaults = {"max_epochs": 3, "max_steps": 1000, "devices": 1, "accumulate_grad_batches": 4,
+                "val_check_interval": 0.5, "gradient_clip_val": 1.0, "deterministic": "true"}
+    if key in defaults:
+        return str(defaults[key])
+    if _fits(True, hint) and not _fits(1, hint):
+        return "true"
+    return "1" if _fits(1, hint) else "<value>"
+
+
+def check_epoch_length(cfg: DictConfig, trainer, datamodule) -> None:
+    """trainer.val_check_interval given in batches must fit in one epoch's training batches (as
+    Lightning counts them on this rank, after trainer.limit_train_batches); Lightning would refuse
+    it only once fit has started. Needs the datamodule set up and the Trainer built."""
+    interval = trainer.val_check_interval
+    if not _is_int(interval) or trainer.check_val_every_n_epoch is None:
+        return
+    datamodule.trainer = trainer  # the batches this rank gets (Lightning sets it again in fit)
+    batches = len(datamodule.train_dataloader())
+    limit = trainer.limit_train_batches
+    batches = min(batches, limit) if _is_int(limit) else int(batches * limit)
+    if interval > batches:
+        per = f" on each of {trainer.world_size} devices" if trainer.world_size > 1 else ""
+        raise UserError(f"trainer.val_check_interval={interval} is more than the {batches} training batches of an "
+                        f"epoch{per} (data.batch_size={cfg.data.batch_size}), so Lightning would refuse it once "
+                        f"training started. Fix: trainer.val_check_interval={batches} or less, a fraction of an "
+                        "epoch (e.g. 0.5), or trainer.check_val_every_n_epoch=null to count batches across epochs.")
+
+
+# ---- keys ---------------------------------------------------------------------------------------------
+# Blocks whose keys are the user's own (task names, GPT2Config fields, strategy keywords): not checked.
+FREE_FORM = ("hydra", "tasks", "data.extra_validation", "model.config_overrides", "trainer.ddp", "trainer.fsdp",
+             "trainer.deepspeed", "multitask.loss_weights", "multitask.monitor_weights")
+
+
+def _free(path: str) -> bool:
+    return any(path == f or path.startswith(f + ".") for f in FREE_FORM)
+
+
+@functools.cache
+def known_keys() -> dict[str, frozenset[str]]:
+    """Config path ("" for the top level, "data", "model.arch", ...) -> the keys the shipped config
+    files give it (conf/config.yaml, and every option of every group under its group's name, or
+    at the top level for `@package _global_` files such as the task presets)."""
+    import yaml
+
+    from gpt2tasks.resources import CONF_DIR
+
+    known: dict[str, set[str]] = defaultdict(set)
+
+    def walk(node: dict, path: str) -> None:
+        for key, value in node.items():
+            known[path].add(str(key))
+            full = f"{path}.{key}" if path else str(key)
+            if isinstance(value, dict) and not _free(full):
+                walk(value, full)
+
+    def load(file) -> dict:
+        data = yaml.safe_load(file.read_text()) or {}
+        data.pop("defaults", None)
+        return data
+
+    walk(load(CONF_DIR / "config.yaml"), "")
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        known[""].add(group.name)
+        for file in sorted(group.glob("*.yaml")):
+            data = load(file)
+            walk(data, "" if "@package _global_" in file.read_text() else group.name)
+    return {path: frozenset(keys) for path, keys in known.items()}
+
+
+def _keys_at(path: str, kind: str | None = None) -> set[str]:
+    """The keys a config node may hold: the files' keys, lightning.Trainer's under trainer, and under
+    task the common keys plus those of `kind` (every kind's when unknown)."""
+    known = set(known_keys().get(path, ()))
+    if path == "trainer":
+        known |= set(trainer_keywords())
+    if path == "task":
+        from gpt2tasks.tasks import KINDS  # late: pulls in transformers
+
+        root = _root_task_keys()
+        options = [k.module.eval_options for name, k in KINDS.items() if kind in (None, name)]
+        known = (known if kind is None else root) | {o for opts in options for o in opts}
+    return known
+
+
+@functools.cache
+def _defaults() -> dict:
+    """conf/config.yaml as written."""
+    import yaml
+
+    from gpt2tasks.resources import CONF_DIR
+
+    return yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+
+
+def _root_task_keys() -> frozenset[str]:
+    return frozenset(_defaults()["task"]) | {"name", "kind"}
+
+
+def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | None:
+    """None when `path` (a dotted config key) may be set; else (why not, the key probably meant)."""
+    parts = path.split(".")
+    for depth, key in enumerate(parts):
+        parent = ".".join(parts[:depth])
+        if _free(".".join(parts[:depth + 1])):
+            return None
+        if parent and parent not in known_keys() and parent not in ("trainer", "task"):
+            return None  # below a value the files give no keys for (e.g. trainer.max_time): not checked
+        if key in known_keys().get(parent, ()) and (parent != "task" or kind is None):
+            continue  # the files' keys (known without importing Lightning or the task kinds)
+        valid = _keys_at(parent, kind) if parent else set(known_keys()[""])
+        if key in valid:
+            continue
+        close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+        if close:
+            meant = f"{parent}.{close[0]}" if parent else close[0]
+        else:  # the right name in the wrong block, e.g. trainer.lr for optim.lr
+            meant = next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items())
+                          if key in keys and p != parent), None)
+        if meant:
+            meant = ".".join([meant, *parts[depth + 1:]])
+            return f"{path}: no such key (did you mean {meant}?)", meant
+        listed = ", ".join(sorted(valid)[:40])
+        block = f"a {kind} task" if parent == "task" and kind else parent
+        return f"{path}: no such key{f' in {block}' if block else ''} (its keys: {listed})", None
+    return None
+
+
+def key_problems(cfg: DictConfig) -> list[str]:
+    """Keys of the composed config that nothing reads (e.g. added with Hydra's `+`). task.* are the
+    keys of the run's task kind; tasks.<name>.* are checked by multitask.expand."""
+    problems: list[str] = []
+    kind = str(cfg.task.kind) if "task" in cfg and "kind" in cfg.task else None
+
+    def walk(node: dict, path: str) -> None:
+        for key, value in node.items():
+            full = f"{path}.{key}" if path else str(key)
+            problem = unknown_key(full, kind)
+            if problem:
+                why, meant = problem
+                problems.append(f"{why}. Fix: {f'use {meant}' if meant else 'remove it'}.")
+            elif isinstance(value, dict) and not _free(full) and full in known_keys():
+                walk(value, full)
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    if "tasks" in cfg and kind != "multitask":
+        problems.append("tasks.*: per-task keys of a multi-task run, but this run has one task, so they would be "
+                        "ignored. Fix: set data.*/task.* directly, or use task=multitask multitask.tasks=[...].")
+    return problems
+
+
+def check_overrides(argv: list[str]) -> list[str]:
+    """The command line of `train`, checked before Hydra composes it: a `key=value` (with or without
+    Hydra's `+`/`++`) for a key nothing reads is refused naming the closest key, and keys that are
+    not in the config files but may be set (lightning.Trainer keywords such as trainer.fast_dev_run,
+    and the user's own keys of free-form blocks such as model.config_overrides.<field>) get Hydra's
+    `++` so that they are taken without it. Group choices (task=sst2) and hydra.* are Hydra's."""
+    out, problems = [], []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        name = key.lstrip("+")
+        plus = len(key) - len(name)
+        if not eq or arg.startswith(("-", "~")) or plus > 2 or not name or "/" in name or "@" in name \
+                or name.split(".")[0] == "hydra":
+            out.append(arg)
+            continue
+        if "." not in name and not plus and name in known_keys()[""]:
+            out.append(arg)  # a top-level key or a group choice: Hydra checks the option exists
+            continue
+        problem = unknown_key(name)
+        if problem:
+            why, meant = problem
+            added = (" (Hydra's `+` does not help: gpt2tasks reads only the keys it knows, so a new key "
+                     "would be silently ignored.)" if plus else "")
+            problems.append(f"{why}.{added} Fix: {f'{meant}={value}' if meant else 'remove it'}.")
+            continue
+        parent, _, leaf = name.rpartition(".")
+        opened = _free(parent) or (parent == "trainer" and leaf not in known_keys()["trainer"])
+        out.append(f"++{name}={value}" if opened and not plus else arg)
+    if problems:
+        listing = "`python -m gpt2tasks train --cfg job` prints every key of a run."
+        if len(problems) == 1:
+            raise UserError(f"{problems[0]} ({listing})")
+        raise UserError(f"{len(problems)} unknown keys:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{listing}")
+    return out

@@ -139,6 +139,7 @@ def expand(cfg: DictConfig) -> None:
             raise UserError(f"tasks.{name}.{extra[0]}: a task sets only its own {' and '.join(TASK_SECTIONS)} "
                             f"keys; {extra[0]}.* is shared by every task of the run. Fix: set {extra[0]}.<key>=... "
                             f"for the whole run, or tasks.{name}.data.<key>=... for this task.")
+        _check_data_keys(name, own.get("data") or {})
         preset_cfg = OmegaConf.load(path)
         merged = OmegaConf.create({section: defaults[section] for section in TASK_SECTIONS})
         OmegaConf.set_struct(merged.data, True)  # a misspelt data key is an error, not a new key
@@ -156,15 +157,29 @@ def expand(cfg: DictConfig) -> None:
         cfg.task.monitor, cfg.task.mode = checkpoint_monitor(cfg, tasks)
 
 
+def _check_data_keys(name: str, data: dict) -> None:
+    """tasks.<name>.data.*: keys of the data: block (a misspelt one names the closest)."""
+    from gpt2tasks.config import unknown_key
+
+    for key in data:
+        problem = unknown_key(f"data.{key}")
+        if problem:
+            why, meant = problem
+            raise UserError(f"tasks.{name}.{why}. Fix: {f'tasks.{name}.{meant}=...' if meant else 'remove it'}.")
+
+
 def _check_task_keys(name: str, task: DictConfig, defaults: DictConfig) -> None:
     """task.* of a task: the common keys plus its kind's own options (task.tag_scheme, ...)."""
+    from gpt2tasks.config import unknown_key
     from gpt2tasks.tasks import KINDS
 
     kind = KINDS.get(str(task.kind))
     valid = {*defaults, *(kind.module.eval_options if kind else ())}
     unknown = sorted(set(task) - valid)
     if unknown:
-        raise UserError(f"tasks.{name}.task.{unknown[0]}: not a key of a {task.kind} task (valid: "
+        problem = unknown_key(f"task.{unknown[0]}", str(task.kind))
+        meant = f" (did you mean tasks.{name}.{problem[1]}?)" if problem and problem[1] else ""
+        raise UserError(f"tasks.{name}.task.{unknown[0]}: not a key of a {task.kind} task{meant} (valid: "
                         f"{', '.join(sorted(valid))}). Fix: check the spelling.")
 
 

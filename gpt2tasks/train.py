@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks import distributed, multitask, outputs, resume
 from gpt2tasks.build import absolute_data_paths, build_for_training, build_logger, build_trainer
-from gpt2tasks.config import validate_config
+from gpt2tasks.config import check_epoch_length, validate_config
 from gpt2tasks.errors import UserError
 from gpt2tasks.throughput import ThroughputMonitor
 
@@ -74,6 +74,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     # written until fit (the logger and the checkpoint callback create their folders lazily).
     trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=run_callbacks,
                             default_root_dir=str(output_dir))
+    check_epoch_length(cfg, trainer, datamodule)  # trainer.val_check_interval needs the batches of an epoch
     resume.check_can_continue(saved, trainer, source,
                               has_metrics=(output_dir / "metrics.json").exists() if cfg.resume else True)
 
@@ -190,6 +191,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from gpt2tasks.cli import quiet_known_noise, run_and_report
+    from gpt2tasks.config import check_overrides
     from gpt2tasks.resources import CONF_DIR, register_resolvers
 
     register_resolvers()
@@ -201,7 +203,8 @@ def main() -> None:
         run_and_report(lambda: train(spawned))
         return
 
-    sys.argv[1:] = multitask.cli_overrides(sys.argv[1:])  # tasks.<name>.<key>=... without Hydra's ++
+    # tasks.<name>.<key>=... and lightning.Trainer keywords without Hydra's ++; unknown keys refused
+    sys.argv[1:] = run_and_report(lambda: check_overrides(multitask.cli_overrides(sys.argv[1:])))
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:

@@ -64,6 +64,7 @@ class DataSpec:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    allow_rare_labels: bool = False  # train with classes of a handful of rows (refused by default: typos)
     pair_separator: str = "<|endoftext|>"  # between a pair's texts, and between QA question and context
     # token classification
     tokens_column: str = "tokens"
@@ -107,6 +108,16 @@ class RawSplit:
     def locate(self, i: int) -> str:
         """Where row i is, for error messages: 'line 17' in a file, else 'row 17 (from 0)'."""
         return f"line {self.lines[i]}" if self.lines else f"row {i} (counting from 0)"
+
+    def locate_rows(self, rows: list[int], shown: int = 5) -> str:
+        """Where some rows are: 'lines 3, 17 and 20', 'lines 3, 5, 8, 9, 12 and 40 more', or rows
+        counted from 0 when the format has no lines."""
+        first = [str(self.lines[i]) if self.lines else str(i) for i in rows[:shown]]
+        listed = (", ".join(first[:-1]) + " and " + first[-1]) if len(first) > 1 else first[0]
+        if len(rows) > shown:
+            listed = f"{', '.join(first)} and {len(rows) - shown} more"
+        noun = ("line" if self.lines else "row") + ("s" if len(rows) > 1 else "")
+        return f"{self.key}={self.where}, {noun} {listed}{'' if self.lines else ' (counting from 0)'}"
 
 
 class ListDataset(Dataset):
@@ -153,6 +164,11 @@ class TaskDataModule(L.LightningDataModule):
 
     def fit_label_space(self, rows: list[dict]) -> LabelSpace:
         raise NotImplementedError
+
+    def check_split(self, part: RawSplit, training: bool) -> None:
+        """Refuse what would otherwise train or score silently on garbage (empty or mixed-type labels;
+        in the training split, `training`, classes of a handful of rows), warn about empty inputs.
+        Runs on every labelled split before the label space is inferred. Errors name the rows."""
 
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         """Columns for datasets.map: raw inputs + encoded targets, one entry per row. Errors name
@@ -234,14 +250,18 @@ class TaskDataModule(L.LightningDataModule):
                 raise UserError("data.validation_file is not set and there is no validation split. Fix: "
                                 "pass data.validation_file=<file>, or data.validation_fraction=0.1 to hold "
                                 "out part of the training data.")
-        if self.label_space is None:
-            self._check_columns(raw[TRAIN], labelled=True)
-            self.label_space = self.fit_label_space(raw[TRAIN].rows)
+        usable = {}  # the splits with labels (a test split may have none), train first
         for split, part in raw.items():
-            if not self._check_columns(part, labelled=split != TEST):
+            if self._check_columns(part, labelled=split != TEST):
+                usable[split] = part
+            else:
                 log.warning("%s has no labels (%s): skipping test metrics.", part.key,
                             ", ".join(self._label_columns()))
-                continue
+        for split, part in usable.items():
+            self.check_split(part, training=split == TRAIN)
+        if self.label_space is None:
+            self.label_space = self.fit_label_space(raw[TRAIN].rows)
+        for split, part in usable.items():
             limit = self.spec.max_train_samples if split == TRAIN else self.spec.max_eval_samples
             self.examples[split] = part.rows[:limit] if limit else part.rows
             self.datasets[split] = self._tokenize(split, self.examples[split], part)
@@ -361,6 +381,26 @@ class TaskDataModule(L.LightningDataModule):
     def describe(self) -> str:
         """One line for the start-up log: problem type and rows per split."""
         return f"{self.label_space.problem_type}, {dict((k, len(v)) for k, v in self.datasets.items())}"
+
+
+def is_blank(value: Any) -> bool:
+    """An empty cell: None, NaN, whitespace-only text, or an empty list."""
+    if isinstance(value, float):
+        return value != value  # NaN
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
+
+
+def warn_empty(part: RawSplit, values: list[Any], what: str) -> None:
+    """Warn, with a count and the first rows, about empty inputs (they train as nothing but a
+    position to predict from); refuse a split where every one is empty."""
+    empty = [i for i, value in enumerate(values) if is_blank(value)]
+    if not empty:
+        return
+    if len(empty) == len(values):
+        raise UserError(f"{part.key}={part.where}: all {len(values)} rows have an empty {what}, so there is nothing "
+                        f"to learn from. Fix: check the column name ({what}) or point {part.key} at the right file.")
+    log.warning("%d of %d rows have an empty %s (%s); they are kept, as empty inputs.", len(empty), len(values),
+                what, part.locate_rows(empty))
 
 
 def _tokenizer_identity(tokenizer) -> str:

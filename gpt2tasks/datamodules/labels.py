@@ -9,7 +9,9 @@ instead: int labels then index into it and string labels must be among its names
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,96 @@ def _scalar(value: Any) -> Any:
 
 def _sort_key(name: Any) -> tuple:
     return (0, name, "") if isinstance(name, (int, float)) else (1, 0, str(name))
+
+
+# A class is "rare" when it has at most RARE_MAX_COUNT rows while the median class has at least
+# RARE_RATIO times as many. A handful of rows next to classes of hundreds or thousands is almost
+# always a typo or a stray value ('postive' among 'positive'/'negative'), and even when it is real
+# it can be neither learned nor measured from so few. Small data sets never trip it (a class of 1
+# next to classes of 50 is not singled out: nothing is typical yet), nor do skewed but real label
+# sets: CoNLL-2003's rarest tag (I-MISC) has over 1,000 tokens, SST-2's smaller class 30,000 rows.
+RARE_MAX_COUNT = 5
+RARE_RATIO = 100
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and not value.strip())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_regression(values: Sequence[Any], problem_type: str, label_names: Sequence[str] | None) -> bool:
+    """task.problem_type=regression, or auto with numeric labels of which some are not integers."""
+    if problem_type != "auto":
+        return problem_type == REGRESSION
+    if label_names or any(isinstance(v, (list, tuple)) for v in values):
+        return False
+    scalars = [_scalar(v) for v in values]
+    return all(_is_number(v) or isinstance(v, bool) for v in scalars) and any(
+        isinstance(v, float) and not v.is_integer() for v in scalars)
+
+
+def check_labels(labels: Sequence[Any], locate: Callable[[list[int]], str], column: str, *,
+                 problem_type: str = "auto", label_names: Sequence[str] | None = None, training: bool = False,
+                 allow_rare: bool = False, multi_item: bool = False) -> None:
+    """Refuse labels that would train (or score) silently on garbage, naming the rows (`locate`
+    turns row numbers into 'data.train_file=..., lines 3 and 17'):
+    - an empty label (None, NaN, blank text): it would become a class '' (a multi-label row's
+      empty list is fine: no label);
+    - numbers mixed with text ('1' among 'positive'/'negative' would become a class of its own;
+      a column of digit strings read from CSV counts as numbers throughout), unless
+      task.label_names lists the classes;
+    - in the training split, classes inferred from the data that are rare (see RARE_MAX_COUNT),
+      unless data.allow_rare_labels.
+    `labels[i]` is row i's label, or with `multi_item` a list of labels (multi-label rows, a
+    sentence's tags). `column` names the key, e.g. "data.label_column='label'"."""
+    rows = [list(v) if multi_item and isinstance(v, (list, tuple)) else [v] for v in labels]
+    if not multi_item and problem_type in ("auto", MULTI) and any(isinstance(v, (list, tuple)) for v in labels):
+        lists = [i for i, v in enumerate(labels) if isinstance(v, (list, tuple))]
+        others = [i for i, v in enumerate(labels) if not isinstance(v, (list, tuple))]
+        if others:
+            raise UserError(f"{column}: {len(lists)} labels are lists (multi-label) and {len(others)} are not "
+                            f"({locate(others)}). Fix: make every label a list, e.g. [] for no label.")
+        rows = [list(v) for v in labels]
+    empty = [i for i, items in enumerate(rows) if any(_is_missing(x) for x in items)]
+    if empty:
+        raise UserError(f"{column}: {len(empty)} of {len(rows)} rows have an empty label ({locate(empty)}); it would "
+                        "become a class ''. Fix: fill in those labels or remove the rows.")
+    values = [[_scalar(x) for x in items] for items in rows]
+    regression = not multi_item and is_regression(labels, problem_type, label_names)
+    numbers = [i for i, items in enumerate(values) if any(_is_number(x) for x in items)]
+    texts = [i for i, items in enumerate(values) if any(not _is_number(x) for x in items)]
+    if regression and texts:
+        raise UserError(f"{column}: regression needs numeric labels, but {len(texts)} rows have text "
+                        f"({locate(texts)}, e.g. {rows[texts[0]][0]!r}). Fix: correct those labels, or set "
+                        "task.problem_type=single_label_classification if the labels are classes.")
+    if numbers and texts and not label_names:
+        few, many = (numbers, texts) if len(numbers) <= len(texts) else (texts, numbers)
+        kind, other = ("numbers", "text") if few is numbers else ("text", "numbers")
+        example = next(x for x in values[few[0]] if _is_number(x) == (few is numbers))
+        raise UserError(f"{column}: the labels mix numbers and text: {len(few)} rows have {kind} ({locate(few)}, "
+                        f"e.g. {example!r}) among {len(many)} rows of {other}, so each would become a class of its "
+                        "own. Fix: make the labels one kind (all class names or all class ids), or list every "
+                        "class in task.label_names=[...] (numbers then index into it).")
+    if not training or regression or label_names or allow_rare:
+        return
+    counts = Counter(str(int(x) if isinstance(x, float) and x.is_integer() else x) for items in values for x in items)
+    if len(counts) < 2:
+        return
+    median = statistics.median(counts.values())
+    rare = sorted((n, c) for c, n in counts.items() if n <= RARE_MAX_COUNT and n * RARE_RATIO <= median)
+    if rare:
+        names = {c for _, c in rare}
+        where = [i for i, items in enumerate(values)
+                 if any(str(int(x) if isinstance(x, float) and x.is_integer() else x) in names for x in items)]
+        shown = ", ".join(f"{c!r} ({n})" for n, c in rare[:10])
+        raise UserError(f"{column}: {len(rare)} class(es) have only a handful of rows: {shown}, next to a median of "
+                        f"{median:g} per class ({locate(where)}). Such a class is almost always a typo or a stray "
+                        "value, and too small to learn or measure. Fix: correct or remove those rows; or list the "
+                        "classes in task.label_names=[...], or set data.allow_rare_labels=true to train with them.")
 
 
 def infer_label_space(values: Sequence[Any], problem_type: str = "auto",

@@ -11,12 +11,15 @@ context's last words. Separator and ending are tokenized as one text, so with
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from gpt2tasks.datamodules.base import RawSplit, TaskDataModule
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, warn_empty
 from gpt2tasks.datamodules.batching import ChoiceCollator
 from gpt2tasks.datamodules.labels import MULTIPLE_CHOICE, LabelSpace
 from gpt2tasks.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class MultipleChoiceDataModule(TaskDataModule):
@@ -62,6 +65,17 @@ class MultipleChoiceDataModule(TaskDataModule):
                             "ending(s); a multiple-choice example needs at least 2. Fix: point "
                             "data.endings_column at the list (or columns) holding all the candidate endings.")
         return LabelSpace(MULTIPLE_CHOICE, [str(i) for i in range(n)])
+
+    def check_split(self, part: RawSplit, training: bool) -> None:
+        s = self.spec
+        warn_empty(part, [self.context(r) for r in part.rows], f"data.context_column={s.context_column!r}")
+        endings = [self.endings(r, f"{part.key}={part.where}, {part.locate(i)}") for i, r in enumerate(part.rows)]
+        # every ending of a row empty: nothing to choose between
+        warn_empty(part, [[e for e in row if e.strip()] for row in endings], f"data.endings_column={s.endings_column!r}")
+        some = [i for i, row in enumerate(endings) if any(not e.strip() for e in row) and any(e.strip() for e in row)]
+        if some:
+            log.warning("%d of %d rows have an empty ending among their choices (%s).", len(some), len(part.rows),
+                        part.locate_rows(some))
 
     # ---- rows -> columns ------------------------------------------------------------------------
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gpt2tasks.datamodules.base import RawSplit, TaskDataModule
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, warn_empty
 from gpt2tasks.datamodules.labels import QUESTION_ANSWERING, LabelSpace
 from gpt2tasks.errors import UserError
 
 log = logging.getLogger(__name__)
+# The fewest context tokens a window may hold: fewer, and most answers (and the words around them
+# that locate them) no longer fit in one window.
+MIN_CONTEXT_TOKENS = 16
 
 
 class QADataModule(TaskDataModule):
@@ -33,6 +36,12 @@ class QADataModule(TaskDataModule):
         sep = len(self.tokenizer(s.pair_separator, add_special_tokens=False)["input_ids"])
         # The smallest window (longest question) must still move forward past its shared tokens.
         context_budget = s.max_length - min(s.max_question_length, s.max_length) - sep - 1
+        if s.max_question_length < 1 or context_budget < MIN_CONTEXT_TOKENS:
+            raise UserError(f"data.max_length={s.max_length} leaves {max(context_budget, 0)} context tokens per window "
+                            f"after the question (data.max_question_length={s.max_question_length}, at least 1), the "
+                            f"separator ({sep}) and the summary token (1); a window needs at least {MIN_CONTEXT_TOKENS}. "
+                            f"Fix: data.max_length={max(s.max_question_length, 1) + sep + 1 + 4 * MIN_CONTEXT_TOKENS} "
+                            "or more (384 for SQuAD), or a smaller data.max_question_length.")
         if s.doc_stride < 0 or s.doc_stride >= context_budget:
             raise UserError(f"data.doc_stride={s.doc_stride} must be between 0 and the context tokens of a window "
                             f"({context_budget} = data.max_length {s.max_length} - data.max_question_length "
@@ -76,6 +85,19 @@ class QADataModule(TaskDataModule):
     def references(self, eval_set: str) -> tuple[list[str], list[str], list[list[str]]]:
         """(ids, contexts, gold answer texts) of an eval set, in example order, for the metrics."""
         return *self.contexts(eval_set), [[text for text, _ in self.answers(r)] for r in self.examples[eval_set]]
+
+    def check_split(self, part: RawSplit, training: bool) -> None:
+        s = self.spec
+        warn_empty(part, [r[s.question_column] for r in part.rows], f"data.question_column={s.question_column!r}")
+        # {text: [x], answer_start: []} would zip to no answer at all: an answerable question
+        # trained (and scored) as unanswerable.
+        uneven = [i for i, r in enumerate(part.rows) if isinstance(r.get(s.answers_column), dict)
+                  and len(r[s.answers_column].get("text") or []) != len(r[s.answers_column].get("answer_start") or [])]
+        if uneven:
+            first = part.rows[uneven[0]][s.answers_column]
+            raise UserError(f"{len(uneven)} rows have data.answers_column={s.answers_column!r} whose text and "
+                            f"answer_start lists differ in length ({part.locate_rows(uneven)}; e.g. {first}). Fix: "
+                            "give each answer text its answer_start (both [] for no answer).")
 
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         s = self.spec

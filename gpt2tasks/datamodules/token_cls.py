@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpt2tasks.datamodules.base import RawSplit, TaskDataModule
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, warn_empty
 from gpt2tasks.datamodules.files import CONLL_SUFFIXES, read_conll
-from gpt2tasks.datamodules.labels import TOKEN_CLS, LabelSpace
+from gpt2tasks.datamodules.labels import TOKEN_CLS, LabelSpace, check_labels
 from gpt2tasks.errors import UserError
 
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -53,6 +53,13 @@ class TokenClsDataModule(TaskDataModule):
                             "task.label_names=[O,B-PER,I-PER,...].")
         # "O" first, then entity tags sorted by type and prefix: a stable, readable id2label.
         return LabelSpace(TOKEN_CLS, sorted(tags, key=lambda t: (t != "O", t[2:], t)))
+
+    def check_split(self, part: RawSplit, training: bool) -> None:
+        s = self.spec
+        warn_empty(part, [r[s.tokens_column] for r in part.rows], f"data.tokens_column={s.tokens_column!r} (no words)")
+        tags = [r[s.tags_column] if isinstance(r[s.tags_column], list) else [] for r in part.rows]  # a non-list: encode_rows says so
+        check_labels(tags, part.locate_rows, f"data.tags_column={s.tags_column!r}", label_names=self.label_names,
+                     training=training, allow_rare=s.allow_rare_labels, multi_item=True)
 
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         s = self.spec

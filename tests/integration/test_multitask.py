@@ -59,8 +59,10 @@ def test_config_expands_presets_shared_and_own_keys(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["tasks.sample_ner.optim.lr=1"], "tasks.sample_ner.optim: a task sets only its own task and data keys"),
-    (["tasks.sample_ner.data.trian_file=x"], "tasks.sample_ner: Key 'trian_file'"),
-    (["tasks.sample_ner.task.tag_schema=IOB1"], "tasks.sample_ner.task.tag_schema: not a key of a token_cls task"),
+    (["tasks.sample_ner.data.trian_file=x"], "tasks.sample_ner.data.trian_file: no such key (did you mean "
+                                             "data.train_file?). Fix: tasks.sample_ner.data.train_file=..."),
+    (["tasks.sample_ner.task.tag_schema=IOB1"], "tasks.sample_ner.task.tag_schema: not a key of a token_cls task "
+                                                "(did you mean tasks.sample_ner.task.tag_scheme?)"),
     (["tasks.other.data.max_length=8"], "tasks.other: not one of multitask.tasks"),
     (["multitask.tasks=[sample_ner,nope]"], "'nope' is not a task preset"),
     (["multitask.tasks=[sample_ner,sample_ner]"], "lists 'sample_ner' twice"),

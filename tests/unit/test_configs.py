@@ -136,3 +136,48 @@ def test_one_device_keeps_lightnings_default_and_bad_strategy_options_are_refuse
         trainer_kwargs(compose(*fsdp, "trainer.fsdp.auto_wrap_policy=[Block]"))
     with pytest.raises(UserError, match=r"trainer.strategy=fsdp needs CUDA GPUs.*trainer=ddp on CPU"):
         trainer_kwargs(compose("trainer=fsdp", "trainer.accelerator=cpu", f"output_dir={tmp_path}"))
+
+
+@pytest.mark.parametrize("arg, meant", [
+    ("data.bach_size=8", "data.batch_size=8"), ("+optim.lrr=1", "optim.lr=1"), ("model.name_or_pth=x", "model.name_or_path=x"),
+    ("model.arch.n_layr=4", "model.arch.n_layer=4"), ("task.monitr=val/f1", "task.monitor=val/f1"),
+    ("checkpoint.save_topk=2", "checkpoint.save_top_k=2"), ("++throughput.peak_tflop=10", "throughput.peak_tflops=10"),
+    ("peft.alpah=8", "peft.alpha=8"), ("logger.projet=x", "logger.project=x"), ("multitask.samplng=uniform", "multitask.sampling=uniform"),
+    ("trainer.max_epoch=3", "trainer.max_epochs=3"), ("trainer.fast_dev_rn=1", "trainer.fast_dev_run=1"),
+    ("+overwrit=true", "overwrite=true"), ("trainer.lr=1", "optim.lr=1"), ("dat.batch_size=2", "data.batch_size=2"),
+])
+def test_misspelt_keys_of_every_group_name_the_key_meant(arg, meant):
+    from gpt2tasks.config import check_overrides
+    from gpt2tasks.errors import UserError
+
+    with pytest.raises(UserError, match="no such key") as err:
+        check_overrides([arg])
+    assert f"Fix: {meant}." in str(err.value)
+
+
+def test_overrides_hydra_could_not_take_get_plus_plus_and_the_rest_stay_as_written():
+    from gpt2tasks.config import check_overrides
+
+    argv = ["task=sst2", "model=gpt2", "data.batch_size=8", "-m", "optim.lr=1e-4,3e-4", "--cfg", "job",
+            "hydra.sweep.dir=x", "hydra/job_logging=disabled", "~trainer.val_check_interval",
+            "trainer.fast_dev_run=true", "+trainer.overfit_batches=2", "trainer.max_time=00:01:00:00",
+            "model.config_overrides.resid_pdrop=0.0", "tasks.a.data.train_file=f", "trainer.ddp.bucket_cap_mb=5",
+            "multitask.loss_weights.a=2", "task.tag_scheme=IOB1"]
+    assert check_overrides(argv) == [
+        "task=sst2", "model=gpt2", "data.batch_size=8", "-m", "optim.lr=1e-4,3e-4", "--cfg", "job",
+        "hydra.sweep.dir=x", "hydra/job_logging=disabled", "~trainer.val_check_interval",
+        "++trainer.fast_dev_run=true", "+trainer.overfit_batches=2", "++trainer.max_time=00:01:00:00",
+        "++model.config_overrides.resid_pdrop=0.0", "++tasks.a.data.train_file=f", "++trainer.ddp.bucket_cap_mb=5",
+        "++multitask.loss_weights.a=2", "task.tag_scheme=IOB1"]
+    cfg = compose(*[a for a in check_overrides(["trainer.fast_dev_run=true", "trainer.max_time=00:01:00:00",
+                                                "model.config_overrides.resid_pdrop=0.0"])])
+    validate_config(cfg)
+    assert cfg.trainer.fast_dev_run is True and cfg.model.config_overrides.resid_pdrop == 0.0
+
+
+def test_a_key_of_another_task_kind_is_refused_after_composition():
+    from gpt2tasks.errors import UserError
+
+    with pytest.raises(UserError, match=r"task.tag_scheme: no such key in a seq_cls task \(its keys: kind, label_names"):
+        validate_config(compose("task=sample_sentiment", "+task.tag_scheme=IOB1"))
+    validate_config(compose("task=sample_ner", "task.tag_scheme=IOB1"))

@@ -2,7 +2,9 @@
 
 import pytest
 
-from gpt2tasks.datamodules.labels import MULTI, REGRESSION, SINGLE, LabelSpace, encode_labels, infer_label_space
+from gpt2tasks.datamodules.labels import (
+    MULTI, RARE_MAX_COUNT, RARE_RATIO, REGRESSION, SINGLE, LabelSpace, check_labels, encode_labels, infer_label_space,
+)
 from gpt2tasks.errors import UserError
 
 
@@ -60,3 +62,78 @@ def test_unseen_int_class_is_an_error_not_an_index():
 def test_mixed_list_and_scalar_labels_are_rejected():
     with pytest.raises(UserError, match="data.label_column"):
         infer_label_space([["a"], "b"])
+
+
+# ---- labels that would train silently on garbage (check_labels) ------------------------------------
+def _rows(ids):
+    return "rows " + ",".join(map(str, ids))
+
+
+def _refused(labels, **kw):
+    with pytest.raises(UserError) as err:
+        check_labels(labels, _rows, "data.label_column='label'", training=True, **kw)
+    return str(err.value)
+
+
+def test_a_typo_class_among_thousands_is_refused_with_its_rows():
+    labels = ["positive", "negative"] * 1500
+    labels[17] = "postive"
+    msg = _refused(labels)
+    assert "'postive' (1)" in msg and "median of 1499" in msg and "rows 17" in msg
+    assert "data.allow_rare_labels=true" in msg and "task.label_names" in msg
+    check_labels(labels, _rows, "k", training=True, allow_rare=True)  # deliberately accepted
+    check_labels(labels, _rows, "k", training=False)  # only the training split's classes are judged
+    # the rule: <= 5 rows and >= 100x fewer than the median class
+    assert RARE_MAX_COUNT == 5 and RARE_RATIO == 100
+    check_labels(["a"] * 60 + ["b"] * 60 + ["c"], _rows, "k", training=True)  # small data: not singled out
+    check_labels(["a"] * 600 + ["b"] * 600 + ["c"] * 6, _rows, "k", training=True)  # 6 rows: a real class
+    assert "'c' (5)" in _refused(["a"] * 600 + ["b"] * 600 + ["c"] * 5)
+
+
+def test_empty_labels_are_refused_with_their_rows():
+    msg = _refused(["pos", "", "neg", None, "pos", float("nan"), "  "])
+    assert "4 of 7 rows have an empty label" in msg and "rows 1,3,5,6" in msg
+    check_labels([["a"], [], ["b"]], _rows, "k", training=True)  # multi-label: [] means no label
+    assert "rows 1" in _refused([["a"], ["", "b"]])
+
+
+def test_numbers_mixed_with_text_are_refused_unless_the_classes_are_listed():
+    msg = _refused(["positive", "negative", "1", "positive"])
+    assert "mix numbers and text" in msg and "1 rows have numbers (rows 2, e.g. 1)" in msg
+    check_labels(["0", "1", "1", "0"], _rows, "k", training=True)  # digit strings from CSV: all numbers
+    check_labels(["positive", "1"], _rows, "k", label_names=["1", "positive"], training=True)
+    msg = _refused(["3.5", "2.0", "n/a", "4.1"])  # a regression column with text
+    assert "rows 2" in msg and "'n/a'" in msg
+    msg = _refused(["3.5", "oops"], problem_type=REGRESSION)
+    assert "regression needs numeric labels" in msg and "rows 1" in msg
+
+
+def test_lists_mixed_with_scalars_name_the_rows():
+    msg = _refused([["a"], "b", ["c"]])
+    assert "rows 1" in msg and "every label a list" in msg
+
+
+def test_the_datamodule_names_the_file_and_lines_and_counts_empty_texts(tmp_path, tiny_tokenizer, caplog):
+    from gpt2tasks.datamodules.seq_cls import SeqClsDataModule
+    from gpt2tasks.datamodules.base import DataSpec
+
+    rows = [f"movie {i},{'positive' if i % 2 else 'negative'}" for i in range(400)]
+    rows[10] = "movie 10,postive"
+    rows[20], rows[30] = ",negative", "   ,positive"  # empty texts: warned, kept
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "\n".join(rows) + "\n")
+
+    def setup(**spec):
+        dm = SeqClsDataModule(DataSpec(train_file=str(train), validation_file=str(train),
+                                       cache_dir=str(tmp_path / "cache"), **spec), tiny_tokenizer)
+        dm.setup("fit")
+        return dm
+
+    with pytest.raises(UserError, match=rf"'postive' \(1\).*data.train_file={train}, line 12\b"):
+        setup()
+    dm = setup(allow_rare_labels=True)
+    assert dm.label_space.names == ["negative", "positive", "postive"]
+    assert "2 of 400 rows have an empty data.text_column='text'" in caplog.text and "lines 22 and 32" in caplog.text
+    train.write_text("text,label\n,a\n  ,b\n")
+    with pytest.raises(UserError, match="all 2 rows have an empty data.text_column='text'"):
+        setup()

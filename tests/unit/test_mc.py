@@ -174,3 +174,11 @@ def test_swag_style_columns_and_string_labels_from_a_headerless_tsv(tmp_path, ti
     assert row["labels"] == 1  # "1" from the TSV
     assert row["input_ids"][1] == tiny_tokenizer("q He lost his keys. He looked for them.")["input_ids"] + [
         tiny_tokenizer.eos_token_id]  # a list of context columns is joined with spaces
+
+
+def test_empty_endings_are_counted_and_a_split_of_empty_ones_refused(tmp_path, tiny_tokenizer, caplog):
+    rows = [*ROWS, {"context": "Sam ate.", "endings": ["", "He slept."], "label": 1}]
+    datamodule(tmp_path, tiny_tokenizer, rows)
+    assert "1 of 3 rows have an empty ending among their choices" in caplog.text and "line 3" in caplog.text
+    with pytest.raises(UserError, match=r"all 1 rows have an empty data.endings_column='endings'"):
+        datamodule(tmp_path, tiny_tokenizer, [{"context": "x", "endings": ["", " "], "label": 0}])

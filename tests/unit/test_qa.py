@@ -126,3 +126,12 @@ def test_loss_equals_the_hf_head_and_logits_are_padding_invariant():
     torch.testing.assert_close(start_p[:3, :10], start_a, rtol=0, atol=1e-5)
     torch.testing.assert_close(end_p[:3, :10], end_a, rtol=0, atol=1e-5)
     assert torch.isinf(start_p[:3, 10:]).all()
+
+
+def test_answer_lists_of_different_lengths_and_windows_without_context_room_are_refused(tmp_path, tiny_tokenizer):
+    uneven = {**row(1), "answers": {"text": [ANSWER], "answer_start": []}}
+    with pytest.raises(UserError, match=r"1 rows have data.answers_column='answers' whose text and answer_start "
+                                        r"lists differ.*line 2\b"):
+        datamodule(tmp_path, tiny_tokenizer, [row(0), uneven])
+    with pytest.raises(UserError, match=r"data.max_length=20 leaves 2 context tokens per window.*Fix: data.max_length=82"):
+        datamodule(tmp_path, tiny_tokenizer, [row(0)], max_length=20)

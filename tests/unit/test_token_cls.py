@@ -134,3 +134,15 @@ def test_logits_are_padding_invariant_including_a_trailing_eos():
     for i, seq in enumerate(seqs):
         alone = module(torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long))
         torch.testing.assert_close(together[i, :len(seq)], alone[0], rtol=0, atol=1e-5)
+
+
+def test_a_rare_tag_and_empty_tags_and_sentences_are_named(tmp_path, tiny_tokenizer, caplog):
+    rows = [{"tokens": ["John", "lives"], "ner_tags": ["B-PER", "O"]} for _ in range(200)]
+    typo = rows[:7] + [{"tokens": ["Ann"], "ner_tags": ["B-PRE"]}] + rows[7:]
+    with pytest.raises(UserError, match=r"data.tags_column='ner_tags': 1 class\(es\).*'B-PRE' \(1\).*line 8\b"):
+        datamodule(tmp_path, tiny_tokenizer, typo)
+    assert datamodule(tmp_path, tiny_tokenizer, typo, allow_rare_labels=True).label_space.names[-1] == "B-PRE"
+    with pytest.raises(UserError, match=r"1 of 3 rows have an empty label.*line 2\b"):
+        datamodule(tmp_path, tiny_tokenizer, [SENTENCES[0], {"tokens": ["a"], "ner_tags": [""]}, SENTENCES[1]])
+    datamodule(tmp_path, tiny_tokenizer, [*SENTENCES, {"tokens": [], "ner_tags": []}])
+    assert "1 of 3 rows have an empty data.tokens_column='tokens' (no words)" in caplog.text
