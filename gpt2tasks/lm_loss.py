@@ -27,6 +27,8 @@ LM step uses it.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -103,3 +105,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
     with torch.autocast(device, enabled=False):
         return _LinearCrossEntropy.apply(hidden, weight, targets, int(chunk_tokens), int(vocab_multiple or 1), dtype)
+
+
+@functools.cache
+def compiled_linear_cross_entropy():
+    """linear_cross_entropy through torch.compile (built once, on first use)."""
+    return torch.compile(linear_cross_entropy)

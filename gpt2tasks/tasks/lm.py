@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
-from gpt2tasks.lm_loss import IGNORE_INDEX, linear_cross_entropy
+from gpt2tasks.lm_loss import IGNORE_INDEX, compiled_linear_cross_entropy, linear_cross_entropy
 from gpt2tasks.strategies import shards_parameters
 from gpt2tasks.tasks.base import TaskModule
 
@@ -57,23 +57,26 @@ class LanguageModelingModule(TaskModule):
         targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)  # (B, T-1), padding ignored
         chunk = self._option("loss_chunk_tokens")
         if chunk and torch.is_grad_enabled():
-            return self._chunked_loss(input_ids, attention_mask, targets, int(chunk))
-        logits = self(input_ids, attention_mask)[:, :-1].float()  # (B, T-1, V): position t predicts t+1
+            return self._chunked_loss(batch, targets, int(chunk))
+        logits = self.model(**self.backbone_inputs(batch), use_cache=False).logits  # (B, T, V)
+        logits = logits[:, :-1].float()  # (B, T-1, V): position t predicts t+1
         nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T-1), 0 where ignored
         tokens = (targets != -100).sum(-1)  # (B,) predicted tokens per row
         nll_sum = nll.sum(-1)  # (B,)
         loss = nll_sum.sum() / tokens.sum().clamp(min=1)
         return loss, {"loss": nll_sum / tokens.clamp(min=1), "nll": nll_sum, "tokens": tokens}
 
-    def _chunked_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
-                      chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _chunked_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor, chunk: int
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of `step`, equal to it, with the LM head fused into the loss: the logits
         are never materialised. Only the mean loss comes back (training reads nothing else)."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               use_cache=False).last_hidden_state  # (B, T, C), after ln_f
+        hidden = self.backbone(**self.backbone_inputs(batch), use_cache=False).last_hidden_state  # (B, T, C), after ln_f
         hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # (B*(T-1), C)
-        nll = linear_cross_entropy(hidden, self.model.lm_head.weight, targets.reshape(-1), chunk,
-                                   self._option("pad_vocab_multiple"))
+        # With model.compile the loss is compiled too: its per-chunk softmax, masking and scaling
+        # then run as a few fused kernels instead of one pass over the chunk's logits each.
+        compiled = getattr(self.backbone, "_compiled_call_impl", None) is not None
+        loss_fn = compiled_linear_cross_entropy() if compiled else linear_cross_entropy
+        nll = loss_fn(hidden, self.model.lm_head.weight, targets.reshape(-1), chunk, self._option("pad_vocab_multiple"))
         loss = nll / (targets != IGNORE_INDEX).sum().clamp(min=1)
         return loss, {}
 
