@@ -282,6 +282,9 @@ def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) ->
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     kwargs = {**trainer_kwargs(cfg, single_device), **extra}
+    bar = progress_bar(kwargs)
+    if bar is not None:
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), bar]
     try:
         return L.Trainer(**kwargs)
     except (MisconfigurationException, ValueError, RuntimeError) as exc:
@@ -290,3 +293,22 @@ def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) ->
                  "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}
         raise UserError(f"lightning.Trainer refused the trainer settings {shown}: {str(exc).splitlines()[0]} Fix: change trainer.accelerator / trainer.devices / "
                         "trainer.strategy (trainer=ddp|fsdp|deepspeed), e.g. trainer.accelerator=cpu trainer.devices=2.") from None
+
+
+def runs_on_cuda(trainer: dict[str, Any]) -> bool:
+    accelerator = str(trainer.get("accelerator", "auto"))
+    import torch
+
+    return accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def progress_bar(trainer: dict[str, Any]):
+    """On CUDA, a progress bar that redraws every `log_every_n_steps` steps, else None (Lightning's
+    default bar). Every redraw reads the logged tensors (loss, samples/s) on the host, which waits
+    for the GPU to finish its queue: Lightning's default bars redraw every step (the Rich one
+    whatever its refresh rate), so the host could never run ahead of the GPU."""
+    if not trainer.get("enable_progress_bar", True) or not runs_on_cuda(trainer):
+        return None
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    return TQDMProgressBar(refresh_rate=max(1, int(trainer.get("log_every_n_steps") or 50)))

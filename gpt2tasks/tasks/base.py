@@ -164,10 +164,45 @@ class TaskModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Read on the host, before the batch moves to the GPU: whether any position is padding. The
+        # backbone then gets no mask for an unpadded batch (packed LM blocks): SDPA's causal fast
+        # path (flash attention), which transformers otherwise finds only by reading the mask on the
+        # device (a host sync every step), and never under torch.compile.
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        if isinstance(mask, torch.Tensor) and "unpadded" not in batch:
+            batch["unpadded"] = bool(mask.all())
+        return batch
+
+    def backbone_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The backbone's (or HF head's) token inputs for a (B, T) batch, chosen so that transformers
+        never reads a device tensor on the host (a sync per forward, which keeps the CPU from queueing
+        the next GPU work):
+        - unpadded (see on_before_batch_transfer): no mask, and the token embeddings instead of the
+          ids (ids without a mask are scanned for pad tokens to warn about); attention is then SDPA's
+          causal fast path (backbone._install_causal_fast_path);
+        - padded, under SDPA: the (B, 1, T, T) boolean mask (causal and not padding) that transformers
+          would build, built here, so it need not inspect the 2-D mask first;
+        - otherwise (eager attention): ids and the 2-D mask, as given."""
+        input_ids, mask = batch["input_ids"], batch["attention_mask"]
+        if batch.get("unpadded"):
+            return {"inputs_embeds": self.backbone.wte(input_ids)}
+        if getattr(self.backbone.config, "_attn_implementation", None) == "sdpa":
+            length = mask.shape[-1]
+            causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()  # (T, T)
+            return {"input_ids": input_ids, "attention_mask": causal & mask.bool()[:, None, None, :]}  # (B, 1, T, T)
+        return {"input_ids": input_ids, "attention_mask": mask}
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # We clip here rather than with Trainer(gradient_clip_val): Lightning refuses that with a
-        # fused AdamW under its AMP plugins. Here gradients are already unscaled (16-mixed) and,
-        # under DDP, averaged over ranks; FSDP and DeepSpeed clip where they keep them.
+        # fused AdamW under its AMP plugins. Under DDP gradients are averaged over ranks here; FSDP
+        # and DeepSpeed clip where they keep them.
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed: a GradScaler
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # Lightning leaves unscaling to a fused optimizer's own step, so the gradients here are
+            # still multiplied by the loss scale (2**16): clipping them would shrink every update by
+            # that factor. Unscale first; the scaler's step then skips its own unscaling (no host sync).
+            scaler.unscale_(optimizer)
         if self.optim.max_grad_norm:
             norm = clip_gradients(self.trainer.strategy, self.parameters(), self.optim.max_grad_norm)
             if norm is not None:

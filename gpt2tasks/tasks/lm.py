@@ -6,6 +6,10 @@ the HF head's `labels=input_ids` loss (the mean over every predicted token of th
 Evaluation keeps, per row, the summed NLL and the number of predicted tokens, so the split's
 `loss` (mean NLL per token) and `perplexity` = exp(loss) are computed once over the whole split,
 exactly -- never as a mean of per-batch values.
+Training (a gradient is wanted) computes the same loss without ever holding the (tokens x vocab)
+logits: the LM head's matmul and the cross-entropy run chunk by chunk (`task.loss_chunk_tokens`
+tokens at a time) over a vocabulary padded to a multiple of `task.pad_vocab_multiple` for fast
+matmuls, padded entries never predicted (gpt2tasks.lm_loss). Evaluation takes the plain path.
 During training, each validation also logs a few continuations of `task.sample_prompts` (greedy and
 top-p), on rank 0 only, with a fixed seed that leaves the training RNG untouched.
 """
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
+from gpt2tasks.lm_loss import IGNORE_INDEX, compiled_linear_cross_entropy, linear_cross_entropy
 from gpt2tasks.strategies import shards_parameters
 from gpt2tasks.tasks.base import TaskModule
 
@@ -34,22 +39,46 @@ class LanguageModelingModule(TaskModule):
     metric_names = ("perplexity",)
     metric_note = "loss is the mean NLL per predicted token, perplexity = exp(loss)"
     computes_vocab_logits = True
-    eval_options = {"sample_prompts": [], "sample_max_new_tokens": 24, "sample_top_p": 0.9}
+    eval_options = {"sample_prompts": [], "sample_max_new_tokens": 24, "sample_top_p": 0.9,
+                    # training loss: tokens per chunk of the fused LM head + cross-entropy (0: the plain
+                    # loss over full logits), and the vocabulary padding of its matmuls (1: none)
+                    "loss_chunk_tokens": 4096, "pad_vocab_multiple": 64}
     predict_option_defaults = {"max_new_tokens": 32, "do_sample": False, "top_p": 1.0, "temperature": 1.0}
     eval_pad_values = {"new_tokens": -1}  # predict: continuations of a batch stop at its longest
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
 
+    def _option(self, name: str) -> Any:
+        return self.evaluation.options.get(name, self.eval_options[name])
+
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        logits = self(input_ids, attention_mask)[:, :-1].float()  # (B, T-1, V): position t predicts t+1
-        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1), padding ignored
+        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)  # (B, T-1), padding ignored
+        chunk = self._option("loss_chunk_tokens")
+        if chunk and torch.is_grad_enabled():
+            return self._chunked_loss(batch, targets, int(chunk))
+        logits = self.model(**self.backbone_inputs(batch), use_cache=False).logits  # (B, T, V)
+        logits = logits[:, :-1].float()  # (B, T-1, V): position t predicts t+1
         nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T-1), 0 where ignored
         tokens = (targets != -100).sum(-1)  # (B,) predicted tokens per row
         nll_sum = nll.sum(-1)  # (B,)
         loss = nll_sum.sum() / tokens.sum().clamp(min=1)
         return loss, {"loss": nll_sum / tokens.clamp(min=1), "nll": nll_sum, "tokens": tokens}
+
+    def _chunked_loss(self, batch: dict[str, torch.Tensor], targets: torch.Tensor, chunk: int
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of `step`, equal to it, with the LM head fused into the loss: the logits
+        are never materialised. Only the mean loss comes back (training reads nothing else)."""
+        hidden = self.backbone(**self.backbone_inputs(batch), use_cache=False).last_hidden_state  # (B, T, C), after ln_f
+        hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # (B*(T-1), C)
+        # With model.compile the loss is compiled too: its per-chunk softmax, masking and scaling
+        # then run as a few fused kernels instead of one pass over the chunk's logits each.
+        compiled = getattr(self.backbone, "_compiled_call_impl", None) is not None
+        loss_fn = compiled_linear_cross_entropy() if compiled else linear_cross_entropy
+        nll = loss_fn(hidden, self.model.lm_head.weight, targets.reshape(-1), chunk, self._option("pad_vocab_multiple"))
+        loss = nll / (targets != IGNORE_INDEX).sum().clamp(min=1)
+        return loss, {}
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, float]:
         return corpus_metrics(outputs["nll"], outputs["tokens"])
@@ -114,6 +143,10 @@ class LanguageModelingModule(TaskModule):
         top_p = options["sample_top_p"]
         if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1:
             problems.append(f"task.sample_top_p={top_p!r} must be in (0, 1].")
+        for key, off in (("loss_chunk_tokens", "0 (the plain loss over full logits)"), ("pad_vocab_multiple", "1 (no padding)")):
+            value = options.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                problems.append(f"task.{key}={value!r} must be a whole number >= 0; {off} turns it off.")
         return problems
 
     @staticmethod

@@ -27,8 +27,8 @@ class SeqClsModule(TaskModule):
         return self.model.config.problem_type
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               use_cache=False).last_hidden_state  # (B, T, H)
+        inputs = self.backbone_inputs({"input_ids": input_ids, "attention_mask": attention_mask})
+        hidden = self.backbone(**inputs, use_cache=False).last_hidden_state  # (B, T, H)
         last = attention_mask.sum(dim=-1) - 1  # (B,) last real token of each right-padded row
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
         return self.model.score(pooled)  # (B, num_labels)

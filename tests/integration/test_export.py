@@ -166,6 +166,9 @@ def test_export_loads_in_plain_transformers_and_pipeline_agrees(task, trained, t
         assert got["ids"] == [real_ids(batch, i) for i in keep]  # question + separator + context + summary
     elif kind == "lm":
         assert got["texts"] == [greedy for _, greedy, _ in module.sample(datamodule.tokenizer, rows, 8, 0.9)]
+        # Trained with the fused loss over a vocabulary padded 946 -> 960: the export keeps the real one.
+        assert module.evaluation.options["pad_vocab_multiple"] == 64 and len(datamodule.tokenizer) % 64
+        assert json.loads((out / "config.json").read_text())["vocab_size"] == len(datamodule.tokenizer)
 
     # 3. The model card's metadata parses and carries the run's metrics.
     meta = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
