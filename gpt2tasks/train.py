@@ -9,15 +9,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks import distributed, multitask, outputs
-from gpt2tasks.build import build_for_training, build_logger, build_trainer
 from gpt2tasks.config import validate_config
-from gpt2tasks.throughput import ThroughputMonitor
+
+if TYPE_CHECKING:
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger("gpt2tasks")
 
@@ -26,13 +27,24 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     """Fine-tune per `cfg`; returns the best checkpoint's metrics (also written to metrics.json).
 
     `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
+    # Imported here, not at module scope: `train --help` answers without loading torch.
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from gpt2tasks.build import build_for_training, build_logger, build_trainer
+    from gpt2tasks.callbacks import report_run, run_callbacks
+    from gpt2tasks.throughput import ThroughputMonitor
+
     if multitask.is_multitask(cfg):
         multitask.expand(cfg)  # each task's full task/data blocks, under tasks.<name>
     validate_config(cfg)
     output_dir = Path(cfg.output_dir).absolute()
     # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.
     rank_zero = distributed.is_rank_zero()
-    if rank_zero:
+    # trainer.fast_dev_run: a few batches to check the code path; it writes nothing to output_dir.
+    debug = bool(cfg.trainer.get("fast_dev_run", False))
+    if debug:
+        resume_from = None
+    elif rank_zero:
         resume_from = outputs.check_output_dir(output_dir, bool(cfg.overwrite), bool(cfg.resume))
     else:
         logging.getLogger("gpt2tasks").setLevel(logging.WARNING)  # rank 0 reports
@@ -49,11 +61,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
                                  auto_insert_metric_name=False, enable_version_counter=False)
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).
-    callbacks = [ThroughputMonitor.from_config(cfg), *callbacks]  # samples/s, tokens/s, MFU (progress bar, logger)
-    trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=[checkpoint, *callbacks],
-                            default_root_dir=str(output_dir))
+    logger = False if debug else build_logger(cfg, output_dir)
+    # samples/s, tokens/s, MFU (progress bar, logger); metric history, LR, early stopping (callbacks.py)
+    callbacks = [ThroughputMonitor.from_config(cfg), *run_callbacks(cfg, has_logger=bool(logger)), *callbacks]
+    trainer = build_trainer(cfg, logger=logger, callbacks=callbacks if debug else [checkpoint, *callbacks],
+                            default_root_dir=str(output_dir), **({"enable_checkpointing": False} if debug else {}))
 
-    if rank_zero:
+    if rank_zero and not debug:
         if resume_from is None:
             outputs.clear_output_dir(output_dir)
         outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -65,11 +79,20 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     with distributed.ranks_run(cfg):  # the other ranks (launched inside fit) run this cfg
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
         # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them.
-        best = checkpoint.best_model_path or None
+        best = None if debug else checkpoint.best_model_path or None
         metrics = _evaluate(trainer, module, datamodule, best)
+    if debug:
+        if trainer.is_global_zero:
+            outputs.remove_if_empty(output_dir)  # Hydra made it; nothing was written to it
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in _headline(cfg, metrics).items())
+            print(f"\nfast_dev_run: a debug run of {int(cfg.trainer.fast_dev_run)} batch(es) per stage; nothing was "
+                  f"written (no config.yaml, checkpoint, metrics.json or plots).\n  metrics of those batches "
+                  f"(not a result): {shown}")
+        return metrics
     if trainer.is_global_zero:
         outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
+        report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
         _report(output_dir, best, _headline(cfg, metrics))
     return metrics
 
