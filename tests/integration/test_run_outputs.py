@@ -8,6 +8,7 @@ import pytest
 import yaml
 from lightning.pytorch.callbacks import Callback
 
+from gpt2tasks.export import ExportOptions, export
 from gpt2tasks.plots import class_report, confusion_counts, entity_report, smooth
 from gpt2tasks.train import train
 from tests.conftest import run_cli
@@ -83,6 +84,16 @@ def test_classification_run_writes_pictures_lr_and_hyperparameters(cfg_factory, 
     assert all(lr == pytest.approx(curves["lr"][curves["step"].index(step)]) for step, lr in logged.items())
     hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
     assert hparams["optim"]["lr"] == 1e-3 and hparams["task"]["monitor"] == "val/accuracy"
+
+    # the export's model card: named from model + task (not the folder), showing the same pictures
+    exported = tmp_path / "some-folder"
+    export(ExportOptions(ckpt=str(out / "checkpoints" / "best.ckpt"), out=str(exported)))
+    card = (exported / "README.md").read_text()
+    assert "\n# tiny-gpt2-sample_sentiment\n" in card and "some-folder" not in card
+    assert yaml.safe_load(card.split("---\n")[1])["model-index"][0]["name"] == "tiny-gpt2-sample_sentiment"
+    for name in ("curves", "confusion_matrix", "class_report"):
+        assert f"![{name}](plots/{name}.png)" in card
+        assert (exported / "plots" / f"{name}.png").read_bytes() == (plots / f"{name}.png").read_bytes()
 
 
 def test_tensorboard_gets_lr_scalars_hyperparameters_and_pictures(cfg_factory, tmp_path):
