@@ -14,13 +14,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# torch, lightning and gpt2tasks.build are imported where used: `eval --help` answers without them.
 from gpt2tasks import multitask
-from gpt2tasks.build import restore, trainer_kwargs
 from gpt2tasks.config import validate_config
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import write_metrics, write_predictions
@@ -36,6 +34,8 @@ task=<name> on that task alone, its data.* / task.* overrides applying to that t
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
+    import torch
+
     ckpt_path = Path(path).expanduser()
     if ckpt_path.is_dir() and (ckpt_path / "latest").is_file():  # DeepSpeed writes a folder
         return _consolidate_deepspeed(ckpt_path, path)
@@ -85,6 +85,8 @@ def apply_overrides(config: dict, overrides: list[str], command: str = "eval", u
 def inference_trainer_kwargs(cfg) -> dict[str, Any]:
     """The run's Trainer settings (precision, accelerator, ...) without the training-only ones, on one
     device: exact evaluation gives the same numbers on any number, and predict writes one file."""
+    from gpt2tasks.build import trainer_kwargs
+
     kwargs = trainer_kwargs(cfg, single_device=True)
     for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
                 "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
@@ -95,6 +97,10 @@ def inference_trainer_kwargs(cfg) -> dict[str, Any]:
 def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None = None,
                         task: str | None = None) -> dict[str, float]:
     """`task`: one head of a multi-task checkpoint (evaluated as that task alone); default: all."""
+    import lightning as L
+
+    from gpt2tasks.build import restore
+
     checkpoint = load_checkpoint(ckpt)
     info = checkpoint["gpt2tasks"]
     task = multitask.select_task(info, task, "eval", required=False)

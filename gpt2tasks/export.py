@@ -22,16 +22,18 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 from omegaconf import OmegaConf
 
-from gpt2tasks import lora, multitask
-from gpt2tasks.build import model_from_run_info
+# torch, peft and gpt2tasks.build are imported where used: `export --help` answers without them.
+from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
 from gpt2tasks.plots import PLOTS_DIR, run_name
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ def parse_options(argv: list[str]) -> ExportOptions:
 
 def export(options: ExportOptions) -> Path:
     """Write the export folder (and push it when asked); returns its path."""
+    from gpt2tasks import lora
+    from gpt2tasks.build import model_from_run_info
     from gpt2tasks.evaluation import load_checkpoint
 
     if not options.ckpt or not options.out:
@@ -153,6 +157,7 @@ def export_multitask(checkpoint: dict, cfg, task: str | None, metrics: dict[str,
     """A multi-task run: `<folder>/<task>/`, a complete single-task export per task (its metrics are
     the run's `<task>/...` ones); with merge_lora=false, `<folder>/base/` (the frozen backbone) and
     one PEFT adapter folder (adapters + head) per task."""
+    from gpt2tasks import lora
     from gpt2tasks.build import lora_spec, restore, tokenizer_from_files
     from gpt2tasks.tasks import KINDS
 
