@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, RichProgressBar, TQDMProgressBar
 
 from gpt2tasks.errors import UserError
 
@@ -28,7 +28,33 @@ def run_callbacks(cfg, has_logger: bool) -> list[L.Callback]:
                                        verbose=True))
     if has_logger:
         callbacks.append(LearningRateLogger(logging_interval="step"))
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_bar())
     return callbacks
+
+
+class _WithoutVersion:
+    """A progress bar without Lightning's `v_num` (the logger's version number: not a metric)."""
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class RichBar(_WithoutVersion, RichProgressBar):
+    pass
+
+
+class TQDMBar(_WithoutVersion, TQDMProgressBar):
+    pass
+
+
+def progress_bar() -> L.Callback:
+    """The bar Lightning would pick (rich when installed), without `v_num`."""
+    from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+    return RichBar() if _RICH_AVAILABLE else TQDMBar()
 
 
 class LearningRateLogger(LearningRateMonitor):

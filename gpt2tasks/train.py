@@ -30,7 +30,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     # Imported here, not at module scope: `train --help` answers without loading torch.
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from gpt2tasks.build import build_for_training, build_logger, build_trainer
+    from gpt2tasks.build import build_for_training, build_logger, build_trainer, model_spec
     from gpt2tasks.callbacks import report_run, run_callbacks
     from gpt2tasks.throughput import ThroughputMonitor
 
@@ -51,7 +51,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         resume_from = outputs.resume_checkpoint(output_dir) if cfg.resume else None
 
     # Everything that can fail on bad input happens before the output directory is touched.
-    datamodule, module, _ = build_for_training(cfg)
+    datamodule, module, tokenizer = build_for_training(cfg)
+    log.info("tokenizer: %s (%d tokens)", model_spec(cfg).tokenizer_source, len(tokenizer))
     log.info("task=%s (%s): %s", cfg.task.name, cfg.task.kind, datamodule.describe())
     log.info("model: %s", module.parameter_summary())
 
@@ -64,8 +65,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     logger = False if debug else build_logger(cfg, output_dir)
     # samples/s, tokens/s, MFU (progress bar, logger); metric history, LR, early stopping (callbacks.py)
     callbacks = [ThroughputMonitor.from_config(cfg), *run_callbacks(cfg, has_logger=bool(logger)), *callbacks]
+    quiet = {} if "enable_model_summary" in cfg.trainer else {"enable_model_summary": False}  # the model line says it
     trainer = build_trainer(cfg, logger=logger, callbacks=callbacks if debug else [checkpoint, *callbacks],
-                            default_root_dir=str(output_dir), **({"enable_checkpointing": False} if debug else {}))
+                            default_root_dir=str(output_dir), **quiet,
+                            **({"enable_checkpointing": False} if debug else {}))
 
     if rank_zero and not debug:
         if resume_from is None:

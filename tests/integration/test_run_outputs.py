@@ -161,3 +161,33 @@ def test_fast_dev_run_writes_nothing_and_says_so(tmp_path):
     assert "fast_dev_run: a debug run of 1 batch(es) per stage; nothing was written" in result.stdout
     assert "val/accuracy=" in result.stdout
     assert not out.exists()  # no config.yaml, checkpoints, metrics.json, logs or plots
+
+
+# ---- what a run prints ----------------------------------------------------------------------------
+def test_start_up_output_says_what_helps_and_hides_the_rest(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", f"output_dir={out}", "peft=lora", "logger=csv", "trainer.max_steps=2",
+                     "data.max_train_samples=32", "data.max_eval_samples=16", "data.batch_size=16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    assert "━" in text  # the progress bar was drawn, so its absent v_num is meaningful
+    for hidden in ("is_gradient_checkpointing", "Total FLOPs", "v_num", "INFO: ", "TPU available",
+                   "Restoring states", "litlogger"):
+        assert hidden not in text, hidden
+    assert text.count("GPU available") == 1  # Lightning's lines once, not twice
+    assert "tokenizer: " in text and "data/tokenizer (946 tokens)" in text
+    assert "examples: train 32, val 16, test 16" in text
+    eval_result = run_cli("eval", f"ckpt={out / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    assert eval_result.returncode == 0 and "is_gradient_checkpointing" not in eval_result.stderr
+
+
+def test_qa_split_sizes_count_examples_and_windows(cfg_factory, tiny_tokenizer):
+    from gpt2tasks.build import build_for_training
+
+    datamodule, _, _ = build_for_training(cfg_factory("task=sample_qa", "data.max_train_samples=64",
+                                                      "data.max_eval_samples=32"))
+    line = datamodule.describe()
+    windows = {k: len(v) for k, v in datamodule.datasets.items()}
+    assert line == (f"question_answering; examples: train 64, val 32, test 32; as windows: train {windows['train']}, "
+                    f"val {windows['val']}, test {windows['test']}")
+    assert windows["train"] > 64  # long contexts: more windows than questions
