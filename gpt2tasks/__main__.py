@@ -14,7 +14,7 @@ COMMANDS = {
 
 USAGE = "usage: python -m gpt2tasks <command> [args]\n\ncommands:\n" + "\n".join(
     f"  {name:<8} {text}" for name, text in COMMANDS.items()
-) + "\n\n`python -m gpt2tasks <command> --help` shows a command's options."
+) + "\n\n`python -m gpt2tasks <command> --help` shows a command's options; --version (-V) the version."
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> None:
         train_main()
         return
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from gpt2tasks import __version__
+
+        print(f"gpt2tasks {__version__}")
+        return
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return

@@ -64,6 +64,19 @@ def quiet_known_noise() -> None:
     # Eval metrics are computed once from outputs gathered from every rank (identical everywhere),
     # so Lightning's advice to all-reduce them with sync_dist does not apply.
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level in distributed.*")
-    # An advertisement Lightning prints on every Trainer start.
+    # transformers 5 deprecates the name PEFT still calls (LoRA, export and resume runs): nothing to act on.
+    warnings.filterwarnings("ignore", message=".*`is_gradient_checkpointing` is deprecated.*", category=FutureWarning)
+    # Lightning start-up chatter that tells a user nothing: an advertisement, TPUs, and the restore
+    # lines of the final evaluation (the Done line names the checkpoint the metrics come from).
+    noise = ("litlogger", "TPU available", "Restoring states from the checkpoint path",
+             "Loaded model weights from the checkpoint", "to estimate number of stepping batches")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage())
+        lambda record: not any(text in record.getMessage() for text in noise))
+    # `import lightning` gives its top logger its own stderr handler even when the application has
+    # configured logging: every Lightning message then appears twice. The application's handlers print it.
+    import lightning  # noqa: F401  (the handler is added on import)
+
+    top = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(top.handlers):
+            top.removeHandler(handler)

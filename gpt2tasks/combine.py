@@ -13,14 +13,16 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import OmegaConf
 
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import check_writable, save_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ SHARED_CONFIG = ("model", "peft")
 
 
 def combine(ckpts: list[str], out: str, overwrite: bool = False, trust_checkpoint: bool = False) -> Path:
+    import torch  # here, not at module scope: `combine --help` answers without it
+
     from gpt2tasks.build import build_from_checkpoint
     from gpt2tasks.evaluation import load_checkpoint
 

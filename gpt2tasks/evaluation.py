@@ -15,13 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# torch, lightning and gpt2tasks.build are imported where used: `eval --help` answers without them.
 from gpt2tasks import multitask
-from gpt2tasks.build import restore, trainer_kwargs
 from gpt2tasks.config import validate_config
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import check_writable, write_metrics, write_predictions
@@ -51,6 +49,8 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
     tensors and plain Python values, so a file cannot run code. Everything gpt2tasks stores in a
     checkpoint is such data. A file holding other objects is refused, unless `trust` (the user's
     trust_checkpoint=true) allows the full unpickler."""
+    import torch
+
     ckpt_path = Path(path).expanduser()
     if ckpt_path.is_dir() and (ckpt_path / "latest").is_file():  # DeepSpeed writes a folder
         return _consolidate_deepspeed(ckpt_path, path, trust)
@@ -134,6 +134,8 @@ def apply_overrides(config: dict, overrides: list[str], command: str = "eval", u
 def inference_trainer_kwargs(cfg) -> dict[str, Any]:
     """The run's Trainer settings (precision, accelerator, ...) without the training-only ones, on one
     device: exact evaluation gives the same numbers on any number, and predict writes one file."""
+    from gpt2tasks.build import trainer_kwargs
+
     kwargs = trainer_kwargs(cfg, single_device=True)
     for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
                 "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
@@ -145,6 +147,10 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
                         task: str | None = None, trust_checkpoint: bool = False) -> dict[str, float]:
     """`task`: one head of a multi-task checkpoint (evaluated as that task alone); default: all.
     `trust_checkpoint`: load a checkpoint that holds more than plain data (see load_checkpoint)."""
+    import lightning as L
+
+    from gpt2tasks.build import restore
+
     if output:
         check_writable(Path(output), "output")  # before any work
     checkpoint = load_checkpoint(ckpt, trust_checkpoint)

@@ -22,15 +22,18 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 from omegaconf import OmegaConf
 
-from gpt2tasks import lora, multitask
-from gpt2tasks.build import model_from_run_info
+# torch, peft and gpt2tasks.build are imported where used: `export --help` answers without them.
+from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
+from gpt2tasks.plots import PLOTS_DIR, run_name
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ def parse_options(argv: list[str]) -> ExportOptions:
 
 def export(options: ExportOptions) -> Path:
     """Write the export folder (and push it when asked); returns its path."""
+    from gpt2tasks import lora
+    from gpt2tasks.build import model_from_run_info
     from gpt2tasks.evaluation import load_checkpoint
 
     if not options.ckpt or not options.out:
@@ -125,7 +130,8 @@ def export(options: ExportOptions) -> Path:
         else:
             model = lora.merge(model)
         with staging_dir(out, options.overwrite) as tmp:
-            write_folder(tmp, model, tokenizer, cfg, info, metrics, adapter, options, out.name)
+            write_folder(tmp, model, tokenizer, cfg, info, metrics, adapter, options, run_name(cfg),
+                         run_plots(Path(options.ckpt)))
     log.info("exported %s -> %s", options.ckpt, out)
     if options.push_to_hub:
         push(out, options.hub_repo_id, options.hub_private, options.hub_commit_message, token)
@@ -133,16 +139,21 @@ def export(options: ExportOptions) -> Path:
 
 
 def write_folder(folder: Path, model, tokenizer, cfg, info: dict, metrics: dict[str, float], adapter: bool,
-                 options: ExportOptions, title: str) -> None:
-    """One task's export: weights (or adapter), tokenizer, gpt2tasks.json, model card."""
+                 options: ExportOptions, title: str, pictures: list[Path] = ()) -> None:
+    """One task's export: weights (or adapter), tokenizer, gpt2tasks.json, model card (+ the run's
+    pictures under plots/, shown in the card)."""
     folder.mkdir(parents=True, exist_ok=True)
+    for picture in pictures:
+        (folder / PLOTS_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(picture, folder / PLOTS_DIR / picture.name)
     if adapter:
         save_adapter(model, cfg, info, folder)
     else:
         save_model(model, cfg, folder)
     save_tokenizer(tokenizer, cfg, folder)
     write_info(cfg, info, folder, adapter)
-    (folder / "README.md").write_text(model_card(cfg, info, metrics, adapter, options, title))
+    (folder / "README.md").write_text(model_card(cfg, info, metrics, adapter, options, title,
+                                                 [p.name for p in pictures]))
 
 
 def export_multitask(checkpoint: dict, cfg, task: str | None, metrics: dict[str, float], options: ExportOptions,
@@ -150,6 +161,7 @@ def export_multitask(checkpoint: dict, cfg, task: str | None, metrics: dict[str,
     """A multi-task run: `<folder>/<task>/`, a complete single-task export per task (its metrics are
     the run's `<task>/...` ones); with merge_lora=false, `<folder>/base/` (the frozen backbone) and
     one PEFT adapter folder (adapters + head) per task."""
+    from gpt2tasks import lora
     from gpt2tasks.build import lora_spec, restore, tokenizer_from_files
     from gpt2tasks.tasks import KINDS
 
@@ -171,7 +183,7 @@ def export_multitask(checkpoint: dict, cfg, task: str | None, metrics: dict[str,
             multitask.merge_task_backbone(model, adapter_name)
         own_metrics = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
         write_folder(folder / name, model, tokenizer_from_files(info["tokenizer_files"]), view, view_info,
-                     own_metrics, adapter, options, f"{Path(options.out).name}/{name}")
+                     own_metrics, adapter, options, run_name(view))
     if adapter:
         base = multitask.plain_backbone(module.backbone)
         base.save_pretrained(folder / "base")
@@ -208,6 +220,11 @@ def load_weights(model: torch.nn.Module, checkpoint: dict, ckpt: str) -> None:
         raise UserError(f"ckpt={ckpt}: its weights do not fit the model its run describes ("
                         f"{str(exc).splitlines()[0]}). Fix: pass an unmodified checkpoint written by "
                         "`gpt2tasks train`.") from None
+
+
+def run_plots(ckpt: Path) -> list[Path]:
+    """The run's pictures (plots/*.png beside checkpoints/), or [] when there are none."""
+    return sorted((ckpt.expanduser().absolute().parent.parent / PLOTS_DIR).glob("*.png"))
 
 
 def run_metrics(ckpt: Path) -> dict[str, float]:
@@ -355,7 +372,8 @@ def write_info(cfg, info: dict, folder: Path, adapter: bool) -> None:
 
 
 # ---- model card -------------------------------------------------------------------------------
-def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions, title: str) -> str:
+def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions, title: str,
+               pictures: list[str] = ()) -> str:
     kind = cfg.task.kind
     model = cfg.model
     base = str(model.name_or_path) if model.get("pretrained", True) and model.get("name_or_path") else None
@@ -383,6 +401,8 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
     rows = "\n".join(f"| {k} | {v} |" for k, v in hyper.items())
     scores = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (no metrics.json beside the run) | |"
     command = info.get("command") or "(trained from Python; no command line recorded)"
+    shown = "".join(f"\n![{Path(name).stem}]({PLOTS_DIR}/{name})\n" for name in pictures)
+    figures = f"\n## Training curves and evaluation pictures\n{shown}" if pictures else ""
     return f"""---
 {front}---
 
@@ -405,7 +425,7 @@ GPT-2 fine-tuned for `{cfg.task.name}` ({PIPELINE_TAGS[kind]}) with gpt2tasks.
 | metric | value |
 |---|---|
 {scores}
-"""
+{figures}"""
 
 
 def usage_snippet(kind: str, adapter: bool, base: str | None) -> str:

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from transformers import GPT2Config, PreTrainedModel
 
-from gpt2tasks import lora
 from gpt2tasks.errors import UserError
+
+if TYPE_CHECKING:  # torch, transformers and peft load only when a model is built (not for `train --help`)
+    import torch
+    from transformers import GPT2Config, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,8 @@ def attach_head(head_cls: type[PreTrainedModel], config: GPT2Config, backbone: t
     """An HF head model around an existing `GPT2Model`: the head's own layers are new (initialised
     as HF initialises them), `transformer` is `backbone` itself. Built on the meta device first,
     so no second backbone is ever allocated."""
+    import torch
+
     config.vocab_size = backbone.get_input_embeddings().num_embeddings  # the backbone's, resized or not
     with torch.device("meta"):
         model = head_cls(config)
@@ -283,6 +286,7 @@ def build_heads(cfg: DictConfig, kinds: dict[str, str], configs: dict[str, GPT2C
     """One HF head model per task, all over the first one's backbone, then LoRA (on the shared
     backbone) and torch.compile as a single-task run applies them. `base`: the checkpoint the
     frozen weights of a lean checkpoint come from."""
+    from gpt2tasks import lora
     from gpt2tasks.backbone import build_model
     from gpt2tasks.build import lora_spec, model_spec
     from gpt2tasks.tasks import KINDS
@@ -337,6 +341,7 @@ def build_for_training(cfg: DictConfig):
     """(multi-task datamodule, module, tokenizer), as build.build_for_training for one task: one
     tokenizer and model config; per task its data (labels known), then its head's config."""
     import lightning as L
+    from transformers import GPT2Config
 
     from gpt2tasks import build
     from gpt2tasks.backbone import load_model_config, load_tokenizer
@@ -370,6 +375,8 @@ def build_for_training(cfg: DictConfig):
 def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True, tasks: list[str] | None = None):
     """The multi-task datamodule and module from a checkpoint's run information (weights: load the
     checkpoint's state_dict next). `tasks`: whose eval sets to load (default: all)."""
+    from transformers import GPT2Config
+
     from gpt2tasks import build
     from gpt2tasks.datamodules.labels import LabelSpace
 
@@ -435,6 +442,8 @@ def merge_task_backbone(model: PreTrainedModel, adapter_name: str) -> None:
     GPT2Model); the other heads keep the LoRA backbone. No LoRA: nothing to do."""
     import copy
 
+    from gpt2tasks import lora
+
     if not lora.is_lora(model.transformer):
         return
     backbone = copy.deepcopy(model.transformer)
@@ -447,6 +456,8 @@ def plain_backbone(backbone: torch.nn.Module) -> torch.nn.Module:
     """The frozen base GPT2Model under a LoRA backbone (a copy, without any adapter)."""
     import copy
 
+    from gpt2tasks import lora
+
     return copy.deepcopy(backbone).unload() if lora.is_lora(backbone) else backbone
 
 
@@ -454,6 +465,8 @@ def task_adapter_model(model: PreTrainedModel, adapter_name: str, peft_spec, hea
     """One task as a single-task PEFT model: its HF head over the plain base, wrapped the way a
     single-task LoRA run wraps it (`lora.apply_lora`), with the task's adapter weights copied in."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from gpt2tasks import lora
 
     backbone = model.transformer
     state = get_peft_model_state_dict(backbone, adapter_name=adapter_name)  # keys without the adapter name

@@ -13,16 +13,17 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import Callback
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig, OmegaConf
 
-from gpt2tasks import distributed, multitask, outputs, resume
-from gpt2tasks.build import absolute_data_paths, build_for_training, build_logger, build_trainer
+from gpt2tasks import distributed, multitask, outputs
 from gpt2tasks.config import check_epoch_length, validate_config
 from gpt2tasks.errors import UserError
-from gpt2tasks.throughput import ThroughputMonitor
+
+if TYPE_CHECKING:
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger("gpt2tasks")
 
@@ -31,6 +32,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     """Fine-tune per `cfg`; returns the best checkpoint's metrics (also written to metrics.json).
 
     `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
+    # Imported here, not at module scope: `train --help` answers without loading torch.
+    from gpt2tasks import resume
+    from gpt2tasks.build import absolute_data_paths, build_for_training, build_logger, build_trainer, model_spec
+    from gpt2tasks.callbacks import report_run, run_callbacks
+    from gpt2tasks.throughput import ThroughputMonitor
+
     if multitask.is_multitask(cfg):
         multitask.expand(cfg)  # each task's full task/data blocks, under tasks.<name>
     validate_config(cfg)
@@ -40,10 +47,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     rank_zero = distributed.is_rank_zero()
     if not rank_zero:
         logging.getLogger("gpt2tasks").setLevel(logging.WARNING)  # rank 0 reports
-    start_from, source = _start_checkpoint(cfg, output_dir, rank_zero)
+    # trainer.fast_dev_run: a few batches to check the code path; it writes nothing to output_dir.
+    debug = bool(cfg.trainer.get("fast_dev_run", False))
+    start_from, source = (None, "") if debug else _start_checkpoint(cfg, output_dir, rank_zero)
 
     # Everything that can fail on bad input happens before the output directory is touched.
-    datamodule, module, _ = build_for_training(cfg)
+    datamodule, module, tokenizer = build_for_training(cfg)
+    log.info("tokenizer: %s (%d tokens)", model_spec(cfg).tokenizer_source, len(tokenizer))
     log.info("task=%s (%s): %s", cfg.task.name, cfg.task.kind, datamodule.describe())
     log.info("model: %s", module.parameter_summary())
     saved = resume.peek(start_from, source) if start_from is not None else {}
@@ -64,21 +74,26 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
             shutil.rmtree(kept, ignore_errors=True)
             kept = None
 
-    run_callbacks = [ThroughputMonitor.from_config(cfg),  # samples/s, tokens/s, MFU (progress bar, logger)
-                     resume.ResumeExactly(), resume.ValidateAtEnd(), *callbacks, best_checkpoint]
-    if cfg.checkpoint.save_last:
-        run_callbacks.append(resume.LastCheckpoint(
-            ckpt_dir / "last.ckpt", every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
-            every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit))
+    logger = False if debug else build_logger(cfg, output_dir)
+    # samples/s, tokens/s, MFU (progress bar, logger); metric history, LR, early stopping (callbacks.py)
+    all_callbacks = [ThroughputMonitor.from_config(cfg), resume.ResumeExactly(), resume.ValidateAtEnd(),
+                     *run_callbacks(cfg, has_logger=bool(logger)), *callbacks]
+    if not debug:
+        all_callbacks.append(best_checkpoint)
+        if cfg.checkpoint.save_last:
+            all_callbacks.append(resume.LastCheckpoint(
+                ckpt_dir / "last.ckpt", every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
+                every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit))
+    quiet = {} if "enable_model_summary" in cfg.trainer else {"enable_model_summary": False}  # the model line says it
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).
-    trainer = build_trainer(cfg, logger=build_logger(cfg, output_dir), callbacks=run_callbacks,
-                            default_root_dir=str(output_dir))
+    trainer = build_trainer(cfg, logger=logger, callbacks=all_callbacks, default_root_dir=str(output_dir),
+                            **quiet, **({"enable_checkpointing": False} if debug else {}))
     check_epoch_length(cfg, trainer, datamodule)  # trainer.val_check_interval needs the batches of an epoch
     resume.check_can_continue(saved, trainer, source,
                               has_metrics=(output_dir / "metrics.json").exists() if cfg.resume else True)
 
-    if rank_zero:
+    if rank_zero and not debug:
         if not cfg.resume:
             kept = outputs.set_aside(output_dir)  # a new run (overwrite=true: the old one is kept aside)
             if kept is not None and start_from is not None and start_from.is_relative_to(output_dir):
@@ -101,7 +116,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
                         weights_only=True)
             # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them
             # (every run with validation has one: the last step validates).
-            best = best_checkpoint.best_model_path or None
+            best = None if debug else best_checkpoint.best_model_path or None
             metrics = _evaluate(trainer, module, datamodule, best)
     except BaseException:
         if rank_zero and not committed and not cfg.resume:
@@ -109,10 +124,19 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
             outputs.put_back(output_dir, kept)
             outputs.remove_if_empty(output_dir)
         raise
+    if debug:
+        if trainer.is_global_zero:
+            outputs.remove_if_empty(output_dir)  # Hydra made it; nothing was written to it
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in _headline(cfg, metrics).items())
+            print(f"\nfast_dev_run: a debug run of {int(cfg.trainer.fast_dev_run)} batch(es) per stage; nothing was "
+                  f"written (no config.yaml, checkpoint, metrics.json or plots).\n  metrics of those batches "
+                  f"(not a result): {shown}")
+        return metrics
     commit()
     if trainer.is_global_zero:
         outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
+        report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
         _report(output_dir, best, _headline(cfg, metrics), trainer.global_step, cfg.task.monitor)
     return metrics
 
@@ -180,6 +204,8 @@ def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final
 
 
 def _saved_step(path: str) -> int | str:
+    import torch
+
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
     except Exception:  # a DeepSpeed folder, or an unreadable file: the report still prints

@@ -378,9 +378,19 @@ class TaskDataModule(L.LightningDataModule):
     def has_test(self) -> bool:
         return TEST in self.datasets
 
+    #: what the model's rows are called when they are not one per example (LM: blocks)
+    row_name = "windows"
+
     def describe(self) -> str:
-        """One line for the start-up log: problem type and rows per split."""
-        return f"{self.label_space.problem_type}, {dict((k, len(v)) for k, v in self.datasets.items())}"
+        """One line for the start-up log: problem type and examples per split, and the rows the model
+        runs on where they differ (long contexts split into windows, LM text cut into blocks)."""
+        def counts(sizes: dict[str, int]) -> str:
+            return ", ".join(f"{split} {n:,}" for split, n in sizes.items())
+
+        examples = {k: len(self.examples.get(k, v)) for k, v in self.datasets.items()}
+        rows = {k: len(v) for k, v in self.datasets.items()}
+        text = f"{self.label_space.problem_type}; examples: {counts(examples)}"
+        return text if rows == examples else f"{text}; as {self.row_name}: {counts(rows)}"
 
 
 def is_blank(value: Any) -> bool:

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class LanguageModelingDataModule(TaskDataModule):
+    @property
+    def row_name(self) -> str:  # the start-up log's split sizes: documents, then these
+        return f"{'blocks' if self.spec.packing else 'windows'} of up to {self.spec.block_size} tokens"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # Packing cuts one stream per split, so tokenize_batch must see the whole split.

@@ -68,6 +68,7 @@ class TaskModule(L.LightningModule):
         self.run_info = run_info or {}
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
         self.latest_metrics: dict[str, float] = {}  # "<eval set>/<metric>" of the last evaluation
+        self.latest_diagnostics: dict[str, dict] = {}  # per eval set, what the run's pictures show (plots.py)
         self.predict_options: dict[str, Any] = {}  # `predict` options this kind reads (predict_option_defaults)
         self.predicted: dict[str, np.ndarray] = {}  # the last predict run's outputs, sorted by idx
         # The datamodule whose raw examples this task's metrics read: the Trainer's, unless this
@@ -108,6 +109,11 @@ class TaskModule(L.LightningModule):
         """Metrics of one whole eval set from its gathered outputs (sorted by idx). `eval_set` names
         the split ("val", "val_<name>", "test") for kinds that need its raw examples."""
         raise NotImplementedError
+
+    def diagnostics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, Any]:
+        """Numbers behind the run's pictures, from the same gathered outputs as the metrics, e.g.
+        {"confusion": (C, C) counts, "labels": class names}; {} for kinds without any."""
+        return {}
 
     #: kinds with a fixed metric set: the names task.metrics may list, and what else is reported
     metric_names: tuple[str, ...] = ()
@@ -247,6 +253,7 @@ class TaskModule(L.LightningModule):
         outputs = gather_by_idx(parts, self.eval_pad_values)
         if not len(outputs.get("idx", [])):
             return {}
+        self.latest_diagnostics[eval_set] = self.diagnostics(outputs, eval_set)
         # loss: the mean of per-example losses, unless compute_metrics returns its own (LM: per token)
         return {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs, eval_set)}
 

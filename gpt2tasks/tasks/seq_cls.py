@@ -16,6 +16,7 @@ from scipy.special import expit, softmax
 
 from gpt2tasks.datamodules.labels import MULTI, REGRESSION
 from gpt2tasks.metrics import MULTI_LABEL_THRESHOLD, check_metric_names, compute_metrics
+from gpt2tasks.plots import confusion_counts
 from gpt2tasks.tasks.base import TaskModule
 
 
@@ -53,6 +54,14 @@ class SeqClsModule(TaskModule):
         if self.problem_type not in (REGRESSION, MULTI):
             labels = labels.astype(np.int64)
         return compute_metrics(self.evaluation.metrics, self.problem_type, outputs["logits"], labels)
+
+    def diagnostics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, Any]:
+        if self.problem_type in (REGRESSION, MULTI):
+            return {}
+        id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        names = [id2label[i] for i in range(len(id2label))]
+        preds = outputs["logits"].argmax(-1)
+        return {"confusion": confusion_counts(outputs["labels"], preds, len(names)), "labels": names}
 
     def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
         """Single-label: the argmax label + softmax scores per class; multi-label: the classes whose

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from gpt2tasks.datamodules.base import PREDICT
 from gpt2tasks.metrics_ner import SCHEMES, entity_spans, ner_metrics
+from gpt2tasks.plots import confusion_counts
 from gpt2tasks.tasks.base import TaskModule
 
 METRICS = ("precision", "recall", "f1", "accuracy")
@@ -60,6 +61,16 @@ class TokenClsModule(TaskModule):
         scores = ner_metrics(true, pred, scheme=self.evaluation.options["tag_scheme"])
         overall = set(METRICS)
         return {k: v for k, v in scores.items() if k in self.evaluation.metrics or k not in overall}
+
+    def diagnostics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, Any]:
+        """The confusion of word-level tags (each word's first sub-token, as the metrics score)."""
+        id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        names = [id2label[i] for i in range(len(id2label))]
+        preds = words_by_example(outputs["example"], outputs["word_ids"], outputs["preds"])
+        golds = words_by_example(outputs["example"], outputs["word_ids"], outputs["labels"])
+        true = np.array([t for e in sorted(golds) for t in golds[e]], dtype=np.int64)
+        pred = np.array([t for e in sorted(golds) for t in preds[e]], dtype=np.int64)
+        return {"confusion": confusion_counts(true, pred, len(names)), "labels": names, "what": "word tags"}
 
     def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
         """One tag per input word (its first sub-token's prediction, across windows) and the entity

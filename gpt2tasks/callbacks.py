@@ -1,0 +1,173 @@
+"""Run-level Lightning callbacks chosen by the config: early stopping, the learning rate in the
+logs, and the metric history the run's pictures are drawn from (whatever the logger, even none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, RichProgressBar, TQDMProgressBar
+
+from gpt2tasks.errors import UserError
+
+
+def run_callbacks(cfg, has_logger: bool) -> list[L.Callback]:
+    """MetricHistory always; EarlyStopping when `early_stopping.patience` is set; the learning rate
+    monitor when there is a logger to write to (Lightning refuses it without one)."""
+    callbacks: list[L.Callback] = [MetricHistory()]
+    stopping = cfg.get("early_stopping") or {}
+    patience = stopping.get("patience")
+    if patience is not None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise UserError(f"early_stopping.patience={patience!r} must be a whole number of validations "
+                            "(0 or more) or null (off). Fix: e.g. early_stopping.patience=3.")
+        callbacks.append(EarlyStopping(monitor=str(cfg.task.monitor), mode=str(cfg.task.mode), patience=patience,
+                                       min_delta=float(stopping.get("min_delta") or 0.0), check_finite=True,
+                                       verbose=True))
+    if has_logger:
+        callbacks.append(LearningRateLogger(logging_interval="step"))
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_bar())
+    return callbacks
+
+
+class _WithoutVersion:
+    """A progress bar without Lightning's `v_num` (the logger's version number: not a metric)."""
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class RichBar(_WithoutVersion, RichProgressBar):
+    pass
+
+
+class TQDMBar(_WithoutVersion, TQDMProgressBar):
+    pass
+
+
+def progress_bar() -> L.Callback:
+    """The bar Lightning would pick (rich when installed), without `v_num`."""
+    from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+    return RichBar() if _RICH_AVAILABLE else TQDMBar()
+
+
+class LearningRateLogger(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, logged as one `train/lr` column: our AdamW has two parameter
+    groups (with and without weight decay) that always share one learning rate, which Lightning
+    would log twice as `lr-AdamW/pg1` and `lr-AdamW/pg2`."""
+
+    def _extract_stats(self, trainer, interval: str) -> dict[str, float]:
+        stats = super()._extract_stats(trainer, interval)
+        rates = {value for name, value in stats.items() if not name.endswith(("-momentum", "-weight_decay"))}
+        return {"train/lr": rates.pop()} if len(rates) == 1 else stats
+
+
+class MetricHistory(L.Callback):
+    """Every training step's loss and learning rate, and every validation's metrics, in memory (and
+    in checkpoints, so a resumed run's pictures cover the whole run).
+
+    `train`: [(step, loss, lr)]; `evals`: [(step, {"val/accuracy": ..., ...})]. Losses are kept as
+    tensors until the epoch ends: reading one every step would make the GPU wait for the host."""
+
+    def __init__(self) -> None:
+        self.train: list[tuple[int, float, float]] = []
+        self.evals: list[tuple[int, dict[str, float]]] = []
+        self._pending: list[tuple[int, Any, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is None:
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        self._pending.append((trainer.global_step, loss.detach(), float(lr)))
+
+    def _flush(self) -> None:
+        self.train.extend((step, float(loss), lr) for step, loss, lr in self._pending)
+        self._pending = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._flush()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._flush()
+        # Eval metrics: "val/x", "val_<name>/x", "<task>/val/x" (multi-task), "val/mean".
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()
+                   if "/" in name and name.split("/")[-2].startswith("val")}
+        if metrics:
+            self.evals.append((trainer.global_step, metrics))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        self._flush()
+        return {"train": [list(row) for row in self.train], "evals": [[s, dict(m)] for s, m in self.evals]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train = [tuple(row) for row in state_dict.get("train", [])]
+        self.evals = [(int(s), dict(m)) for s, m in state_dict.get("evals", [])]
+
+
+def report_run(trainer: L.Trainer, cfg, module, metrics: dict[str, float], output_dir) -> list:
+    """At the end of a run (rank 0): the pictures into `<output_dir>/plots/` and, when a logger is
+    on, into it too, with the resolved config logged as hyperparameters beside the final metrics.
+    Returns the PNG paths written."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from gpt2tasks import plots
+
+    history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
+    pictures: list[Path] = []
+    if history is not None:
+        data = plots.picture_data(str(cfg.task.kind), str(cfg.task.monitor), history, metrics,
+                                  getattr(module, "latest_diagnostics", {}))
+        folder = Path(output_dir) / plots.PLOTS_DIR
+        figures = plots.write_pictures(folder, data, plots.run_name(cfg))
+        pictures = [folder / f"{name}.png" for name in figures]
+        for logger in trainer.loggers:
+            _log_figures(logger, figures, trainer.global_step)
+        plots.close(figures)
+    for logger in trainer.loggers:
+        _log_hyperparams(logger, OmegaConf.to_container(cfg, resolve=True), metrics)
+    return pictures
+
+
+def _log_hyperparams(logger, params: dict, metrics: dict[str, float]) -> None:
+    """The config as hyperparameters, with the final metrics (TensorBoard's HParams tab, W&B's run
+    config, the CSV/TensorBoard logs' hparams.yaml)."""
+    from pathlib import Path
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    import inspect
+
+    if "metrics" in inspect.signature(logger.log_hyperparams).parameters:  # TensorBoard: shown together
+        logger.log_hyperparams(params, metrics=metrics)
+    else:  # CSV, W&B: the metrics are already logged as the run's final values
+        logger.log_hyperparams(params)
+    if isinstance(logger, TensorBoardLogger):
+        # Lightning wrote an empty hparams.yaml when fit ended and never replaces an existing one.
+        Path(logger.log_dir, logger.NAME_HPARAMS_FILE).unlink(missing_ok=True)
+    logger.save()
+
+
+def _log_figures(logger, figures: dict, step: int) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, TensorBoardLogger):
+        for name, fig in figures.items():
+            logger.experiment.add_figure(f"plots/{name}", fig, global_step=step, close=False)
+    elif isinstance(logger, WandbLogger):
+        import wandb
+
+        logger.experiment.log({f"plots/{name}": wandb.Image(fig) for name, fig in figures.items()})

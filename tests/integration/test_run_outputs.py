@@ -1,0 +1,193 @@
+"""What a run leaves to look at: pictures, the learning rate and hyperparameters in the logs, early
+stopping, and a fast_dev_run that writes nothing."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from gpt2tasks.export import ExportOptions, export
+from gpt2tasks.plots import class_report, confusion_counts, entity_report, smooth
+from gpt2tasks.train import train
+from tests.conftest import run_cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SMALL = ("trainer.max_epochs=2", "data.max_train_samples=128", "data.max_eval_samples=64", "data.batch_size=16")
+
+
+def assert_png(path, min_side=200):
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert min(height, width) >= min_side
+
+
+# ---- the numbers behind the pictures, by hand ------------------------------------------------
+def test_confusion_counts_and_class_report_by_hand():
+    true = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    pred = [0, 1, 0, 1, 2, 2, 2, 0, 2]
+    counts = confusion_counts(np.array(true), np.array(pred), 3)
+    assert counts.tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 3]]
+    report = class_report(counts, ["a", "b", "c"])
+    # a: predicted 3 times, 2 right; 3 true. b: predicted 2, 1 right; 2 true. c: predicted 4, 3 right; 4 true.
+    assert report["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert report["b"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
+    assert report["c"] == pytest.approx({"precision": 3 / 4, "recall": 3 / 4, "f1": 3 / 4, "support": 4})
+    # a class never predicted nor present: zeros, not NaN
+    assert class_report(confusion_counts(np.array([0]), np.array([0]), 2), ["x", "y"])["y"] == {
+        "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_entity_report_reads_the_per_type_metrics():
+    metrics = {"val/f1": 0.5, "val/PER_precision": 1.0, "val/PER_recall": 0.5, "val/PER_f1": 2 / 3,
+               "val/PER_number": 4.0, "test/LOC_number": 1.0}
+    assert entity_report(metrics) == {"PER": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 4}}
+
+
+def test_smoothing_is_debiased():
+    assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+    assert smooth([1.0, 3.0], weight=0.5) == pytest.approx([1.0, (0.25 + 1.5) / 0.75])
+
+
+# ---- a classification run: pictures, LR column, hyperparameters --------------------------------
+def test_classification_run_writes_pictures_lr_and_hyperparameters(cfg_factory, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(cfg_factory("logger=csv", *SMALL, "optim.lr=1e-3", "optim.warmup_ratio=0.25", output_dir=out))
+    plots = out / "plots"
+    assert {p.name for p in plots.iterdir()} == {"curves.png", "confusion_matrix.png", "class_report.png", "plots.json"}
+    for png in plots.glob("*.png"):
+        assert_png(png)
+    data = json.loads((plots / "plots.json").read_text())
+    counts = np.array(data["confusion_matrix"]["counts"])
+    assert data["confusion_matrix"]["labels"] == ["negative", "positive"]
+    # the best checkpoint's validation: 64 examples, and its diagonal is exactly val/accuracy
+    assert counts.sum() == 64
+    assert np.trace(counts) / counts.sum() == pytest.approx(metrics["val/accuracy"])
+    assert data["class_report"]["positive"]["support"] == int(counts[1].sum())
+    # every step's loss and LR; the monitored metric at each of the 2 validations
+    curves = data["curves"]
+    assert curves["step"] == list(range(1, 17))  # 128 / 16 x 2 epochs
+    assert curves["monitor"] == "val/accuracy" and curves["monitor_step"] == [8, 16]
+    assert max(curves["monitor_value"]) == pytest.approx(metrics["val/accuracy"])
+    # linear schedule, 4 warmup steps: after step s the lr is 1e-3 x s/4, then falls to 0 at step 16
+    assert curves["lr"][:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and curves["lr"][-1] == 0.0
+
+    log_dir = out / "logs" / "version_0"
+    rows = [line.split(",") for line in (log_dir / "metrics.csv").read_text().splitlines()]
+    assert "train/lr" in rows[0] and not any(c.startswith("lr-") for c in rows[0])
+    lr_col, step_col = rows[0].index("train/lr"), rows[0].index("step")
+    logged = {int(r[step_col]): float(r[lr_col]) for r in rows[1:] if r[lr_col]}
+    assert logged  # every log_every_n_steps; the same values as the pictures' (lr after `step` updates)
+    assert all(lr == pytest.approx(curves["lr"][curves["step"].index(step)]) for step, lr in logged.items())
+    hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
+    assert hparams["optim"]["lr"] == 1e-3 and hparams["task"]["monitor"] == "val/accuracy"
+
+    # the export's model card: named from model + task (not the folder), showing the same pictures
+    exported = tmp_path / "some-folder"
+    export(ExportOptions(ckpt=str(out / "checkpoints" / "best.ckpt"), out=str(exported)))
+    card = (exported / "README.md").read_text()
+    assert "\n# tiny-gpt2-sample_sentiment\n" in card and "some-folder" not in card
+    assert yaml.safe_load(card.split("---\n")[1])["model-index"][0]["name"] == "tiny-gpt2-sample_sentiment"
+    for name in ("curves", "confusion_matrix", "class_report"):
+        assert f"![{name}](plots/{name}.png)" in card
+        assert (exported / "plots" / f"{name}.png").read_bytes() == (plots / f"{name}.png").read_bytes()
+
+
+def test_tensorboard_gets_lr_scalars_hyperparameters_and_pictures(cfg_factory, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(cfg_factory("logger=tensorboard", *SMALL, output_dir=out))
+    log_dir = out / "tensorboard" / "version_0"
+    hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
+    assert hparams["seed"] == 42 and hparams["data"]["batch_size"] == 16
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert "train/lr" in events.Tags()["scalars"]
+    assert set(events.Tags()["images"]) == {"plots/curves", "plots/confusion_matrix", "plots/class_report"}
+
+
+def test_ner_and_lm_runs_draw_their_kind_pictures(cfg_factory, tmp_path):
+    ner = tmp_path / "ner"
+    metrics = train(cfg_factory("task=sample_ner", "trainer.max_epochs=1", "data.max_train_samples=64",
+                                "data.max_eval_samples=32", "data.batch_size=16", output_dir=ner))
+    data = json.loads((ner / "plots" / "plots.json").read_text())
+    assert {"curves", "confusion_matrix", "entity_report"} <= set(data)
+    counts = np.array(data["confusion_matrix"]["counts"])
+    # word tags: the diagonal share is the metrics' word accuracy
+    assert np.trace(counts) / counts.sum() == pytest.approx(metrics["val/accuracy"])
+    assert data["entity_report"]["PER"]["support"] == int(metrics["val/PER_number"])
+    for png in ("entity_report.png", "confusion_matrix.png"):
+        assert_png(ner / "plots" / png)
+
+    lm = tmp_path / "lm"
+    metrics = train(cfg_factory("task=sample_lm", "trainer.max_epochs=1", "data.max_train_samples=64",
+                                "data.max_eval_samples=16", "task.sample_prompts=[]", output_dir=lm))
+    data = json.loads((lm / "plots" / "plots.json").read_text())
+    assert set(data) == {"curves", "perplexity"}
+    assert data["perplexity"]["val_perplexity"][-1] == pytest.approx(metrics["val/perplexity"])
+    assert_png(lm / "plots" / "perplexity.png")
+
+
+# ---- early stopping, fast_dev_run --------------------------------------------------------------
+class Epochs(Callback):
+    def on_fit_end(self, trainer, pl_module):
+        self.epochs, self.stopped = trainer.current_epoch, trainer.should_stop
+
+
+def test_early_stopping_stops_when_the_monitor_does_not_improve(cfg_factory, tmp_path):
+    # lr=1e-12: val/accuracy never changes, so with patience 1 the second validation ends the run.
+    seen = Epochs()
+    train(cfg_factory("early_stopping.patience=1", "optim.lr=1e-12", "trainer.max_epochs=10", "data.max_train_samples=32",
+                      "data.max_eval_samples=16", "data.batch_size=16"), callbacks=[seen])
+    assert seen.stopped and seen.epochs == 2
+
+
+def test_early_stopping_patience_must_be_a_count(cfg_factory):
+    from gpt2tasks.errors import UserError
+
+    with pytest.raises(UserError, match=r"early_stopping.patience='3x'.*Fix"):
+        train(cfg_factory("early_stopping.patience=3x"))
+
+
+def test_fast_dev_run_writes_nothing_and_says_so(tmp_path):
+    out = tmp_path / "debug"
+    result = run_cli("train", f"output_dir={out}", "+trainer.fast_dev_run=true", "trainer.enable_progress_bar=false",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fast_dev_run: a debug run of 1 batch(es) per stage; nothing was written" in result.stdout
+    assert "val/accuracy=" in result.stdout
+    assert not out.exists()  # no config.yaml, checkpoints, metrics.json, logs or plots
+
+
+# ---- what a run prints ----------------------------------------------------------------------------
+def test_start_up_output_says_what_helps_and_hides_the_rest(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", f"output_dir={out}", "peft=lora", "logger=csv", "trainer.max_steps=2",
+                     "data.max_train_samples=32", "data.max_eval_samples=16", "data.batch_size=16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    assert "━" in text  # the progress bar was drawn, so its absent v_num is meaningful
+    for hidden in ("is_gradient_checkpointing", "Total FLOPs", "v_num", "INFO: ", "TPU available",
+                   "Restoring states", "litlogger"):
+        assert hidden not in text, hidden
+    assert text.count("GPU available") == 1  # Lightning's lines once, not twice
+    assert "tokenizer: " in text and "data/tokenizer (946 tokens)" in text
+    assert "examples: train 32, val 16, test 16" in text
+    eval_result = run_cli("eval", f"ckpt={out / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    assert eval_result.returncode == 0 and "is_gradient_checkpointing" not in eval_result.stderr
+
+
+def test_qa_split_sizes_count_examples_and_windows(cfg_factory, tiny_tokenizer):
+    from gpt2tasks.build import build_for_training
+
+    datamodule, _, _ = build_for_training(cfg_factory("task=sample_qa", "data.max_train_samples=64",
+                                                      "data.max_eval_samples=32"))
+    line = datamodule.describe()
+    windows = {k: len(v) for k, v in datamodule.datasets.items()}
+    assert line == (f"question_answering; examples: train 64, val 32, test 32; as windows: train {windows['train']}, "
+                    f"val {windows['val']}, test {windows['test']}")
+    assert windows["train"] > 64  # long contexts: more windows than questions

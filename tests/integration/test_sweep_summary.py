@@ -1,0 +1,30 @@
+"""`train -m`: the sweep ends with one table of every job's overrides and final metrics, best first."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_two_job_sweep_prints_and_writes_a_summary_best_first(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("train", "-m", "optim.lr=1e-4,3e-3", f"hydra.sweep.dir={sweep}", "trainer.max_epochs=1",
+                     "data.max_train_samples=64", "data.max_eval_samples=32", "data.batch_size=16",
+                     "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((sweep / "summary.json").read_text())
+    assert sorted(r["job"] for r in rows) == [0, 1]
+    for row in rows:  # each row is exactly its job's metrics.json
+        assert row["metrics"] == json.loads((sweep / str(row["job"]) / "metrics.json").read_text())
+        assert row["status"] == "COMPLETED" and row["monitor"] == "val/accuracy"
+    assert rows[0]["metrics"]["val/accuracy"] >= rows[1]["metrics"]["val/accuracy"]  # best first (mode max)
+    assert {r["overrides"][0] for r in rows} == {"optim.lr=0.0001", "optim.lr=0.003"}
+
+    table = (sweep / "summary.md").read_text()
+    assert "every job: trainer.max_epochs=1 data.max_train_samples=64" in table
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| # | job | overrides | val/accuracy |")
+    best = rows[0]
+    assert lines[1].startswith(f"| 1 | {best['job']} | {best['overrides'][0]} | {best['metrics']['val/accuracy']:.4f} |")
+    assert lines[1].endswith(f"| {best['job']} |")  # the job's folder, relative to the sweep folder
+    assert "Sweep summary (2 jobs, best first by val/accuracy" in result.stdout
+    assert lines[1] in result.stdout  # stdout shows the same rows (up to 6 metrics: all of these)
