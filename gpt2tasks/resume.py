@@ -31,7 +31,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
 from gpt2tasks.errors import UserError
 
@@ -196,15 +196,24 @@ class ContinueEpoch(BatchSampler):
     def __len__(self) -> int:
         return len(self.inner)
 
+    def set_epoch(self, epoch: int) -> None:  # when this is a DataLoader's `sampler` (it yields whole batches)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
 
 def continue_epochs(loader: DataLoader, position: Callable[[], tuple[int, int]]) -> DataLoader:
-    """The same DataLoader with its batch sampler wrapped in ContinueEpoch."""
-    if type(loader) is not DataLoader or loader.batch_sampler is None:
+    """The same DataLoader, its batches (the batch sampler, or a sampler yielding whole batches with
+    batch_size=None) wrapped in ContinueEpoch."""
+    if loader.batch_sampler is not None:
+        batches = {"batch_sampler": ContinueEpoch(loader.batch_sampler, position)}
+    else:
+        batches = {"sampler": ContinueEpoch(loader.sampler, position), "batch_size": None}
+    if type(loader) is not DataLoader or isinstance(loader.dataset, IterableDataset):
         log.warning("The train DataLoader (%s) cannot skip batches: a run resumed mid-epoch restarts that "
                     "epoch's batches.", type(loader).__name__)
         return loader
     extra = {"prefetch_factor": loader.prefetch_factor} if loader.num_workers else {}
-    return DataLoader(loader.dataset, batch_sampler=ContinueEpoch(loader.batch_sampler, position),
+    return DataLoader(loader.dataset, **batches,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
                       timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
                       multiprocessing_context=loader.multiprocessing_context, generator=loader.generator,
