@@ -94,6 +94,12 @@ def task_problems(cfg: DictConfig) -> list[str]:
         need(not unknown, f"task.metrics: {unknown} are not metrics for {task.problem_type} "
                           f"(valid: {', '.join(available_metrics(task.problem_type))}).")
 
+    if task.kind == "seq_cls":
+        inputs = {data.text_column, data.text_pair_column} - {None}
+        need(data.label_column not in inputs,
+             f"data.label_column={data.label_column!r} is also an input column (data.text_column / "
+             "data.text_pair_column): the model would be asked to classify each text as itself. Fix: point "
+             "data.label_column at the label column.")
     if task.kind == "lm":  # the upper bound (the model's n_positions) is checked once the model config is known
         need(_is_int(data.block_size) and data.block_size >= 2,
              f"data.block_size={data.block_size!r} must be an integer >= 2 (tokens per row). Fix: e.g. data.block_size=128.")
