@@ -268,7 +268,7 @@ def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) ->
     kwargs = {**trainer_kwargs(cfg, single_device), **extra}
     try:
         return L.Trainer(**kwargs)
-    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: e.g. tpu
         strategy = kwargs["strategy"]
         shown = {**{k: kwargs.get(k) for k in ("accelerator", "devices", "num_nodes")},
                  "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}
