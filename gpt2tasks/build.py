@@ -287,7 +287,7 @@ def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) ->
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), bar]
     try:
         return L.Trainer(**kwargs)
-    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: e.g. tpu
         strategy = kwargs["strategy"]
         shown = {**{k: kwargs.get(k) for k in ("accelerator", "devices", "num_nodes")},
                  "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}

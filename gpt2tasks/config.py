@@ -94,6 +94,12 @@ def task_problems(cfg: DictConfig) -> list[str]:
         need(not unknown, f"task.metrics: {unknown} are not metrics for {task.problem_type} "
                           f"(valid: {', '.join(available_metrics(task.problem_type))}).")
 
+    if task.kind == "seq_cls":
+        inputs = {data.text_column, data.text_pair_column} - {None}
+        need(data.label_column not in inputs,
+             f"data.label_column={data.label_column!r} is also an input column (data.text_column / "
+             "data.text_pair_column): the model would be asked to classify each text as itself. Fix: point "
+             "data.label_column at the label column.")
     if task.kind == "lm":  # the upper bound (the model's n_positions) is checked once the model config is known
         need(_is_int(data.block_size) and data.block_size >= 2,
              f"data.block_size={data.block_size!r} must be an integer >= 2 (tokens per row). Fix: e.g. data.block_size=128.")
@@ -161,6 +167,15 @@ def run_problems(cfg: DictConfig) -> list[str]:
     from gpt2tasks.backbone import ModelSpec
 
     problems += typed_problems(cfg, "model", ModelSpec)
+    arch = OmegaConf.to_container(cfg.model.arch, resolve=True) if OmegaConf.is_dict(cfg.model.get("arch")) else {}
+    sizes = {k: v for k, v in arch.items() if k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
+             and v is not None}
+    bad = {k: v for k, v in sizes.items() if not (_is_int(v) and v >= 1)}
+    need(not bad, f"model.arch: {bad} must be positive integers. Fix: e.g. model.arch.n_layer=2.")
+    if not bad and "n_embd" in sizes and "n_head" in sizes:
+        need(sizes["n_embd"] % sizes["n_head"] == 0,
+             f"model.arch.n_embd={sizes['n_embd']} must be a multiple of model.arch.n_head={sizes['n_head']} (each "
+             f"head gets n_embd / n_head dimensions). Fix: e.g. model.arch.n_head={_divisor(sizes['n_embd'], sizes['n_head'])}.")
     need(_is_int(cfg.seed), f"seed={cfg.seed!r} must be an integer. Fix: e.g. seed=42.")
     for key in ("overwrite", "resume"):
         need(isinstance(cfg[key], bool), f"{key}={cfg[key]!r} must be true or false.")
@@ -365,10 +380,20 @@ def trainer_problems(trainer: DictConfig) -> list[str]:
         ok = (interval >= 1) if _is_int(interval) else 0 < interval <= 1
         need(ok, f"trainer.val_check_interval={interval!r} must be a number of training batches >= 1 or a fraction "
                  "of an epoch in (0, 1]. Fix: e.g. trainer.val_check_interval=0.5 (twice an epoch) or 100.")
+    max_time = typed.get("max_time")
+    if isinstance(max_time, str):
+        parts = max_time.split(":")
+        need(len(parts) == 4 and all(p.strip().isdigit() for p in parts),
+             f"trainer.max_time={max_time!r} must be DD:HH:MM:SS. Fix: e.g. trainer.max_time=00:12:00:00 (12 hours).")
     fast = typed.get("fast_dev_run")
     if _is_int(fast):
         need(fast >= 0, f"trainer.fast_dev_run={fast} must be true/false or a number of batches >= 0.")
     return problems
+
+
+def _divisor(n: int, near: int) -> int:
+    """The divisor of n closest to `near` (a head count that fits)."""
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - near), d))
 
 
 def _device_list(text: str) -> bool:

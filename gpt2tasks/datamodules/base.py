@@ -216,6 +216,9 @@ class TaskDataModule(L.LightningDataModule):
         if file:
             path = os.path.abspath(os.path.expanduser(file))
             rows, lines = self.read_file(path, key)
+            if not rows:  # every reader's formats (e.g. an empty TXT file for LM)
+                raise UserError(f"{key}={path}: the file has no data rows, so this split is empty. "
+                                "Fix: point it at a file with examples.")
             stat = os.stat(path)
             return RawSplit(rows, f"{path}:{stat.st_size}:{stat.st_mtime_ns}", key, path, lines)
         if hub_split:
@@ -400,11 +403,25 @@ def is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
 
 
-def warn_empty(part: RawSplit, values: list[Any], what: str) -> None:
-    """Warn, with a count and the first rows, about empty inputs (they train as nothing but a
-    position to predict from); refuse a split where every one is empty."""
+def check_texts(part: RawSplit, values: list[Any], what: str, items: bool = False, empty_ok: bool = False) -> None:
+    """Inputs must be text (numbers are taken as text): a list or an object would be trained on as
+    its Python repr, so it is refused with the rows named; with `items`, each value is a list
+    (words, endings) whose items must be. Empty inputs (they train as nothing but a position to
+    predict from) are counted in a warning (unless `empty_ok`); a split where every one is empty
+    is refused."""
+    def bad(value: Any) -> bool:
+        if items:
+            return not isinstance(value, list) or any(v is None or isinstance(v, (list, dict)) for v in value)
+        return isinstance(value, (list, dict))
+
+    wrong = [i for i, value in enumerate(values) if bad(value)]
+    if wrong:
+        found = values[wrong[0]]
+        raise UserError(f"{len(wrong)} rows have a {what} that is not {'a list of texts' if items else 'text'} "
+                        f"({part.locate_rows(wrong)}; e.g. {str(found)[:80]!r}). Fix: store "
+                        f"{'a list of strings' if items else 'one string'} per row (or point the key at another column).")
     empty = [i for i, value in enumerate(values) if is_blank(value)]
-    if not empty:
+    if not empty or empty_ok:
         return
     if len(empty) == len(values):
         raise UserError(f"{part.key}={part.where}: all {len(values)} rows have an empty {what}, so there is nothing "

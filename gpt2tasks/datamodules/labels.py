@@ -78,8 +78,9 @@ RARE_RATIO = 100
 
 
 def _is_missing(value: Any) -> bool:
+    """An empty cell: None, NaN (a float, or the text NaN that tools write for it), blank text."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and not value.strip())
+        isinstance(value, str) and (not value.strip() or value.strip().lower() == "nan"))
 
 
 def _is_number(value: Any) -> bool:
@@ -119,6 +120,12 @@ def check_labels(labels: Sequence[Any], locate: Callable[[list[int]], str], colu
             raise UserError(f"{column}: {len(lists)} labels are lists (multi-label) and {len(others)} are not "
                             f"({locate(others)}). Fix: make every label a list, e.g. [] for no label.")
         rows = [list(v) for v in labels]
+        multi_item = True  # from here on, a row's label is a list of classes (multi-label)
+    nested = [i for i, items in enumerate(rows) if any(isinstance(x, (dict, list, tuple)) for x in items)]
+    if nested:
+        raise UserError(f"{column}: {len(nested)} rows have a label that is a {type(rows[nested[0]][0]).__name__}, "
+                        f"not a class name, number{'' if multi_item else ' or list of classes'} ({locate(nested)}). "
+                        "Fix: store each label as a plain value.")
     empty = [i for i, items in enumerate(rows) if any(_is_missing(x) for x in items)]
     if empty:
         raise UserError(f"{column}: {len(empty)} of {len(rows)} rows have an empty label ({locate(empty)}); it would "
@@ -139,10 +146,15 @@ def check_labels(labels: Sequence[Any], locate: Callable[[list[int]], str], colu
                         f"e.g. {example!r}) among {len(many)} rows of {other}, so each would become a class of its "
                         "own. Fix: make the labels one kind (all class names or all class ids), or list every "
                         "class in task.label_names=[...] (numbers then index into it).")
-    if not training or regression or label_names or allow_rare:
+    if not training or regression:
         return
     counts = Counter(str(int(x) if isinstance(x, float) and x.is_integer() else x) for items in values for x in items)
-    if len(counts) < 2:
+    if not multi_item and not label_names and len(counts) < 2:
+        # one class: nothing to tell apart (and a 1-label head would be trained as a regression)
+        raise UserError(f"{column}: every training row has the same label ({next(iter(counts), 'none')!r}), so there "
+                        "is nothing to classify. Fix: check data.label_column and the file, or list the classes in "
+                        "task.label_names=[...] if the others only appear in other splits.")
+    if len(counts) < 2 or label_names or allow_rare:
         return
     median = statistics.median(counts.values())
     rare = sorted((n, c) for c, n in counts.items() if n <= RARE_MAX_COUNT and n * RARE_RATIO <= median)
@@ -170,6 +182,9 @@ def infer_label_space(values: Sequence[Any], problem_type: str = "auto",
                             "Fix: make every label a list, e.g. [] for no label.")
         names = list(label_names) if label_names else [
             str(n) for n in sorted({_scalar(x) for v in values for x in v}, key=_sort_key)]
+        if not names:
+            raise UserError("data.label_column: every training label is an empty list, so there are no classes. "
+                            "Fix: check data.label_column, or list the classes in task.label_names=[...].")
         return LabelSpace(MULTI, names)
     scalars = [_scalar(v) for v in values]
     numeric = all(isinstance(v, (int, float)) for v in scalars)
@@ -181,6 +196,9 @@ def infer_label_space(values: Sequence[Any], problem_type: str = "auto",
                             "Fix: clean the label column or set task.problem_type=auto.")
         return LabelSpace(REGRESSION, [])
     if label_names:
+        if len(label_names) < 2:
+            raise UserError(f"task.label_names={list(label_names)} lists {len(label_names)} class(es); a classifier "
+                            "needs at least 2. Fix: list every class, e.g. task.label_names=[negative,positive].")
         return LabelSpace(SINGLE, [str(n) for n in label_names])
     classes = sorted({int(v) if isinstance(v, float) else v for v in scalars}, key=_sort_key)
     return LabelSpace(SINGLE, [str(c) for c in classes])

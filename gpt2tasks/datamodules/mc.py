@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, warn_empty
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, check_texts
 from gpt2tasks.datamodules.batching import ChoiceCollator
 from gpt2tasks.datamodules.labels import MULTIPLE_CHOICE, LabelSpace
 from gpt2tasks.errors import UserError
@@ -68,10 +68,20 @@ class MultipleChoiceDataModule(TaskDataModule):
 
     def check_split(self, part: RawSplit, training: bool) -> None:
         s = self.spec
-        warn_empty(part, [self.context(r) for r in part.rows], f"data.context_column={s.context_column!r}")
+        for column in (s.context_column if isinstance(s.context_column, (list, tuple)) else [s.context_column]):
+            check_texts(part, [r[column] for r in part.rows], f"data.context_column={column!r}", empty_ok=True)
+        check_texts(part, [self.context(r) for r in part.rows], f"data.context_column={s.context_column!r}")
+        if isinstance(s.endings_column, (list, tuple)):
+            for column in s.endings_column:
+                check_texts(part, [r[column] for r in part.rows], f"data.endings_column={column!r}", empty_ok=True)
+        else:  # a list per row (endings() says so when it is not); a None ending reads as ""
+            check_texts(part, [[e for e in r[s.endings_column] if e is not None] if isinstance(r[s.endings_column], list)
+                               else [] for r in part.rows], f"data.endings_column={s.endings_column!r}",
+                        items=True, empty_ok=True)
         endings = [self.endings(r, f"{part.key}={part.where}, {part.locate(i)}") for i, r in enumerate(part.rows)]
         # every ending of a row empty: nothing to choose between
-        warn_empty(part, [[e for e in row if e.strip()] for row in endings], f"data.endings_column={s.endings_column!r}")
+        check_texts(part, [[e for e in row if e.strip()] for row in endings], f"data.endings_column={s.endings_column!r}",
+                    items=True)
         some = [i for i, row in enumerate(endings) if any(not e.strip() for e in row) and any(e.strip() for e in row)]
         if some:
             log.warning("%d of %d rows have an empty ending among their choices (%s).", len(some), len(part.rows),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, warn_empty
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, check_texts
 from gpt2tasks.datamodules.labels import QUESTION_ANSWERING, LabelSpace
 from gpt2tasks.errors import UserError
 
@@ -88,7 +88,9 @@ class QADataModule(TaskDataModule):
 
     def check_split(self, part: RawSplit, training: bool) -> None:
         s = self.spec
-        warn_empty(part, [r[s.question_column] for r in part.rows], f"data.question_column={s.question_column!r}")
+        check_texts(part, [r[s.question_column] for r in part.rows], f"data.question_column={s.question_column!r}")
+        check_texts(part, [r[s.context_column] for r in part.rows], f"data.context_column={s.context_column!r}",
+                    empty_ok=True)  # an empty context: encode_rows refuses the row
         # {text: [x], answer_start: []} would zip to no answer at all: an answerable question
         # trained (and scored) as unanswerable.
         uneven = [i for i, r in enumerate(part.rows) if isinstance(r.get(s.answers_column), dict)
@@ -98,6 +100,11 @@ class QADataModule(TaskDataModule):
             raise UserError(f"{len(uneven)} rows have data.answers_column={s.answers_column!r} whose text and "
                             f"answer_start lists differ in length ({part.locate_rows(uneven)}; e.g. {first}). Fix: "
                             "give each answer text its answer_start (both [] for no answer).")
+        if training and not any(_has_answer(r.get(s.answers_column)) for r in part.rows):
+            raise UserError(f"{part.key}={part.where}: none of the {len(part.rows)} rows has an answer in "
+                            f"data.answers_column={s.answers_column!r}, so the model would learn to answer nothing. "
+                            "Fix: check data.answers_column and the file (answers: {\"text\": [...], "
+                            "\"answer_start\": [...]}).")
 
     def encode_rows(self, rows: list[dict], part: RawSplit) -> dict[str, list]:
         s = self.spec
@@ -204,6 +211,12 @@ def _answer_tokens(offsets: list[tuple[int, int]], lo: int, hi: int, start: int,
     if not covering or offsets[covering[0]][0] > start or offsets[covering[-1]][1] < end:
         return None, None  # the answer is (partly) outside this window
     return covering[0], covering[-1]
+
+
+def _has_answer(raw: Any) -> bool:
+    if isinstance(raw, dict):
+        return bool(raw.get("text"))
+    return isinstance(raw, list) and bool(raw)
 
 
 def flatten_squad(articles: list[dict], path: str, key: str) -> list[dict]:

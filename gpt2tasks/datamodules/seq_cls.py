@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, warn_empty
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, check_texts
 from gpt2tasks.datamodules.labels import LabelSpace, check_labels, encode_labels, infer_label_space
 
 
@@ -23,9 +23,9 @@ class SeqClsDataModule(TaskDataModule):
 
     def check_split(self, part: RawSplit, training: bool) -> None:
         s = self.spec
-        warn_empty(part, [r[s.text_column] for r in part.rows], f"data.text_column={s.text_column!r}")
+        check_texts(part, [r[s.text_column] for r in part.rows], f"data.text_column={s.text_column!r}")
         if s.text_pair_column:
-            warn_empty(part, [r[s.text_pair_column] for r in part.rows], f"data.text_pair_column={s.text_pair_column!r}")
+            check_texts(part, [r[s.text_pair_column] for r in part.rows], f"data.text_pair_column={s.text_pair_column!r}")
         check_labels([r[s.label_column] for r in part.rows], part.locate_rows, f"data.label_column={s.label_column!r}",
                      problem_type=self.problem_type, label_names=self.label_names, training=training,
                      allow_rare=s.allow_rare_labels)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, warn_empty
+from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, check_texts
 from gpt2tasks.datamodules.files import CONLL_SUFFIXES, read_conll
 from gpt2tasks.datamodules.labels import TOKEN_CLS, LabelSpace, check_labels
 from gpt2tasks.errors import UserError
@@ -56,7 +56,7 @@ class TokenClsDataModule(TaskDataModule):
 
     def check_split(self, part: RawSplit, training: bool) -> None:
         s = self.spec
-        warn_empty(part, [r[s.tokens_column] for r in part.rows], f"data.tokens_column={s.tokens_column!r} (no words)")
+        check_texts(part, [r[s.tokens_column] for r in part.rows], f"data.tokens_column={s.tokens_column!r}", items=True)
         tags = [r[s.tags_column] if isinstance(r[s.tags_column], list) else [] for r in part.rows]  # a non-list: encode_rows says so
         check_labels(tags, part.locate_rows, f"data.tags_column={s.tags_column!r}", label_names=self.label_names,
                      training=training, allow_rare=s.allow_rare_labels, multi_item=True)

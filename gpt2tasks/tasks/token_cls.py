@@ -7,6 +7,8 @@ gathered across the windows of its sentence, then scored with seqeval's (conllev
 
 from __future__ import annotations
 
+import re
+
 from collections import defaultdict
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from gpt2tasks.datamodules.base import PREDICT
 from gpt2tasks.metrics_ner import SCHEMES, entity_spans, ner_metrics
+from gpt2tasks.errors import UserError
 from gpt2tasks.plots import confusion_counts
 from gpt2tasks.tasks.base import TaskModule
 
@@ -83,6 +86,18 @@ class TokenClsModule(TaskModule):
             tags = [names[int(t)] for t in by_example.get(e, [])]  # a sentence with no words has no windows
             rows.append({"tags": tags, "entities": entity_spans(words, tags, self.evaluation.options["tag_scheme"])})
         return rows
+
+    @classmethod
+    def check_metrics(cls, names: list[str], label_space, key: str = "task.metrics") -> None:
+        super().check_metrics(names, label_space, key)
+        # Entity-level metrics read the first letter of a tag as its prefix: a bare "PER" would be
+        # scored as an entity of type "ER", silently.
+        entity = [n for n in names if n != "accuracy"]
+        odd = [t for t in label_space.names if t != "O" and not re.fullmatch(r"[BIES]-.+", t)]
+        if entity and odd:
+            raise UserError(f"{key}={entity}: entity-level metrics need tags O or B-/I-/E-/S-<TYPE>, but the tags "
+                            f"include {odd[:10]}. Fix: rename them (e.g. PER -> B-PER/I-PER), or score words only "
+                            "with task.metrics=[accuracy] (e.g. for part-of-speech tags) and task.monitor=val/accuracy.")
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:

@@ -181,3 +181,40 @@ def test_a_key_of_another_task_kind_is_refused_after_composition():
     with pytest.raises(UserError, match=r"task.tag_scheme: no such key in a seq_cls task \(its keys: kind, label_names"):
         validate_config(compose("task=sample_sentiment", "+task.tag_scheme=IOB1"))
     validate_config(compose("task=sample_ner", "task.tag_scheme=IOB1"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.group_by_length=maybe", "data.group_by_length='maybe' must be true/false"),
+    ("data.max_train_samples=0", "data.max_train_samples=0 must be a positive integer or null"),
+    ("data.max_eval_samples=abc", "data.max_eval_samples='abc' must be an integer or null"),
+    ("data.column_names=abc", "data.column_names='abc' must be a list of strings or null"),
+    ("data.pad_to_multiple_of=0", "data.pad_to_multiple_of=0 must be a positive integer or null"),
+    ("optim.betas=[0.9]", "optim.betas=[0.9] must be a list of 2 numbers"),
+    ("optim.eps=-1", "optim.eps=-1 must be positive"),
+    ("model.compile=maybe", "model.compile='maybe' must be true/false"),
+    ("seed=abc", "seed='abc' must be an integer"),
+    ("resume=maybe", "resume='maybe' must be true or false"),
+    ("checkpoint.save_top_k=-2", "checkpoint.save_top_k=-2 must be an integer >= -1"),
+    ("checkpoint.save_last=maybe", "checkpoint.save_last='maybe' must be true or false"),
+    ("throughput.peak_tflops=abc", "throughput.peak_tflops='abc' must be a positive number"),
+    ("output_dir=", "output_dir is empty"),
+    ("task.label_names=abc", "task.label_names='abc' must be a list of class names or null"),
+    ("data.label_column=text", "data.label_column='text' is also an input column"),
+    ("data.max_length=4", "data.max_length=4 would cut every input to a few tokens"),
+])
+def test_values_of_the_wrong_type_or_range_are_refused_before_any_work(override, message):
+    from gpt2tasks.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        validate_config(compose(override))
+    assert message in str(err.value)
+
+
+def test_overwrite_never_empties_the_current_directory_or_home(tmp_path, monkeypatch):
+    from gpt2tasks.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for out in (".", str(tmp_path.parent), "~"):
+        with pytest.raises(UserError, match="overwrite=true would delete everything in it"):
+            validate_config(compose(f"output_dir='{out}'", "overwrite=true"))
+    validate_config(compose("output_dir=run", "overwrite=true"))

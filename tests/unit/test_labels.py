@@ -137,3 +137,23 @@ def test_the_datamodule_names_the_file_and_lines_and_counts_empty_texts(tmp_path
     train.write_text("text,label\n,a\n  ,b\n")
     with pytest.raises(UserError, match="all 2 rows have an empty data.text_column='text'"):
         setup()
+
+
+def test_label_sets_that_cannot_train_a_classifier_are_refused():
+    assert "every training row has the same label ('pos')" in _refused(["pos"] * 30)
+    assert "a label that is a dict" in _refused([{"x": 1}, "a"])
+    assert "1 of 3 rows have an empty label" in _refused(["a", "NaN", "b"])  # what tools write for a missing cell
+    with pytest.raises(UserError, match="every training label is an empty list"):
+        infer_label_space([[], []])
+    with pytest.raises(UserError, match=r"task.label_names=\['pos'\] lists 1 class"):
+        infer_label_space(["pos", "pos"], label_names=["pos"])
+
+
+def test_inputs_that_are_not_text_are_refused_with_their_rows(tmp_path, tiny_tokenizer):
+    from gpt2tasks.datamodules.seq_cls import SeqClsDataModule
+    from tests.conftest import file_datamodule
+
+    rows = [{"text": f"movie {i}", "label": i % 2} for i in range(6)]
+    rows[4]["text"] = ["a", "list"]
+    with pytest.raises(UserError, match=r"1 rows have a data.text_column='text' that is not text \(.*line 5;"):
+        file_datamodule(SeqClsDataModule, tmp_path, tiny_tokenizer, rows)

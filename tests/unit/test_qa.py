@@ -135,3 +135,9 @@ def test_answer_lists_of_different_lengths_and_windows_without_context_room_are_
         datamodule(tmp_path, tiny_tokenizer, [row(0), uneven])
     with pytest.raises(UserError, match=r"data.max_length=20 leaves 2 context tokens per window.*Fix: data.max_length=82"):
         datamodule(tmp_path, tiny_tokenizer, [row(0)], max_length=20)
+
+
+def test_a_training_split_without_any_answer_is_refused(tmp_path, tiny_tokenizer):
+    with pytest.raises(UserError, match=r"none of the 2 rows has an answer in data.answers_column='answers'"):
+        datamodule(tmp_path, tiny_tokenizer, [row(0, answer=None), row(1, answer=None)], val_rows=[row(2)])
+    datamodule(tmp_path, tiny_tokenizer, [row(0), row(1, answer=None)])  # some unanswerable rows: fine (SQuAD 2.0)

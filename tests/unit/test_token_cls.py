@@ -145,4 +145,13 @@ def test_a_rare_tag_and_empty_tags_and_sentences_are_named(tmp_path, tiny_tokeni
     with pytest.raises(UserError, match=r"1 of 3 rows have an empty label.*line 2\b"):
         datamodule(tmp_path, tiny_tokenizer, [SENTENCES[0], {"tokens": ["a"], "ner_tags": [""]}, SENTENCES[1]])
     datamodule(tmp_path, tiny_tokenizer, [*SENTENCES, {"tokens": [], "ner_tags": []}])
-    assert "1 of 3 rows have an empty data.tokens_column='tokens' (no words)" in caplog.text
+    assert "1 of 3 rows have an empty data.tokens_column='tokens'" in caplog.text
+
+
+def test_entity_metrics_need_iob_tags_and_word_accuracy_does_not():
+    from gpt2tasks.datamodules.labels import TOKEN_CLS, LabelSpace
+
+    space = LabelSpace(TOKEN_CLS, ["O", "PER", "B-LOC"])
+    with pytest.raises(UserError, match=r"entity-level metrics need tags O or B-/I-/E-/S-<TYPE>.*\['PER'\]"):
+        TokenClsModule.check_metrics(["f1", "accuracy"], space)
+    TokenClsModule.check_metrics(["accuracy"], space)  # e.g. part-of-speech tags
