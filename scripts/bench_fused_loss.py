@@ -93,7 +93,7 @@ def main() -> None:
         else:
             peak = cpu_peak(step)
         name = "plain (full logits)" if not chunk else f"fused, {chunk}-token chunks"
-        print(f"| {name} | {peak / 2**20:,.0f} | {sorted(times)[len(times) // 2]:.3f} | {float(loss):.6f} |")
+        print(f"| {name} | {peak / 2**20:,.0f} | {sorted(times)[len(times) // 2]:.3f} | {float(loss.detach()):.6f} |")
 
 
 if __name__ == "__main__":

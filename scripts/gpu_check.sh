@@ -10,8 +10,8 @@
 # Parts (each with its own time limit inside one overall deadline; a part that fails or runs out of
 # time is reported and the next one runs):
 #   A. in parallel: `pytest -m gpu` (tests/integration/test_gpu.py) and one short `python -m gpt2tasks
-#      train` run per preset never run on a GPU: trainer=fsdp (1 device), precision=bf16-true,
-#      precision=16-mixed, peft=lora (SST-2 files, distilgpt2 architecture, random init);
+#      train` run per preset never run on a GPU: trainer=fsdp (1 device; SST-2 and WikiText-2 LM),
+#      precision=bf16-true, precision=16-mixed, peft=lora (SST-2; distilgpt2 architecture, random init);
 #   B. scripts/bench.py, gpt2tasks against a plain HF Trainer in one invocation each, bf16-mixed,
 #      gpt2tasks compiled (the Trainer eager: the plain-Trainer baseline of DESIGN.md section 6):
 #      LM gpt2 block 1024 batch 16; SST-2 gpt2 batch 32; LM gpt2-medium block 1024 batch 16.
@@ -19,8 +19,8 @@
 # summary.json, bench_{lm_gpt2,sst2,lm_medium}.{json,md}.
 set -uo pipefail
 
-SMOKE=0
-[ "${1:-}" = "--cpu-smoke" ] && SMOKE=1
+SMOKE=0 SLOW=1
+[ "${1:-}" = "--cpu-smoke" ] && SMOKE=1 SLOW=5
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
@@ -34,12 +34,12 @@ export GPT2TASKS_CACHE=$WORK/cache
 LOG=$OUT/gpu_check.log
 : > "$LOG"
 START=$SECONDS
-DEADLINE=${GPU_CHECK_SECONDS:-465}   # the whole script, under 8 minutes with enter.sh's install
+DEADLINE=${GPU_CHECK_SECONDS:-$(( 465 * SLOW ))}   # the whole script: under 8 minutes with enter.sh's install
 
 say() { echo "$*" | tee -a "$LOG"; }
 left() { echo $(( DEADLINE - (SECONDS - START) )); }
-budget() {  # seconds for a part: its own limit, or what is left of the deadline
-  local l; l=$(left); [ "$l" -lt "$1" ] && echo "$l" || echo "$1"
+budget() {  # seconds for a part: its own limit (x SLOW on the CPU), or what is left of the deadline
+  local want=$(( $1 * SLOW )) l; l=$(left); [ "$l" -lt "$want" ] && echo "$l" || echo "$want"
 }
 RESULTS=$WORK/results.jsonl   # one line per part: name, rc, seconds, file
 : > "$RESULTS"
@@ -74,16 +74,20 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,cl
 "$PY" -c "import torch, transformers, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
 # ---- A. gpu tests and the presets' CLI runs, side by side (correctness, not timing) --------------
-SST2=("data.train_file=$SHARED/sst2/train.tsv" "data.validation_file=$SHARED/sst2/dev.tsv"
-      data.max_train_samples=2000 data.max_eval_samples=256)
-cli_command() {  # cli_command NAME OVERRIDES...: CMD = python -m gpt2tasks train on SST-2 with a step cap
+SST2="task=sst2 data.train_file=$SHARED/sst2/train.tsv data.validation_file=$SHARED/sst2/dev.tsv"
+SST2+=" data.max_train_samples=2000 data.max_eval_samples=256"
+LM="task=wikitext2 data.train_file=$SHARED/wikitext-2/valid.txt data.validation_file=$SHARED/wikitext-2/test.txt"
+LM+=" data.block_size=512 data.batch_size=8 data.max_eval_samples=64 task.sample_prompts=[]"
+cli_command() {  # cli_command NAME OVERRIDES...: CMD = python -m gpt2tasks train with a step cap
   local name=$1; shift
-  CMD=("$PY" -m gpt2tasks train task=sst2 "${MODEL[@]}" "${SST2[@]}" "trainer.accelerator=$ACC"
-       "trainer.max_steps=$CLI_STEPS" trainer.log_every_n_steps=5 trainer.enable_progress_bar=false logger=csv
-       "output_dir=$WORK/cli_$name" "$@")
+  CMD=("$PY" -m gpt2tasks train "${MODEL[@]}" "trainer.accelerator=$ACC" "trainer.max_steps=$CLI_STEPS"
+       trainer.log_every_n_steps=5 trainer.enable_progress_bar=false logger=csv "output_dir=$WORK/cli_$name" "$@")
 }
-PRESETS=("fsdp:trainer=fsdp trainer.devices=1 precision=bf16-mixed" "bf16_true:precision=bf16-true"
-         "fp16_mixed:precision=16-mixed" "lora:peft=lora precision=bf16-mixed")
+# name:overrides (word-split). The LM FSDP run covers the fused LM loss with sharded weights.
+PRESETS=("fsdp:$SST2 trainer=fsdp trainer.devices=1 precision=bf16-mixed"
+         "fsdp_lm:$LM trainer=fsdp trainer.devices=1 precision=bf16-mixed"
+         "bf16_true:$SST2 precision=bf16-true" "fp16_mixed:$SST2 precision=16-mixed"
+         "lora:$SST2 peft=lora precision=bf16-mixed")
 limit=$(budget 170)
 say "== A: pytest -m gpu and ${#PRESETS[@]} CLI runs in parallel (limit ${limit}s)"
 t=$SECONDS
@@ -115,17 +119,17 @@ for entry in "${pids[@]}"; do
 done
 
 # ---- B. benchmarks, one at a time (timing) --------------------------------------------------------
-bench() {  # bench NAME BENCH-ARGS...
+bench_command() {  # bench_command NAME BENCH-ARGS...: CMD = scripts/bench.py writing $OUT/bench_NAME.{json,md}
   local name=$1; shift
   # the part's own arguments first: the smoke run's sizes (in BENCH) win over them
-  "$PY" scripts/bench.py "$@" "${BENCH[@]}" --json "$OUT/bench_$name.json" --markdown "$OUT/bench_$name.md"
+  CMD=("$PY" scripts/bench.py "$@" "${BENCH[@]}" --json "$OUT/bench_$name.json" --markdown "$OUT/bench_$name.md")
 }
-run lm_gpt2 200 bench lm_gpt2 --tasks wikitext2 --models "${LM_MODELS[@]}" --steps "${LM_STEPS:-40}" \
-  --eval-samples 50 "${BENCH_LEN[@]}"
-run sst2 130 bench sst2 --tasks sst2 --models "${LM_MODELS[@]}" --steps "${SST2_STEPS:-80}" --train-samples 6000 \
-  --eval-samples 200
-run lm_medium 200 bench lm_medium --tasks wikitext2 --models "${MEDIUM[@]}" --steps "${LM_STEPS:-30}" \
-  --eval-samples 50 "${BENCH_LEN[@]}"
+bench_command lm_gpt2 --tasks wikitext2 --models "${LM_MODELS[@]}" --steps "${LM_STEPS:-40}" --eval-samples 50 "${BENCH_LEN[@]}"
+run lm_gpt2 200 "${CMD[@]}"
+bench_command sst2 --tasks sst2 --models "${LM_MODELS[@]}" --steps "${SST2_STEPS:-80}" --train-samples 6000 --eval-samples 200
+run sst2 130 "${CMD[@]}"
+bench_command lm_medium --tasks wikitext2 --models "${MEDIUM[@]}" --steps "${LM_STEPS:-30}" --eval-samples 50 "${BENCH_LEN[@]}"
+run lm_medium 200 "${CMD[@]}"
 
 # ---- summary ----------------------------------------------------------------------------------------
 "$PY" - "$RESULTS" "$OUT" "$WORK" "$SMOKE" <<'PY' 2>&1 | tee -a "$LOG"
