@@ -1,0 +1,94 @@
+"""The README's `python -m gpt2tasks ...` commands run as written (with a step cap appended).
+
+Every command in a code block or inline code is collected. Templates (`<...>`, `...`) are skipped.
+Commands that need the Hub (a GPT-2 size preset without local weights, a GLUE preset without files)
+or GPUs are composed with `--cfg job` instead (their keys and groups must exist); those that read
+../shared/datasets are skipped when it is absent. Training runs get
+`trainer.max_steps=2 data.max_train_samples=16 data.max_eval_samples=16` and a temporary output_dir.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SHARED_DATASETS, run_cli
+
+CAP = ["trainer.max_steps=2", "trainer.max_epochs=1", "data.max_train_samples=16", "data.max_eval_samples=16",
+       "data.eval_batch_size=16", "trainer.enable_progress_bar=false"]
+HUB_MODELS = ("distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+HUB_TASKS = ("sst2", "cola", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "conll2003", "squad", "squad_v2",
+             "swag", "wikitext2")
+
+
+def readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        found += [line.split(" #")[0].strip() for line in joined.splitlines()]
+    found += re.findall(r"`([^`\n]*python -m gpt2tasks [^`\n]*)`", text)
+    commands = []
+    for line in found:
+        start = line.find("python -m gpt2tasks")
+        if start < 0 or "<" in line or "..." in line:
+            continue
+        command = " ".join(line[start:].split())
+        if command not in commands:
+            commands.append(command)
+    return commands
+
+
+def needs(args: list[str]) -> set[str]:
+    """What a command needs beyond this machine: "hub", "gpu", "shared"."""
+    keys = dict(a.split("=", 1) for a in args if "=" in a)
+    what = set()
+    local_model = "model.name_or_path" in keys or keys.get("model.pretrained") == "false"
+    if keys.get("model") in HUB_MODELS and not local_model:
+        what.add("hub")
+    tasks = [keys.get("task")] if keys.get("task") != "multitask" else keys.get("multitask.tasks", "").strip("[]").split(",")
+    for task in filter(None, tasks):
+        prefix = "data" if keys.get("task") != "multitask" else f"tasks.{task}.data"
+        if task in HUB_TASKS and f"{prefix}.train_file" not in keys:
+            what.add("hub")
+    if keys.get("trainer") == "fsdp" or (int(keys.get("trainer.devices", 1)) > 1 and keys.get("trainer.accelerator") != "cpu"):
+        what.add("gpu")
+    if any("../shared" in a for a in args):
+        what.add("shared")
+    return what
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_commands_are_found():
+    # the examples this test exists for: they must stay in the README, and be picked up
+    joined = "\n".join(COMMANDS)
+    for expected in ("task=sst2 model=tiny", "task=wikitext2", "multitask.tasks=[sst2,conll2003]",
+                     "python -m gpt2tasks train peft=lora", "python -m gpt2tasks --help"):
+        assert expected in joined, expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_runs(command, tmp_path):
+    args = shlex.split(command)[3:]  # after "python -m gpt2tasks"
+    what = needs(args)
+    if "shared" in what and not SHARED_DATASETS.exists():
+        pytest.skip(f"needs {SHARED_DATASETS}")
+    is_train = args[:1] == ["train"] and not {"--help", "--cfg"} & set(args)
+    if is_train and what & {"hub", "gpu"}:
+        args = [*args, "--cfg", "job"]  # offline, CPU: check it composes (every key and group exists)
+    elif is_train:
+        where = f"hydra.sweep.dir={tmp_path / 'sweep'}" if "-m" in args else f"output_dir={tmp_path / 'run'}"
+        args = [*args, *CAP, where]
+    # ../shared paths in the README are relative to the repository root
+    result = run_cli(*args, cwd=REPO)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    if command == "python -m gpt2tasks train peft=lora":  # the line the README quotes
+        quoted = re.search(r"prints `(model: [^`]*)`", " ".join((REPO / "README.md").read_text().split())).group(1)
+        assert quoted in " ".join(result.stdout.split())
+    if is_train and not what & {"hub", "gpu"} and "-m" not in args:
+        assert (tmp_path / "run" / "metrics.json").is_file()
+        assert (tmp_path / "run" / "plots" / "curves.png").is_file()
