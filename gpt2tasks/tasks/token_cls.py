@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from gpt2tasks.datamodules.base import PREDICT
-from gpt2tasks.metrics_ner import SCHEMES, entity_spans, ner_metrics
 from gpt2tasks.errors import UserError
+from gpt2tasks.metrics_ner import SCHEMES, entity_spans, ner_metrics
 from gpt2tasks.plots import confusion_counts
 from gpt2tasks.tasks.base import TaskModule
 
