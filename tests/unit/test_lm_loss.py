@@ -140,3 +140,13 @@ def test_fused_loss_never_holds_the_full_logits():
     assert peaks[0] > 2 * logits  # logits + log-softmax + their gradient
     assert peaks[128] < peaks[0] / 3
     assert peaks[128] < logits  # never one full copy of the logits
+
+
+def test_bad_loss_options_name_the_key(cfg_factory):
+    from gpt2tasks.config import validate_config
+    from gpt2tasks.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        validate_config(cfg_factory("task=sample_lm", "task.loss_chunk_tokens=-5", "task.pad_vocab_multiple=true"))
+    assert "task.loss_chunk_tokens=-5" in str(err.value) and "task.pad_vocab_multiple=True" in str(err.value)
+    validate_config(cfg_factory("task=sample_lm", "task.loss_chunk_tokens=0", "task.pad_vocab_multiple=1"))
