@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 class QADataModule(TaskDataModule):
     unbatched_fields = ("offset_start", "offset_end")  # for post-processing, not for the model
+    packable = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
