@@ -174,3 +174,22 @@ def test_packed_training_batches_from_a_datamodule_feed_the_module(tmp_path, tin
     shapes = {tuple(b["input_ids"].shape) for b in loader}
     assert len(shapes) == 1  # one fixed shape: static-shape compile, CUDA graphs
     assert sum(len(b["idx"]) for b in loader) == 40
+
+
+def test_packed_batches_compile_to_one_static_graph():
+    """model.compile=true: packed batches of different examples are one (rows, row_len) graph --
+    no recompile per batch (padded batches of new lengths recompile). The dynamo backend "eager"
+    keeps this cheap; guards and graph breaks are the same as inductor's."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    module = seq_cls_module()
+    module.model.transformer.compile(backend="eager")
+    collator = PackedCollator(Collator(PAD), rows=3, row_len=16, pad_token_id=PAD)
+    for lengths in ([5, 2, 7, 3], [6, 6, 6, 1, 4], [2, 3]):
+        batch = collator(features("seq_cls", lengths))
+        loss, _ = module.step(batch)
+        loss.backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
