@@ -101,8 +101,8 @@ def main() -> None:
     done = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     if not args.table_only:
         have = {(r["dataset"], r["batching"], r["seed"]) for r in done}
-        # seed-major: a sweep cut short still has every batching at the seeds it reached
-        todo = [(d, b, s) for d in args.datasets for s in args.seeds for b in args.batchings if (d, b, s) not in have]
+        # seed-major: a sweep cut short still has every dataset and batching at the seeds it reached
+        todo = [(d, b, s) for s in args.seeds for d in args.datasets for b in args.batchings if (d, b, s) not in have]
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run, *job, Path(tmp)) for job in todo]
             for future in as_completed(futures):
