@@ -369,11 +369,15 @@ class TaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if not self.packs:
+            if self.spec.pack_examples:
+                log.info("data.pack_examples: %s batches are not packed (padded batches instead).", type(self).__name__)
             return self._loader(TRAIN, train=True)
         rank, world = self._world()
         rows, row_len = self.packed_layout()
         lengths = [len(r["input_ids"]) for r in self.datasets[TRAIN].rows]
         sampler = PackedSampler(lengths, rows, row_len, seed=self.seed, rank=rank, world_size=world)
+        log.info("Packed training batches: %d rows x %d tokens, %d batches per epoch (%.0f%% of the tokens real).",
+                 rows, row_len, sampler.num_batches, 100 * sum(lengths) / (sampler.num_batches * rows * row_len))
         collator = PackedCollator(self.collator(), rows, row_len, self.tokenizer.pad_token_id)
         return DataLoader(self.datasets[TRAIN], batch_sampler=RankBatchSampler(sampler), collate_fn=collator,
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
