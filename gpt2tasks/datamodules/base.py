@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
 from gpt2tasks.datamodules.files import read_records, require_columns
-from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, default_layout
 from gpt2tasks.datamodules.labels import LabelSpace
+from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, default_layout
 from gpt2tasks.errors import UserError
 from gpt2tasks.resources import default_cache_dir
 
