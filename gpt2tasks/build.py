@@ -73,6 +73,7 @@ def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config
     datamodule = kind.datamodule(spec, tokenizer, seed=int(cfg.seed), label_space=label_space,
                                  label_names=_plain(cfg.task.label_names), problem_type=cfg.task.problem_type)
     datamodule.check_model_limits(n_positions(config))
+    datamodule.n_positions = n_positions(config)  # the longest packed row (data.pack_examples)
     return datamodule
 
 

@@ -81,7 +81,8 @@ class ThroughputMonitor(L.Callback):
         self._last_end = now
         ids, mask = batch["input_ids"], batch.get("attention_mask")
         counter = self._counters[batch.get("task")]
-        samples, padded = ids.shape[0], ids.numel()  # shapes are known on the host
+        # shapes are known on the host; a packed batch (data.pack_examples) counts examples, not rows
+        samples, padded = (len(batch["idx"]) if "pack_index" in batch else ids.shape[0]), ids.numel()
         if mask is not None:
             tokens, flops = mask.sum(), counter.batch(mask)
         else:  # packed LM blocks without a mask: every token is real

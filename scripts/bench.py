@@ -123,7 +123,8 @@ class Meter:
         ids, mask = batch["input_ids"], batch.get("attention_mask")
         rows = ids.numel() // ids.shape[-1]
         lengths = row_lengths(mask) if mask is not None else ids.new_full((rows,), ids.shape[-1])
-        return ids.shape[0], ids.numel(), lengths
+        samples = len(batch["idx"]) if "pack_index" in batch else ids.shape[0]  # packed: examples, not rows
+        return samples, ids.numel(), lengths
 
     def step_end(self, counts) -> None:
         step = len(self.ends) + 1
@@ -234,7 +235,8 @@ def worker(spec: dict) -> dict:
         args.callbacks = [gpt2tasks_callback(meter)]
         args.override = [f"data.cache_dir={spec['cache_dir']}", f"precision={spec['precision']}",
                          f"model.compile={str(spec['compile']).lower()}", "checkpoint.save_last=false",
-                         f"trainer.accelerator={'gpu' if cuda else 'cpu'}", "trainer.log_every_n_steps=50"]
+                         f"trainer.accelerator={'gpu' if cuda else 'cpu'}", "trainer.log_every_n_steps=50",
+                         *spec.get("gpt2tasks_override", [])]
         meter.start = time.perf_counter()
         score, _ = compare.run_gpt2tasks(args, None, out)
     else:
@@ -307,6 +309,10 @@ def main() -> None:
                         help="Trainer rows: pad to max_length, and/or per batch + group_by_length")
     parser.add_argument("--systems", nargs="+", choices=("gpt2tasks", "trainer"), default=["gpt2tasks", "trainer"],
                         help="which, in this order")
+    parser.add_argument("--gpt2tasks-override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra gpt2tasks overrides, e.g. data.pack_examples=true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the systems' sequence N times (A B A B: load drift hits both)")
     parser.add_argument("--no-cached-run", action="store_true", help="skip gpt2tasks' second (cached) start-up")
     parser.add_argument("--eval-samples", type=int, default=200, help="held-out examples (LM: lines) scored")
     parser.add_argument("--train-samples", type=int, help="first N training examples only (default: the whole file)")
@@ -353,12 +359,12 @@ def main() -> None:
                     else:
                         systems += (["Trainer"] if TASKS[task]["kind"] == "lm"
                                     else [f"Trainer {p}" for p in args.hf_padding])
-                for system in systems:
+                for system in systems * args.repeat:
                     spec = dict(task=task, model=model, system=system if system != "Trainer" else "Trainer dynamic",
                                 device=device, steps=1 if system == "gpt2tasks (cached)" else args.steps,
                                 warmup_steps=args.warmup_steps, seed=args.seed, precision=args.precision,
                                 compile=args.compile, compile_ours_only=args.compile_ours_only, lr=args.lr,
-                                peak_flops=peak,
+                                peak_flops=peak, gpt2tasks_override=args.gpt2tasks_override,
                                 batch_size=args.batch_size or TASKS[task]["batch_size"],
                                 max_length=args.max_length or TASKS[task]["max_length"],
                                 train_file=train_file, validation_file=validation_file, extra=extra,

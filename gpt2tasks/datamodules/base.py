@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
 from gpt2tasks.datamodules.files import read_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
+from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, default_layout
 from gpt2tasks.errors import UserError
 from gpt2tasks.resources import default_cache_dir
 
@@ -89,6 +90,10 @@ class DataSpec:
     batch_size: int = 32  # per device; the effective batch is logged at start
     eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to keep)
     group_by_length: bool = True
+    # training batches of whole examples packed into rows of max_tokens_per_row (seq_cls, token_cls,
+    # qa; datamodules/packing.py); evaluation keeps length-sorted padded batches
+    pack_examples: bool = False
+    max_tokens_per_row: int | None = None  # null: max(longest training row, 128), at most n_positions
     pad_to_multiple_of: int | None = None
     num_workers: int = 0
     cache_dir: str | None = None
@@ -143,6 +148,10 @@ class TaskDataModule(L.LightningDataModule):
     map_batch_size: int | None = 1000
     #: builds the batches (multiple choice adds each choice's summary-token position)
     collator_class: type[Collator] = Collator
+    #: whether `data.pack_examples` applies (the kind's modules run packed batches; see packing.py)
+    packable: bool = False
+    #: the model's n_positions (set by build_datamodule): the longest packed row
+    n_positions: int = 1024
 
     def __init__(self, spec: DataSpec, tokenizer, seed: int = 0, label_space: LabelSpace | None = None,
                  label_names: list[str] | None = None, problem_type: str = "auto"):
@@ -269,6 +278,8 @@ class TaskDataModule(L.LightningDataModule):
             self.examples[split] = part.rows[:limit] if limit else part.rows
             self.datasets[split] = self._tokenize(split, self.examples[split], part)
         self.eval_sets = [s for s in self.datasets if s.startswith(VAL)]
+        if need_train and self.packs:
+            self.packed_layout()  # refuses a data.max_tokens_per_row the data does not fit, before training
         self._prepared_stages.add(key)
 
     def setup_predict(self, path: str, key: str = "input") -> None:
@@ -364,8 +375,35 @@ class TaskDataModule(L.LightningDataModule):
                           collate_fn=self.collator(), num_workers=self.spec.num_workers,
                           persistent_workers=self.spec.num_workers > 0)
 
+    @property
+    def packs(self) -> bool:
+        return self.spec.pack_examples and self.packable
+
+    def packed_layout(self) -> tuple[int, int]:
+        """(rows per batch, tokens per row) of packed training batches."""
+        lengths = [len(r["input_ids"]) for r in self.datasets[TRAIN].rows]
+        limit = self.spec.max_tokens_per_row
+        if limit is not None and not max(lengths) <= limit <= self.n_positions:
+            raise UserError(f"data.max_tokens_per_row={limit} must be between the longest training row "
+                            f"({max(lengths)} tokens) and the model's n_positions ({self.n_positions}): every "
+                            "example is packed whole into one row. Fix: set it in that range, or null for the "
+                            "default (max(longest row, 128)).")
+        return default_layout(lengths, self.spec.batch_size, self.n_positions, limit)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(TRAIN, train=True)
+        if not self.packs:
+            if self.spec.pack_examples:
+                log.info("data.pack_examples: %s batches are not packed (padded batches instead).", type(self).__name__)
+            return self._loader(TRAIN, train=True)
+        rank, world = self._world()
+        rows, row_len = self.packed_layout()
+        lengths = [len(r["input_ids"]) for r in self.datasets[TRAIN].rows]
+        sampler = PackedSampler(lengths, rows, row_len, seed=self.seed, rank=rank, world_size=world)
+        log.info("Packed training batches: %d rows x %d tokens, %d batches per epoch (%.0f%% of the tokens real).",
+                 rows, row_len, sampler.num_batches, 100 * sum(lengths) / (sampler.num_batches * rows * row_len))
+        collator = PackedCollator(self.collator(), rows, row_len, self.tokenizer.pad_token_id)
+        return DataLoader(self.datasets[TRAIN], batch_sampler=RankBatchSampler(sampler), collate_fn=collator,
+                          num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(name, train=False) for name in self.eval_sets]

@@ -29,6 +29,7 @@ MIN_CONTEXT_TOKENS = 16
 
 class QADataModule(TaskDataModule):
     unbatched_fields = ("offset_start", "offset_end")  # for post-processing, not for the model
+    packable = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -9,6 +9,8 @@ from gpt2tasks.datamodules.labels import LabelSpace, check_labels, encode_labels
 
 
 class SeqClsDataModule(TaskDataModule):
+    packable = True
+
     def required_columns(self, labelled: bool) -> dict[str, str]:
         s = self.spec
         columns = {"data.text_column": s.text_column}

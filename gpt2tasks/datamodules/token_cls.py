@@ -26,6 +26,7 @@ JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 class TokenClsDataModule(TaskDataModule):
     padded_fields = {"labels": -100, "word_ids": -1}
+    packable = True
 
     def read_file(self, path: str, key: str) -> tuple[list[dict], list[int] | None]:
         suffix = Path(path).suffix.lower()

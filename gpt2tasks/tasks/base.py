@@ -28,6 +28,7 @@ from transformers import get_scheduler
 
 from gpt2tasks import lora
 from gpt2tasks.backbone import count_parameters
+from gpt2tasks.datamodules import packing
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
 from gpt2tasks.strategies import clip_gradients
@@ -167,7 +168,7 @@ class TaskModule(L.LightningModule):
     # ---- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self.step(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["idx"]))  # examples (packed: not rows)
         return loss
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -189,7 +190,11 @@ class TaskModule(L.LightningModule):
           causal fast path (backbone._install_causal_fast_path);
         - padded, under SDPA: the (B, 1, T, T) boolean mask (causal and not padding) that transformers
           would build, built here, so it need not inspect the 2-D mask first;
-        - otherwise (eager attention): ids and the 2-D mask, as given."""
+        - otherwise (eager attention): ids and the 2-D mask, as given.
+        A packed batch (data.pack_examples) goes first: its rows and position ids, which restart at
+        0 for each example and from which transformers builds the block-diagonal mask."""
+        if packing.is_packed(batch):
+            return packing.backbone_inputs(batch)
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
         if batch.get("unpadded"):
             return {"inputs_embeds": self.backbone.wte(input_ids)}

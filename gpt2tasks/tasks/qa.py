@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2tasks.datamodules.base import PREDICT
+from gpt2tasks.datamodules.packing import unpack
 from gpt2tasks.metrics_qa import Answer, postprocess_qa, squad_metrics
 from gpt2tasks.tasks.base import TaskModule
 
@@ -32,15 +33,16 @@ class QAModule(TaskModule):
         super().__init__(*args, **kwargs)
         self.latest_predictions: dict[str, dict[str, str]] = {}  # eval set -> {id: answer text}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        padding = attention_mask == 0
-        # (B, T) each; padding can never be a start or an end
-        return (out.start_logits.float().masked_fill(padding, -torch.inf),
-                out.end_logits.float().masked_fill(padding, -torch.inf))
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, end) logits, (B, T) each, of a padded batch or of a packed one's B examples."""
+        out = self.model(**self.backbone_inputs(batch), use_cache=False)
+        padding = batch["attention_mask"] == 0
+        # (B, T) each; padding (and, packed, the next example's tokens) can never be a start or an end
+        return (unpack(out.start_logits, batch).float().masked_fill(padding, -torch.inf),
+                unpack(out.end_logits, batch).float().masked_fill(padding, -torch.inf))
 
     def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        start_logits, end_logits = self(batch["input_ids"], batch["attention_mask"])
+        start_logits, end_logits = self(batch)
         return {"start_logits": start_logits, "end_logits": end_logits}
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from scipy.special import expit, softmax
 
 from gpt2tasks.datamodules.labels import MULTI, REGRESSION
+from gpt2tasks.datamodules.packing import unpack
 from gpt2tasks.metrics import MULTI_LABEL_THRESHOLD, check_metric_names, compute_metrics
 from gpt2tasks.plots import confusion_counts
 from gpt2tasks.tasks.base import TaskModule
@@ -27,15 +28,16 @@ class SeqClsModule(TaskModule):
     def problem_type(self) -> str:
         return self.model.config.problem_type
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        inputs = self.backbone_inputs({"input_ids": input_ids, "attention_mask": attention_mask})
-        hidden = self.backbone(**inputs, use_cache=False).last_hidden_state  # (B, T, H)
-        last = attention_mask.sum(dim=-1) - 1  # (B,) last real token of each right-padded row
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B, num_labels) of a padded batch, or of a packed one's B examples."""
+        hidden = self.backbone(**self.backbone_inputs(batch), use_cache=False).last_hidden_state
+        hidden = unpack(hidden, batch)  # (B, T, H) per example
+        last = batch["attention_mask"].sum(dim=-1) - 1  # (B,) last real token of each example
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
         return self.model.score(pooled)  # (B, num_labels)
 
     def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"logits": self(batch["input_ids"], batch["attention_mask"]).float()}  # (B, num_labels)
+        return {"logits": self(batch).float()}  # (B, num_labels)
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.predict_outputs(batch)["logits"]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2tasks.datamodules.base import PREDICT
+from gpt2tasks.datamodules.packing import unpack
 from gpt2tasks.errors import UserError
 from gpt2tasks.metrics_ner import SCHEMES, entity_spans, ner_metrics
 from gpt2tasks.plots import confusion_counts
@@ -32,11 +33,12 @@ class TokenClsModule(TaskModule):
     metric_note = "per entity type, <TYPE>_precision/_recall/_f1 are always reported"
     eval_options = {"tag_scheme": "IOB2"}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, C)
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B, T, C) of a padded batch, or of a packed one's B examples."""
+        return unpack(self.model(**self.backbone_inputs(batch), use_cache=False).logits, batch)
 
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        logits = self(batch).float()
         labels = batch["labels"]  # (B, T), -100 on padding and on later sub-tokens
         per_token = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # (B, T), 0 where -100
         counts = (labels != -100).sum(-1)
@@ -46,7 +48,7 @@ class TokenClsModule(TaskModule):
         return loss, {"loss": per_example, "labels": labels, **self._tag_outputs(logits, batch)}
 
     def predict_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self._tag_outputs(self(batch["input_ids"], batch["attention_mask"]), batch)
+        return self._tag_outputs(self(batch), batch)
 
     @staticmethod
     def _tag_outputs(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

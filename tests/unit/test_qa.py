@@ -121,8 +121,8 @@ def test_loss_equals_the_hf_head_and_logits_are_padding_invariant():
     padded[:3, :10], padded[3] = ids, longer
     mask = torch.zeros_like(padded)
     mask[:3, :10], mask[3] = 1, 1
-    start_p, end_p = module(padded, mask)
-    start_a, end_a = module(ids, torch.ones_like(ids))
+    start_p, end_p = module({"input_ids": padded, "attention_mask": mask})
+    start_a, end_a = module({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
     torch.testing.assert_close(start_p[:3, :10], start_a, rtol=0, atol=1e-5)
     torch.testing.assert_close(end_p[:3, :10], end_a, rtol=0, atol=1e-5)
     assert torch.isinf(start_p[:3, 10:]).all()

@@ -50,11 +50,10 @@ def test_loss_and_logits_equal_the_hf_head(problem_type, labels):
 def test_each_example_scores_the_same_alone_and_in_a_padded_batch():
     module = make_module()
     with torch.no_grad():
-        together = module(**{k: v for k, v in batch_of(SEQS, [0, 0, 0]).items()
-                             if k in ("input_ids", "attention_mask")})
+        together = module(batch_of(SEQS, [0, 0, 0]))
         for i, seq in enumerate(SEQS):
             alone = batch_of([seq], [0])
-            torch.testing.assert_close(module(alone["input_ids"], alone["attention_mask"])[0], together[i],
+            torch.testing.assert_close(module(alone)[0], together[i],
                                        rtol=1e-5, atol=1e-6)
 
 
@@ -65,10 +64,10 @@ def test_a_real_trailing_eos_is_not_treated_as_padding():
     without_eos = batch_of([seq[:-1]], [0])
     with_eos = batch_of([seq], [0])
     with torch.no_grad():
-        ours = module(with_eos["input_ids"], with_eos["attention_mask"])
+        ours = module(with_eos)
         hidden = module.backbone(input_ids=with_eos["input_ids"]).last_hidden_state
         expected = module.model.score(hidden[:, -1])  # the last real token: the eos itself
-        hf_pools_previous = module(without_eos["input_ids"], without_eos["attention_mask"])
+        hf_pools_previous = module(without_eos)
     torch.testing.assert_close(ours, expected)
     assert not torch.allclose(ours, hf_pools_previous)
 
@@ -77,8 +76,8 @@ def test_dedicated_pad_token_gives_the_same_logits():
     """Pad id changes nothing for right-padded rows: the mask, not the id, decides."""
     a, b = make_module(pad_token_id=EOS), make_module(pad_token_id=99)
     with torch.no_grad():
-        la = a(**{k: v for k, v in batch_of(SEQS, [0] * 3, pad_id=EOS).items() if k in ("input_ids", "attention_mask")})
-        lb = b(**{k: v for k, v in batch_of(SEQS, [0] * 3, pad_id=99).items() if k in ("input_ids", "attention_mask")})
+        la = a(batch_of(SEQS, [0] * 3, pad_id=EOS))
+        lb = b(batch_of(SEQS, [0] * 3, pad_id=99))
     torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-6)
 
 

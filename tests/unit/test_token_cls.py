@@ -121,7 +121,7 @@ def test_module_loss_and_logits_equal_the_hf_head():
     loss, out = module.step(batch)
     hf = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
     torch.testing.assert_close(loss, hf.loss, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(module(batch["input_ids"], batch["attention_mask"]), hf.logits)
+    torch.testing.assert_close(module(batch), hf.logits)
 
 
 def test_logits_are_padding_invariant_including_a_trailing_eos():
@@ -130,9 +130,9 @@ def test_logits_are_padding_invariant_including_a_trailing_eos():
     seqs = [torch.randint(1, 300, (n,), generator=gen).tolist() for n in (3, 11, 6)]
     seqs[0][-1] = 0  # a real trailing token equal to the pad id (pad = eos)
     batch = padded_batch(seqs, [[0] * len(s) for s in seqs])
-    together = module(batch["input_ids"], batch["attention_mask"])
+    together = module(batch)
     for i, seq in enumerate(seqs):
-        alone = module(torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long))
+        alone = module({"input_ids": torch.tensor([seq]), "attention_mask": torch.ones(1, len(seq), dtype=torch.long)})
         torch.testing.assert_close(together[i, :len(seq)], alone[0], rtol=0, atol=1e-5)
 
 

@@ -1,0 +1,235 @@
+"""Packed training batches (`data.pack_examples=true`): whole examples, several per row, one shape.
+
+Why: length-grouped batches (the sampler in batching.py) cut padding by making batches length-
+homogeneous, which makes them non-random (a measured accuracy cost, docs/benchmarks.md), and every
+batch has a new shape, which defeats static-shape `torch.compile` / CUDA graphs. Packing keeps the
+draw random and the shape fixed: every epoch draws the examples in a seeded random order, each
+exactly once, and packs them whole into `rows` rows of `row_len` tokens; only the tail of a row is
+padding. Every training batch is (rows, row_len) on every rank.
+
+Each example sees only itself: position ids restart at 0 for every example (and for the padding
+tail), and the backbone gets no 2D attention mask. transformers (5.x) then builds a block-diagonal
+causal mask from the position ids (`masking_utils.find_packed_sequence_indices`) for every attention
+implementation -- sdpa and eager take it as a dense boolean mask, flash-attention as varlen, flex as
+a block mask that skips the masked blocks. The padding tail is its own "sequence" (it attends only
+to padding, so no row of the mask is empty and nothing is NaN).
+
+The batch also carries everything the unpacked collator makes for the same examples (labels,
+attention_mask (E, T), word_ids, ...), and `pack_index` (E, T): where token t of example e sits in
+the flattened (rows * row_len) batch. A task module runs the backbone on the packed rows and
+`unpack`s its per-token outputs to (E, T, ...): from there on, pooling, losses and per-example
+outputs are exactly those of an unpacked batch of the same examples.
+
+The sampler is deterministic given (seed, epoch), like LengthGroupedSampler, and has the same
+interface (set_epoch, rank_batches, __iter__, __len__), so RankBatchSampler and generic resume
+(skip the first k batches) work unchanged. Its number of batches is the same every epoch and on
+every rank (Lightning fixes the epoch length at its first epoch; DDP needs equal step counts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from gpt2tasks.datamodules.batching import Collator
+
+#: default row length floor: short-sentence data gets rows of 128 tokens (several sentences each);
+#: longer examples get rows as long as the longest (one example must always fit in a row).
+MIN_ROW_LEN = 128
+
+
+def default_layout(lengths: Sequence[int], batch_size: int, n_positions: int,
+                   max_tokens_per_row: int | None = None) -> tuple[int, int]:
+    """(rows per batch, tokens per row) for `batch_size` examples' worth of tokens per batch.
+
+    Rows are `max_tokens_per_row` long, or by default max(longest example, 128) rounded up to a
+    multiple of 8, at most n_positions. Rows per batch: enough for batch_size examples of the mean
+    length, so an optimizer step sees about as many examples as an unpacked batch would.
+    """
+    longest = max(lengths)
+    row_len = max_tokens_per_row or min(n_positions, 8 * math.ceil(max(longest, MIN_ROW_LEN) / 8))
+    mean = sum(lengths) / len(lengths)
+    return max(1, math.ceil(batch_size * mean / row_len)), row_len
+
+
+def next_fit(lengths: Sequence[int], row_len: int) -> list[list[int]]:
+    """Positions of `lengths` grouped into consecutive rows of at most row_len tokens, in order.
+    On a concatenation of rows that each fit, it never uses more rows than that concatenation had
+    (greedy is optimal for cutting a sequence into contiguous runs) -- what lets the collator
+    rebuild at most `rows` rows from the flat index order the sampler yields."""
+    rows: list[list[int]] = []
+    used = row_len + 1
+    for i, n in enumerate(lengths):
+        if used + n > row_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
+        used += n
+    return rows
+
+
+class PackedSampler(Sampler[int]):
+    """Yields indices so that each batch of `rank_batches()` packs whole into (rows, row_len).
+
+    An epoch: a random permutation seeded by (seed, epoch); examples are placed in that order into
+    the current batch's first row with room (first fit); when none has room the batch is closed and
+    the next one opened. The batch count is then made equal to the epoch-0 count (plus a small
+    slack, rounded up to a multiple of world_size) by splitting batches along rows, or -- rarely,
+    when an epoch needs more -- merging the two emptiest batches. Batches are dealt round-robin.
+    """
+
+    def __init__(self, lengths: Sequence[int], rows: int, row_len: int, *, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.lengths = [int(n) for n in lengths]
+        too_long = max(self.lengths)
+        if too_long > row_len:
+            raise ValueError(f"an example of {too_long} tokens does not fit a row of {row_len}")
+        self.rows, self.row_len = rows, row_len
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+        first = self._pack(0)
+        # A little slack, so that an epoch whose draw packs a little worse still fits the count.
+        count = len(first) + max(1, len(first) // 50)
+        self.num_batches = world_size * math.ceil(count / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _pack(self, epoch: int) -> list[list[list[int]]]:
+        """Batches (lists of rows of dataset indices) of one epoch, before the count is fixed."""
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        batches: list[list[list[int]]] = []
+        fills: list[int] = []
+        for i in torch.randperm(len(self.lengths), generator=g).tolist():
+            n = self.lengths[i]
+            row = next((r for r, used in enumerate(fills) if used + n <= self.row_len), None)
+            if row is None and batches and len(fills) < self.rows:  # a new row in this batch
+                batches[-1].append([])
+                fills.append(0)
+                row = len(fills) - 1
+            if row is None:  # the batch is full (or this is the first): open the next one
+                batches.append([[]])
+                fills = [0]
+                row = 0
+            batches[-1][row].append(i)
+            fills[row] += n
+        return batches
+
+    def _batches(self) -> list[list[int]]:
+        """All ranks' batches of this epoch, as flat index lists (rows one after another)."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        batches = self._pack(self.epoch)
+        while len(batches) > self.num_batches:
+            batches = self._merge_emptiest(batches)
+        while len(batches) < self.num_batches:
+            batches = self._split_largest(batches)
+        flat = [[i for row in batch for i in row] for batch in batches]
+        self._cache = (self.epoch, flat)
+        return flat
+
+    def _tokens(self, batch: list[list[int]]) -> int:
+        return sum(self.lengths[i] for row in batch for i in row)
+
+    def _merge_emptiest(self, batches: list[list[list[int]]]) -> list[list[list[int]]]:
+        order = sorted(range(len(batches)), key=lambda b: self._tokens(batches[b]))
+        a, b = order[0], order[1]
+        examples = sorted((i for row in batches[a] + batches[b] for i in row), key=lambda i: -self.lengths[i])
+        rows: list[list[int]] = []
+        fills: list[int] = []
+        for i in examples:  # first fit decreasing
+            r = next((r for r, used in enumerate(fills) if used + self.lengths[i] <= self.row_len), None)
+            if r is None:
+                rows.append([])
+                fills.append(0)
+                r = len(rows) - 1
+            rows[r].append(i)
+            fills[r] += self.lengths[i]
+        if len(rows) > self.rows:
+            raise RuntimeError(f"packing epoch {self.epoch}: {len(batches)} batches do not fit the fixed count "
+                               f"{self.num_batches}; raise data.max_tokens_per_row or data.batch_size")
+        return [batch for k, batch in enumerate(batches) if k not in (a, b)] + [rows]
+
+    def _split_largest(self, batches: list[list[list[int]]]) -> list[list[list[int]]]:
+        """One more batch: the batch with the most rows gives half of them; a one-row batch gives
+        half its examples; with a single example left everywhere (tiny data, many ranks), one
+        example is repeated (as DistributedSampler pads)."""
+        k = max(range(len(batches)), key=lambda b: (len(batches[b]), len(batches[b][0])))
+        batch = batches[k]
+        if len(batch) > 1:
+            half = len(batch) // 2
+            return batches[:k] + [batch[:half], batch[half:]] + batches[k + 1:]
+        row = batch[0]
+        if len(row) > 1:
+            half = len(row) // 2
+            return batches[:k] + [[row[:half]], [row[half:]]] + batches[k + 1:]
+        return batches + [[row]]
+
+    def rank_batches(self) -> list[list[int]]:
+        """This rank's batches, in order: every world_size-th of the epoch's."""
+        return self._batches()[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.rank_batches():
+            yield from batch
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.rank_batches())
+
+
+class PackedCollator:
+    """The unpacked collator's batch of the same examples (per-example labels, attention_mask,
+    ...), with `input_ids` replaced by the packed (rows, row_len) ids, plus `position_ids`
+    (rows, row_len) restarting at 0 per example and `pack_index` (E, T)."""
+
+    def __init__(self, collator: Collator, rows: int, row_len: int, pad_token_id: int):
+        self.collator, self.rows, self.row_len, self.pad_token_id = collator, rows, row_len, pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.collator(features)
+        lengths = [len(f["input_ids"]) for f in features]
+        rows = next_fit(lengths, self.row_len)
+        if len(rows) > self.rows:
+            raise RuntimeError(f"{len(features)} examples need {len(rows)} rows, the batch has {self.rows}")
+        ids = torch.full((self.rows, self.row_len), self.pad_token_id, dtype=torch.long)
+        positions = torch.arange(self.row_len).repeat(self.rows, 1)  # padding tails: their own sequence
+        width = batch["attention_mask"].shape[-1]
+        index = torch.zeros((len(features), width), dtype=torch.long)
+        for r, members in enumerate(rows):
+            start = 0
+            for e in members:
+                n = lengths[e]
+                ids[r, start:start + n] = torch.as_tensor(features[e]["input_ids"], dtype=torch.long)
+                positions[r, start:start + n] = torch.arange(n)
+                positions[r, start + n:] = torch.arange(self.row_len - start - n)
+                # past an example's end: its first token (any real index; masked by attention_mask)
+                index[e] = r * self.row_len + start + torch.arange(width).masked_fill(torch.arange(width) >= n, 0)
+                start += n
+        batch["input_ids"], batch["position_ids"], batch["pack_index"] = ids, positions, index
+        return batch
+
+
+def is_packed(batch: dict[str, torch.Tensor]) -> bool:
+    return "pack_index" in batch
+
+
+def backbone_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the backbone (or an HF head) is called with: the packed rows with their position ids
+    and no 2D mask (transformers derives the block-diagonal mask), or the padded batch."""
+    if is_packed(batch):
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def unpack(values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-token outputs (rows, row_len, ...) of a packed batch -> (E, T, ...) per example, laid out
+    as the unpacked batch would have them (positions past an example's end hold junk, masked by
+    the batch's attention_mask as padding is). An unpacked batch's outputs are returned as they are."""
+    if not is_packed(batch):
+        return values
+    flat = values.reshape(-1, *values.shape[2:])  # (rows * row_len, ...)
+    return flat[batch["pack_index"]]
