@@ -51,6 +51,9 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
     tensors and plain Python values, so a file cannot run code. Everything gpt2tasks stores in a
     checkpoint is such data. A file holding other objects is refused, unless `trust` (the user's
     trust_checkpoint=true) allows the full unpickler."""
+    if not str(path).strip():
+        raise UserError("ckpt= is empty. Fix: pass a checkpoint written by `gpt2tasks train`, e.g. "
+                        "ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.")
     ckpt_path = Path(path).expanduser()
     if ckpt_path.is_dir() and (ckpt_path / "latest").is_file():  # DeepSpeed writes a folder
         return _consolidate_deepspeed(ckpt_path, path, trust)
@@ -80,7 +83,20 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "state_dict" not in ckpt:
         raise UserError(f"ckpt={path}: this checkpoint was not written by gpt2tasks (no run information). "
                         "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
+    info = ckpt["gpt2tasks"]
+    missing = [key for key in RUN_INFO_KEYS if not isinstance(info, dict) or key not in info]
+    if not missing:
+        missing = [k for k in (("tasks",) if info["kind"] == multitask.MULTITASK else ("hf_config", "label_space"))
+                   if k not in info]
+    if missing or not isinstance(ckpt["state_dict"], dict):
+        raise UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing) or 'state_dict'}), "
+                        "so the model cannot be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or "
+                        "last.ckpt of a `gpt2tasks train` run.")
     return ckpt
+
+
+# What every gpt2tasks checkpoint's run information holds (see build.build_for_training).
+RUN_INFO_KEYS = ("kind", "config", "tokenizer_files")
 
 
 def _unreadable(path: str, exc: Exception) -> UserError:
@@ -131,6 +147,14 @@ def apply_overrides(config: dict, overrides: list[str], command: str = "eval", u
     return cfg
 
 
+def inference_trainer(cfg) -> L.Trainer:
+    """The Trainer of eval and predict: no logger, no checkpoints; settings it refuses (e.g.
+    trainer.accelerator=gpu without a GPU) are a UserError naming the keys, as in train."""
+    from gpt2tasks.build import trainer_from_kwargs
+
+    return trainer_from_kwargs({**inference_trainer_kwargs(cfg), "logger": False, "enable_checkpointing": False})
+
+
 def inference_trainer_kwargs(cfg) -> dict[str, Any]:
     """The run's Trainer settings (precision, accelerator, ...) without the training-only ones, on one
     device: exact evaluation gives the same numbers on any number, and predict writes one file."""
@@ -154,7 +178,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     _drop_training_files(cfg)
     validate_config(cfg)
     cfg, datamodule, module = restore(checkpoint, cfg, task)
-    trainer = L.Trainer(**inference_trainer_kwargs(cfg), logger=False, enable_checkpointing=False)
+    trainer = inference_trainer(cfg)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, verbose=False)
