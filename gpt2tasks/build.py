@@ -292,7 +292,7 @@ def trainer_from_kwargs(kwargs: dict[str, Any]) -> L.Trainer:
 
     try:
         return L.Trainer(**kwargs)
-    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: e.g. tpu without torch_xla
         strategy = kwargs["strategy"]
         shown = {**{k: kwargs.get(k) for k in ("accelerator", "devices", "num_nodes")},
                  "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}
