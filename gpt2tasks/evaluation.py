@@ -80,6 +80,17 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
         raise UserError(f"ckpt={path}: permission denied. Fix: make the file readable (chmod u+r).") from None
     except Exception as exc:  # noqa: BLE001 -- truncated zip, empty file, text, ...: all unreadable
         raise _unreadable(path, exc) from None
+    _check_run_info(path, ckpt)
+    return ckpt
+
+
+# What every gpt2tasks checkpoint's run information holds (see build.build_for_training).
+RUN_INFO_KEYS = ("kind", "config", "tokenizer_files")
+
+
+def _check_run_info(path: str, ckpt: Any) -> None:
+    """A checkpoint of some other program, or one whose run information was edited, is refused
+    here rather than failing half-way through building the model."""
     if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "state_dict" not in ckpt:
         raise UserError(f"ckpt={path}: this checkpoint was not written by gpt2tasks (no run information). "
                         "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
@@ -92,11 +103,6 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
         raise UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing) or 'state_dict'}), "
                         "so the model cannot be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or "
                         "last.ckpt of a `gpt2tasks train` run.")
-    return ckpt
-
-
-# What every gpt2tasks checkpoint's run information holds (see build.build_for_training).
-RUN_INFO_KEYS = ("kind", "config", "tokenizer_files")
 
 
 def _unreadable(path: str, exc: Exception) -> UserError:
@@ -120,11 +126,11 @@ def _consolidate_deepspeed(folder: Path, path: str, trust: bool) -> dict[str, An
     converter reads the shards with the full unpickler, so only a trusted folder is converted."""
     from gpt2tasks.strategies import require_deepspeed
 
+    require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
     if not trust:
         raise UserError(f"ckpt={path} is a DeepSpeed checkpoint folder: joining its shards loads them with the full "
                         "unpickler (DeepSpeed's format), which can run code stored in them. Fix: if you trust it "
                         f"(your own run), add {TRUST_KEY}=true.")
-    require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
     from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:

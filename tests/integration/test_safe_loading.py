@@ -207,6 +207,18 @@ def test_settings_lightning_refuses_are_one_message(run, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_deepspeed_folder_needs_trust(tmp_path, monkeypatch):
+    """Its shards are full pickles (Lightning's converter loads them with weights_only=False)."""
+    from gpt2tasks import strategies
+
+    folder = tmp_path / "best.ckpt"
+    folder.mkdir()
+    (folder / "latest").write_text("checkpoint")
+    monkeypatch.setattr(strategies, "require_deepspeed", lambda what: None)  # as if deepspeed were installed
+    with pytest.raises(UserError, match="DeepSpeed checkpoint folder: joining its shards .* trust_checkpoint=true"):
+        load_checkpoint(str(folder))
+
+
 def test_a_folder_or_a_missing_file_as_ckpt(run, tmp_path, capsys):
     for command in ("eval", "export", "combine"):
         code, _, err = cli(command, *command_args(command, tmp_path, run, tmp_path), capsys=capsys)
