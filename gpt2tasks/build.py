@@ -192,7 +192,11 @@ def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eva
     datamodule, module = build_from_checkpoint(cfg, checkpoint["gpt2tasks"], load_eval_sets,
                                                tasks=[task] if task else None)
     module.complete_state_dict(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors
+        raise UserError(f"ckpt=: the checkpoint's weights do not fit the model its run describes ({' '.join(str(exc).split())[:300]}). "
+                        "Fix: pass an unmodified checkpoint written by `gpt2tasks train`.") from None
     if task is None:
         return cfg, datamodule, module
     return multitask.task_view(cfg, task), datamodule.tasks[task], module.task_module(task)
@@ -280,15 +284,20 @@ def trainer_kwargs(cfg: DictConfig, single_device: bool = False) -> dict[str, An
 def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) -> L.Trainer:
     """lightning.Trainer from `trainer.*` (+ `extra` keywords); its refusals (no such device, a
     strategy that does not fit the accelerator, ...) become a UserError naming the trainer keys."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
     kwargs = {**trainer_kwargs(cfg, single_device), **extra}
     bar = progress_bar(kwargs)
     if bar is not None:
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), bar]
+    return trainer_from_kwargs(kwargs)
+
+
+def trainer_from_kwargs(kwargs: dict[str, Any]) -> L.Trainer:
+    """lightning.Trainer(**kwargs), its refusals a UserError naming the trainer keys (see build_trainer)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return L.Trainer(**kwargs)
-    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: e.g. tpu
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: e.g. tpu without torch_xla
         strategy = kwargs["strategy"]
         shown = {**{k: kwargs.get(k) for k in ("accelerator", "devices", "num_nodes")},
                  "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__}

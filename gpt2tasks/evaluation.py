@@ -51,6 +51,9 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
     trust_checkpoint=true) allows the full unpickler."""
     import torch
 
+    if not str(path).strip():
+        raise UserError("ckpt= is empty. Fix: pass a checkpoint written by `gpt2tasks train`, e.g. "
+                        "ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.")
     ckpt_path = Path(path).expanduser()
     if ckpt_path.is_dir() and (ckpt_path / "latest").is_file():  # DeepSpeed writes a folder
         return _consolidate_deepspeed(ckpt_path, path, trust)
@@ -77,10 +80,29 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
         raise UserError(f"ckpt={path}: permission denied. Fix: make the file readable (chmod u+r).") from None
     except Exception as exc:  # noqa: BLE001 -- truncated zip, empty file, text, ...: all unreadable
         raise _unreadable(path, exc) from None
+    _check_run_info(path, ckpt)
+    return ckpt
+
+
+# What every gpt2tasks checkpoint's run information holds (see build.build_for_training).
+RUN_INFO_KEYS = ("kind", "config", "tokenizer_files")
+
+
+def _check_run_info(path: str, ckpt: Any) -> None:
+    """A checkpoint of some other program, or one whose run information was edited, is refused
+    here rather than failing half-way through building the model."""
     if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "state_dict" not in ckpt:
         raise UserError(f"ckpt={path}: this checkpoint was not written by gpt2tasks (no run information). "
                         "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
-    return ckpt
+    info = ckpt["gpt2tasks"]
+    missing = [key for key in RUN_INFO_KEYS if not isinstance(info, dict) or key not in info]
+    if not missing:
+        missing = [k for k in (("tasks",) if info["kind"] == multitask.MULTITASK else ("hf_config", "label_space"))
+                   if k not in info]
+    if missing or not isinstance(ckpt["state_dict"], dict):
+        raise UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing) or 'state_dict'}), "
+                        "so the model cannot be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or "
+                        "last.ckpt of a `gpt2tasks train` run.")
 
 
 def _unreadable(path: str, exc: Exception) -> UserError:
@@ -104,11 +126,11 @@ def _consolidate_deepspeed(folder: Path, path: str, trust: bool) -> dict[str, An
     converter reads the shards with the full unpickler, so only a trusted folder is converted."""
     from gpt2tasks.strategies import require_deepspeed
 
+    require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
     if not trust:
         raise UserError(f"ckpt={path} is a DeepSpeed checkpoint folder: joining its shards loads them with the full "
                         "unpickler (DeepSpeed's format), which can run code stored in them. Fix: if you trust it "
                         f"(your own run), add {TRUST_KEY}=true.")
-    require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
     from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,6 +151,14 @@ def apply_overrides(config: dict, overrides: list[str], command: str = "eval", u
             raise UserError(f"{command}: cannot override {key!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
                             "Fix: use a key of the run's config.yaml, e.g. data.max_length=256.") from None
     return cfg
+
+
+def inference_trainer(cfg) -> L.Trainer:
+    """The Trainer of eval and predict: no logger, no checkpoints; settings it refuses (e.g.
+    trainer.accelerator=gpu without a GPU) are a UserError naming the keys, as in train."""
+    from gpt2tasks.build import trainer_from_kwargs
+
+    return trainer_from_kwargs({**inference_trainer_kwargs(cfg), "logger": False, "enable_checkpointing": False})
 
 
 def inference_trainer_kwargs(cfg) -> dict[str, Any]:
@@ -160,7 +190,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     _drop_training_files(cfg)
     validate_config(cfg)
     cfg, datamodule, module = restore(checkpoint, cfg, task)
-    trainer = L.Trainer(**inference_trainer_kwargs(cfg), logger=False, enable_checkpointing=False)
+    trainer = inference_trainer(cfg)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, verbose=False)

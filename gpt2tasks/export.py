@@ -218,7 +218,7 @@ def load_weights(model: torch.nn.Module, checkpoint: dict, ckpt: str) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"ckpt={ckpt}: its weights do not fit the model its run describes ("
-                        f"{str(exc).splitlines()[0]}). Fix: pass an unmodified checkpoint written by "
+                        f"{' '.join(str(exc).split())[:300]}). Fix: pass an unmodified checkpoint written by "
                         "`gpt2tasks train`.") from None
 
 
@@ -245,7 +245,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"out={out} is not empty. Fix: pick a new out= folder, or add overwrite=true to "
                         "replace its contents.")
-    check_writable(out.parent / f"{out.name}{STAGING_SUFFIX}", "out")  # the staging folder sits beside out
+    check_writable(out.parent / f"{out.name}{STAGING_SUFFIX}", "out", shown=out)  # staged beside out
 
 
 # Beside `out`: the export being written, and the previous export while it is being replaced.

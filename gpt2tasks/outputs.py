@@ -138,10 +138,11 @@ def write_predictions(directory: Path, predictions: dict[str, dict[str, str]]) -
     return written
 
 
-def check_writable(path: Path, key: str) -> None:
+def check_writable(path: Path, key: str, shown: Path | None = None) -> None:
     """Refuse an output file path that cannot be written, before any work: a folder, a parent that
     is a file, or a folder where files cannot be created. Folders still to be made are fine (they
-    are made when the file is written); nothing is left behind by the check."""
+    are made when the file is written); nothing is left behind by the check. `shown`: the path the
+    user gave, when `path` is a file written beside it."""
     path = path.expanduser().absolute()
     if path.is_dir():
         raise UserError(f"{key}={path} is a folder. Fix: give a file path, e.g. {key}={path / 'out.json'}.")
@@ -149,12 +150,12 @@ def check_writable(path: Path, key: str) -> None:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise UserError(f"{key}={path}: {parent} is a file, so no file can be written below it. Fix: choose "
+        raise UserError(f"{key}={shown or path}: {parent} is a file, so no file can be written below it. Fix: choose "
                         "another path.")
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=".gpt2tasks-write-check-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"{key}={path}: cannot write in {parent} ({exc.strerror or type(exc).__name__}). Fix: "
+        raise UserError(f"{key}={shown or path}: cannot write in {parent} ({exc.strerror or type(exc).__name__}). Fix: "
                         "choose a folder you can write to, or fix its permissions.") from None

@@ -58,7 +58,7 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
     import lightning as L  # heavy imports only once the arguments are known to be usable
 
     from gpt2tasks.datamodules.base import PREDICT
-    from gpt2tasks.evaluation import inference_trainer_kwargs
+    from gpt2tasks.evaluation import inference_trainer
     from gpt2tasks.inference import load_for_inference
 
     if batch_size is not None:
@@ -71,7 +71,7 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
     datamodule.setup_predict(input)
     log.info("predict: %d rows of %s with %s (%s)", len(datamodule.examples[PREDICT]), input, ckpt, cfg.task.kind)
 
-    trainer = L.Trainer(**inference_trainer_kwargs(cfg), logger=False, enable_checkpointing=False)
+    trainer = inference_trainer(cfg)
     L.seed_everything(int(cfg.seed), verbose=False)  # sampled LM continuations are repeatable
     # dataloaders=, not datamodule=: Lightning would call setup() and load the run's eval sets.
     trainer.predict(module, dataloaders=datamodule.predict_dataloader(), return_predictions=False)
@@ -91,6 +91,9 @@ def row_identity(example: dict, index: int, id_column: str) -> dict[str, Any]:
 
 def check_paths(input: str, output: str, overwrite: bool) -> Path:
     """The output path, once input= is a file and output= may be written."""
+    for key, value in (("input", input), ("output", output)):
+        if not str(value).strip():
+            raise UserError(f"{key}= is empty. Fix: e.g. input=data/test.csv output=predictions.jsonl.")
     if not Path(input).expanduser().is_file():
         raise UserError(f"input={input}: {'a folder' if Path(input).expanduser().is_dir() else 'file not found'} "
                         f"(cwd is {Path.cwd()}). Fix: pass the file to predict, e.g. input=data/test.csv.")

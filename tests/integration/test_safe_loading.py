@@ -176,6 +176,49 @@ def test_corrupt_and_foreign_files_are_refused_by_every_command(content, message
     assert {p.name for p in tmp_path.iterdir()} == {"bad.ckpt"}
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(gpt2tasks={}), "its run information is incomplete (no kind, config, tokenizer_files)"),
+    (lambda c: c["gpt2tasks"].pop("label_space"), "its run information is incomplete (no label_space)"),
+    (lambda c: c.update(state_dict={}), "weights do not fit the model its run describes"),
+    (lambda c: c["state_dict"].update({"model.score.weight": torch.zeros(2, 1)}),
+     "weights do not fit the model its run describes"),
+])
+def test_edited_checkpoints_are_refused_by_every_command(edit, message, run, tmp_path, capsys):
+    checkpoint = torch.load(run["ckpt"], map_location="cpu", weights_only=True)
+    edit(checkpoint)
+    bad = tmp_path / "bad.ckpt"
+    torch.save(checkpoint, bad)
+    for command in ("eval", "predict", "export"):
+        code, _, err = cli(command, *command_args(command, bad, run, tmp_path), capsys=capsys)
+        assert code == 2 and message in err and "Traceback" not in err, (command, err)
+    assert {p.name for p in tmp_path.iterdir()} == {"bad.ckpt"}
+
+
+def test_settings_lightning_refuses_are_one_message(run, tmp_path, capsys):
+    for command in ("eval", "predict"):
+        args = command_args(command, run["ckpt"], run, tmp_path)
+        code, _, err = cli(command, *args, "trainer.accelerator=tpu", capsys=capsys)  # no TPU anywhere here
+        assert code == 2 and "lightning.Trainer refused the trainer settings" in err and "trainer.accelerator" in err
+        assert "Traceback" not in err
+    for args, message in ((["ckpt="], "ckpt= is empty"),
+                          ([f"ckpt={run['ckpt']}", f"input={run['input']}", "output="], "output= is empty")):
+        code, _, err = cli("eval" if len(args) == 1 else "predict", *args, capsys=capsys)
+        assert code == 2 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_deepspeed_folder_needs_trust(tmp_path, monkeypatch):
+    """Its shards are full pickles (Lightning's converter loads them with weights_only=False)."""
+    from gpt2tasks import strategies
+
+    folder = tmp_path / "best.ckpt"
+    folder.mkdir()
+    (folder / "latest").write_text("checkpoint")
+    monkeypatch.setattr(strategies, "require_deepspeed", lambda what: None)  # as if deepspeed were installed
+    with pytest.raises(UserError, match="DeepSpeed checkpoint folder: joining its shards .* trust_checkpoint=true"):
+        load_checkpoint(str(folder))
+
+
 def test_a_folder_or_a_missing_file_as_ckpt(run, tmp_path, capsys):
     for command in ("eval", "export", "combine"):
         code, _, err = cli(command, *command_args(command, tmp_path, run, tmp_path), capsys=capsys)
