@@ -27,7 +27,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_O
 PY=${PYTHON:-python3}
 SHARED=${GPT2TASKS_SHARED_DATASETS:-$ROOT/../shared/datasets}
 export GPT2TASKS_SHARED_DATASETS=$SHARED
-OUT=${OUT:-$ROOT/gpu_check_out}
+OUT=${OUT:-/tmp/gpu_check_out}   # the device machine sets OUT
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 export GPT2TASKS_CACHE=$WORK/cache
