@@ -114,8 +114,11 @@ def _pyplot():
 
 def draw(name: str, numbers: dict[str, Any], title: str):
     """A matplotlib Figure for one picture of `picture_data`."""
-    return {"curves": _draw_curves, "confusion_matrix": _draw_confusion, "class_report": _draw_report,
-            "entity_report": _draw_report, "perplexity": _draw_perplexity}[name](numbers, title)
+    if name in ("class_report", "entity_report"):
+        what = "per-class report" if name == "class_report" else "entity-level scores per type"
+        return _draw_report(numbers, f"{title}\n{what}, validation")
+    return {"curves": _draw_curves, "confusion_matrix": _draw_confusion,
+            "perplexity": _draw_perplexity}[name](numbers, title)
 
 
 def _draw_curves(d: dict[str, Any], title: str):
@@ -173,7 +176,7 @@ def _draw_report(report: dict[str, dict[str, float]], title: str):
     ax.set_xticks(x, [f"{n}\n(n={report[n]['support']})" for n in names], fontsize=8)
     ax.set(ylim=(0, 1.12), ylabel="score")
     ax.legend(fontsize=8, ncols=3, loc="upper center")
-    ax.set_title(f"{title}\nper-class report, validation", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -191,3 +191,12 @@ def test_qa_split_sizes_count_examples_and_windows(cfg_factory, tiny_tokenizer):
     assert line == (f"question_answering; examples: train 64, val 32, test 32; as windows: train {windows['train']}, "
                     f"val {windows['val']}, test {windows['test']}")
     assert windows["train"] > 64  # long contexts: more windows than questions
+
+
+def test_wandb_offline_gets_the_pictures(cfg_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    train(cfg_factory("logger=wandb", "trainer.max_epochs=1", "data.max_train_samples=32", "data.max_eval_samples=16",
+                      output_dir=out))
+    images = {p.name.split("_")[0] for p in out.glob("wandb/offline-run-*/files/media/images/plots/*.png")}
+    assert images == {"curves", "confusion", "class"}
