@@ -89,7 +89,7 @@ class DataSpec:
     max_length: int = 128
     batch_size: int = 32  # per device; the effective batch is logged at start
     eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to keep)
-    group_by_length: bool = True
+    group_by_length: bool = False  # random order by default: measured more stable (docs/benchmarks.md)
     # training batches of whole examples packed into rows of max_tokens_per_row (seq_cls, token_cls,
     # qa; datamodules/packing.py); evaluation keeps length-sorted padded batches
     pack_examples: bool = False
