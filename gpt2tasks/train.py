@@ -28,7 +28,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
     if multitask.is_multitask(cfg):
         multitask.expand(cfg)  # each task's full task/data blocks, under tasks.<name>
-    validate_config(cfg)
+    validate_config(cfg, training=True)
     output_dir = Path(cfg.output_dir).absolute()
     # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.
     rank_zero = distributed.is_rank_zero()
