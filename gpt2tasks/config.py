@@ -39,12 +39,13 @@ def normalize_precision(value) -> str:
     return _PRECISION_ALIASES.get(text, text)
 
 
-def validate_config(cfg: DictConfig) -> None:
+def validate_config(cfg: DictConfig, training: bool = False) -> None:
     """Raise one UserError listing every problem of the config (for a multi-task run: the shared
-    keys once, then each task's own blocks, named tasks.<name>.*)."""
+    keys once, then each task's own blocks, named tasks.<name>.*). `training`: also the run
+    folder's keys (output_dir, overwrite), which eval/predict do not use."""
     from gpt2tasks import multitask
 
-    problems = key_problems(cfg)
+    problems = key_problems(cfg) + (output_problems(cfg) if training else [])
     if multitask.is_multitask(cfg):
         problems += multitask.check(cfg, task_problems) + run_problems(cfg)
     else:
@@ -134,6 +135,41 @@ def task_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def model_problems(cfg: DictConfig) -> list[str]:
+    """model.* values of the types ModelSpec declares; model.arch sizes GPT2Config can build."""
+    from gpt2tasks.backbone import ModelSpec
+
+    problems = Problems()
+    problems += typed_problems(cfg, "model", ModelSpec)
+    arch = OmegaConf.to_container(cfg.model.arch, resolve=True) if OmegaConf.is_dict(cfg.model.get("arch")) else {}
+    sizes = {k: v for k, v in arch.items() if k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
+             and v is not None}
+    bad = {k: v for k, v in sizes.items() if not (_is_int(v) and v >= 1)}
+    problems.need(not bad, f"model.arch: {bad} must be positive integers. Fix: e.g. model.arch.n_layer=2.")
+    if not bad and "n_embd" in sizes and "n_head" in sizes:
+        problems.need(sizes["n_embd"] % sizes["n_head"] == 0,
+                      f"model.arch.n_embd={sizes['n_embd']} must be a multiple of model.arch.n_head={sizes['n_head']} "
+                      f"(each head gets n_embd / n_head dimensions). Fix: e.g. "
+                      f"model.arch.n_head={_divisor(sizes['n_embd'], sizes['n_head'])}.")
+    return problems
+
+
+def output_problems(cfg: DictConfig) -> list[str]:
+    """output_dir: not empty, and never a folder whose removal takes the user's other files with
+    it (overwrite=true empties output_dir)."""
+    problems = Problems()
+    out = str(cfg.output_dir or "").strip()
+    problems.need(bool(out), "output_dir is empty. Fix: output_dir=<folder for this run>, or leave it out "
+                             "(outputs/<task>/<time>).")
+    if cfg.overwrite is True and out:
+        here, path = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser(out))
+        problems.need(not (here == path or here.startswith(path.rstrip(os.sep) + os.sep)
+                           or path == os.path.realpath(os.path.expanduser("~"))),
+                      f"output_dir={cfg.output_dir} is the current directory, one that holds it, or the home folder: "
+                      "overwrite=true would delete everything in it. Fix: output_dir=<a folder of its own>.")
+    return problems
+
+
 def run_problems(cfg: DictConfig) -> list[str]:
     """Problems of what the whole run shares: precision, optim.*, trainer.*, peft.*, logger."""
     from gpt2tasks.tasks.base import SCHEDULERS
@@ -164,28 +200,10 @@ def run_problems(cfg: DictConfig) -> list[str]:
         need(all(0 <= b < 1 for b in optim.betas), f"optim.betas={list(optim.betas)} must both be in [0, 1). "
                                                    "Fix: e.g. optim.betas=[0.9,0.999].")
         need(optim.eps > 0, f"optim.eps={optim.eps} must be positive. Fix: e.g. optim.eps=1e-8.")
-    from gpt2tasks.backbone import ModelSpec
-
-    problems += typed_problems(cfg, "model", ModelSpec)
-    arch = OmegaConf.to_container(cfg.model.arch, resolve=True) if OmegaConf.is_dict(cfg.model.get("arch")) else {}
-    sizes = {k: v for k, v in arch.items() if k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
-             and v is not None}
-    bad = {k: v for k, v in sizes.items() if not (_is_int(v) and v >= 1)}
-    need(not bad, f"model.arch: {bad} must be positive integers. Fix: e.g. model.arch.n_layer=2.")
-    if not bad and "n_embd" in sizes and "n_head" in sizes:
-        need(sizes["n_embd"] % sizes["n_head"] == 0,
-             f"model.arch.n_embd={sizes['n_embd']} must be a multiple of model.arch.n_head={sizes['n_head']} (each "
-             f"head gets n_embd / n_head dimensions). Fix: e.g. model.arch.n_head={_divisor(sizes['n_embd'], sizes['n_head'])}.")
+    problems += model_problems(cfg)
     need(_is_int(cfg.seed), f"seed={cfg.seed!r} must be an integer. Fix: e.g. seed=42.")
     for key in ("overwrite", "resume"):
         need(isinstance(cfg[key], bool), f"{key}={cfg[key]!r} must be true or false.")
-    need(bool(str(cfg.output_dir or "").strip()), "output_dir is empty. Fix: output_dir=<folder for this run>, "
-                                                  "or leave it out (outputs/<task>/<time>).")
-    if cfg.overwrite is True and str(cfg.output_dir or "").strip():
-        here, out = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser(str(cfg.output_dir)))
-        need(not (here == out or here.startswith(out.rstrip(os.sep) + os.sep) or out == os.path.expanduser("~")),
-             f"output_dir={cfg.output_dir} is the current directory, one that holds it, or the home folder: "
-             "overwrite=true would delete everything in it. Fix: output_dir=<a folder of its own>.")
     checkpoint = cfg.get("checkpoint") or {}
     if "save_top_k" in checkpoint:
         need(_is_int(checkpoint.save_top_k) and checkpoint.save_top_k >= -1,

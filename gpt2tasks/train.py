@@ -40,7 +40,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
 
     if multitask.is_multitask(cfg):
         multitask.expand(cfg)  # each task's full task/data blocks, under tasks.<name>
-    validate_config(cfg)
+    validate_config(cfg, training=True)
     absolute_data_paths(cfg)  # the saved config finds its data from any working directory
     output_dir = Path(cfg.output_dir).absolute()
     # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.

@@ -197,7 +197,6 @@ def test_a_key_of_another_task_kind_is_refused_after_composition():
     ("checkpoint.save_top_k=-2", "checkpoint.save_top_k=-2 must be an integer >= -1"),
     ("checkpoint.save_last=maybe", "checkpoint.save_last='maybe' must be true or false"),
     ("throughput.peak_tflops=abc", "throughput.peak_tflops='abc' must be a positive number"),
-    ("output_dir=", "output_dir is empty"),
     ("task.label_names=abc", "task.label_names='abc' must be a list of class names or null"),
     ("data.label_column=text", "data.label_column='text' is also an input column"),
     ("data.max_length=4", "data.max_length=4 would cut every input to a few tokens"),
@@ -216,5 +215,8 @@ def test_overwrite_never_empties_the_current_directory_or_home(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     for out in (".", str(tmp_path.parent), "~"):
         with pytest.raises(UserError, match="overwrite=true would delete everything in it"):
-            validate_config(compose(f"output_dir='{out}'", "overwrite=true"))
-    validate_config(compose("output_dir=run", "overwrite=true"))
+            validate_config(compose(f"output_dir='{out}'", "overwrite=true"), training=True)
+        validate_config(compose(f"output_dir='{out}'", "overwrite=true"))  # eval/predict: not their key
+    validate_config(compose("output_dir=run", "overwrite=true"), training=True)
+    with pytest.raises(UserError, match="output_dir is empty"):
+        validate_config(compose("output_dir="), training=True)
