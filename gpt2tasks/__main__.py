@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"gpt2tasks {__version__}")
         return
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a usage error, like a subcommand without its arguments
+        print(f"gpt2tasks: error: no command given. Fix: name one of {', '.join(COMMANDS)}.\n\n{USAGE}",
+              file=sys.stderr)
+        sys.exit(2)
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]

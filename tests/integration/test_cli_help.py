@@ -32,3 +32,12 @@ def test_version_and_help_answer_without_heavy_imports(args):
         assert result.stdout.strip() == f"gpt2tasks {__version__}"
     else:
         assert "usage" in result.stdout.lower() or "python -m gpt2tasks train" in result.stdout
+
+
+def test_no_command_is_a_usage_error_and_help_is_not():
+    result = subprocess.run([sys.executable, "-m", "gpt2tasks"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "no command given" in result.stderr and "commands:" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gpt2tasks", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "commands:" in result.stdout
