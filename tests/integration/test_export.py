@@ -291,7 +291,7 @@ def test_push_uploads_the_export_and_never_leaks_the_token(trained, hub, tmp_pat
     assert hub.calls[2] == ("upload_folder", "alice/gpt2-sst2", sorted(os.listdir(out)))
     captured = capsys.readouterr()
     assert SECRET not in captured.out + captured.err + caplog.text
-    assert not any(SECRET in p.read_text(errors="ignore") for p in out.iterdir())
+    assert not any(SECRET in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
 
 
 def test_push_failure_keeps_the_local_export_and_hides_the_token(trained, hub, monkeypatch, tmp_path):
