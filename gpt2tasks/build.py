@@ -313,12 +313,17 @@ def runs_on_cuda(trainer: dict[str, Any]) -> bool:
 
 
 def progress_bar(trainer: dict[str, Any]):
-    """On CUDA, a progress bar that redraws every `log_every_n_steps` steps, else None (Lightning's
-    default bar). Every redraw reads the logged tensors (loss, samples/s) on the host, which waits
-    for the GPU to finish its queue: Lightning's default bars redraw every step (the Rich one
-    whatever its refresh rate), so the host could never run ahead of the GPU."""
-    if not trainer.get("enable_progress_bar", True) or not runs_on_cuda(trainer):
-        return None
-    from lightning.pytorch.callbacks import TQDMProgressBar
+    """The progress bar (None when disabled or the caller brought one): without Lightning's `v_num`,
+    and on CUDA one that redraws every `log_every_n_steps` steps. Every redraw reads the logged
+    tensors (loss, samples/s) on the host, which waits for the GPU to finish its queue: Lightning's
+    default bars redraw every step (the Rich one whatever its refresh rate), so the host could
+    never run ahead of the GPU."""
+    from lightning.pytorch.callbacks import ProgressBar
 
-    return TQDMProgressBar(refresh_rate=max(1, int(trainer.get("log_every_n_steps") or 50)))
+    from gpt2tasks.callbacks import progress_bar as bar
+
+    if not trainer.get("enable_progress_bar", True) or any(isinstance(c, ProgressBar) for c in trainer.get("callbacks", [])):
+        return None
+    if not runs_on_cuda(trainer):
+        return bar()
+    return bar(refresh_rate=max(1, int(trainer.get("log_every_n_steps") or 50)))

@@ -28,9 +28,7 @@ def run_callbacks(cfg, has_logger: bool) -> list[L.Callback]:
                                        verbose=True))
     if has_logger:
         callbacks.append(LearningRateLogger(logging_interval="step"))
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(progress_bar())
-    return callbacks
+    return callbacks  # the progress bar is build.build_trainer's (it depends on the device)
 
 
 class _WithoutVersion:
@@ -50,10 +48,13 @@ class TQDMBar(_WithoutVersion, TQDMProgressBar):
     pass
 
 
-def progress_bar() -> L.Callback:
-    """The bar Lightning would pick (rich when installed), without `v_num`."""
+def progress_bar(refresh_rate: int | None = None) -> L.Callback:
+    """The bar Lightning would pick (rich when installed), without `v_num`; with `refresh_rate`, a
+    tqdm bar redrawn every that many steps (the Rich bar reads the logged values every step)."""
     from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 
+    if refresh_rate is not None:
+        return TQDMBar(refresh_rate=refresh_rate)
     return RichBar() if _RICH_AVAILABLE else TQDMBar()
 
 

@@ -76,7 +76,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
 
     logger = False if debug else build_logger(cfg, output_dir)
     # samples/s, tokens/s, MFU (progress bar, logger); metric history, LR, early stopping (callbacks.py)
-    all_callbacks = [ThroughputMonitor.from_config(cfg), resume.ResumeExactly(), resume.ValidateAtEnd(),
+    # A ThroughputMonitor among the caller's callbacks replaces ours (Lightning allows one of a stateful kind).
+    own_monitor = [] if any(isinstance(c, ThroughputMonitor) for c in callbacks) else [ThroughputMonitor.from_config(cfg)]
+    all_callbacks = [*own_monitor, resume.ResumeExactly(), resume.ValidateAtEnd(),
                      *run_callbacks(cfg, has_logger=bool(logger)), *callbacks]
     if not debug:
         all_callbacks.append(best_checkpoint)

@@ -127,7 +127,9 @@ def test_progress_bar_redraws_at_the_logging_interval_on_cuda(monkeypatch):
 
     import gpt2tasks.build as build
 
-    assert build.progress_bar({"accelerator": "cpu", "enable_progress_bar": True}) is None  # Lightning's default
+    on_cpu = build.progress_bar({"accelerator": "cpu", "enable_progress_bar": True})  # Lightning's pick, without v_num
+    assert on_cpu is not None and not (isinstance(on_cpu, TQDMProgressBar) and on_cpu.refresh_rate != 1)
+    assert build.progress_bar({"enable_progress_bar": True, "callbacks": [on_cpu]}) is None  # the caller's bar stays
     monkeypatch.setattr(build, "runs_on_cuda", lambda trainer: True)
     bar = build.progress_bar({"enable_progress_bar": True, "log_every_n_steps": 25})
     assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 25
