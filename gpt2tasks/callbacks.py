@@ -113,6 +113,10 @@ class MetricHistory(L.Callback):
         return {"train": [list(row) for row in self.train], "evals": [[s, dict(m)] for s, m in self.evals]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores callback states from every checkpoint it loads, also for the final
+        # evaluation of the best checkpoint: only a resume (nothing recorded yet) takes the history.
+        if self.train or self.evals or self._pending:
+            return
         self.train = [tuple(row) for row in state_dict.get("train", [])]
         self.evals = [(int(s), dict(m)) for s, m in state_dict.get("evals", [])]
 

@@ -46,7 +46,9 @@ class LengthGroupedSampler(Sampler[int]):
     def _batches(self) -> list[list[int]]:
         n = len(self.lengths)
         if not self.shuffle:
-            order = torch.argsort(self.lengths, descending=True, stable=True) if self.group_by_length else torch.arange(n)
+            # Always longest first (data.group_by_length is about training batches): least padding,
+            # and the order never changes an eval result (outputs are put back by idx).
+            order = torch.argsort(self.lengths, descending=True, stable=True)
             return [order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(n, generator=g)
@@ -63,7 +65,8 @@ class LengthGroupedSampler(Sampler[int]):
             full = [b for b in batches if len(b) == self.batch_size]
             partial = [b for b in batches if len(b) < self.batch_size]
             batches = [full[i] for i in torch.randperm(len(full), generator=g).tolist()] + partial
-        return _deal_evenly(batches, self.world_size, self.lengths if self.group_by_length else None)
+        sorted_batches = self.group_by_length or not self.shuffle
+        return _deal_evenly(batches, self.world_size, self.lengths if sorted_batches else None)
 
     def rank_batches(self) -> list[list[int]]:
         """This rank's batches, in order."""
