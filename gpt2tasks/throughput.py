@@ -105,3 +105,19 @@ class ThroughputMonitor(L.Callback):
         if self.peak_flops:
             # Per device: each rank counts its own batches against its own peak.
             pl_module.log("train/mfu", sum(s.flops for s in self.window) / elapsed / self.peak_flops, **log)
+
+
+def peak_cpu_bytes(fn) -> int:
+    """Peak of the bytes torch allocated on the CPU while `fn` ran, from the profiler's allocation
+    events (CPU has no max_memory_allocated). For benchmarks and memory tests."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    current = peak = 0
+    for event in events:
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak

@@ -18,23 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec  # noqa: E402
 from gpt2tasks.tasks.lm import LanguageModelingModule  # noqa: E402
-
-
-def cpu_peak(fn) -> int:
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
+from gpt2tasks.throughput import peak_cpu_bytes  # noqa: E402
 
 
 def main() -> None:
@@ -91,7 +79,7 @@ def main() -> None:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - base
         else:
-            peak = cpu_peak(step)
+            peak = peak_cpu_bytes(step)
         name = "plain (full logits)" if not chunk else f"fused, {chunk}-token chunks"
         print(f"| {name} | {peak / 2**20:,.0f} | {sorted(times)[len(times) // 2]:.3f} | {float(loss.detach()):.6f} |")
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2tasks.lm_loss import IGNORE_INDEX, linear_cross_entropy, padded_size
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec
 from gpt2tasks.tasks.lm import LanguageModelingModule
+from gpt2tasks.throughput import peak_cpu_bytes
 
 VOCAB = 1000  # not a multiple of 64: padding to 1024 is exercised
 
@@ -113,19 +113,6 @@ def test_bf16_autocast_matches_the_plain_autocast_loss():
     assert grads[wte].dtype == torch.float32
     rel = (grads[wte] - ref_grads[wte]).norm() / ref_grads[wte].norm()
     assert rel < 2e-2
-
-
-def peak_cpu_bytes(fn) -> int:
-    """Peak of the bytes torch allocated on the CPU while fn ran (the profiler's allocation events)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
 
 
 def test_fused_loss_never_holds_the_full_logits():
