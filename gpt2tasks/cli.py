@@ -59,6 +59,9 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # TaskModule.on_before_batch_transfer marks unpadded batches on the host (no sync later); the
+    # datamodule has no such hook, so Lightning's note that the module's one is used says nothing.
+    warnings.filterwarnings("ignore", message=".*overridden `on_before_batch_transfer` in `LightningModule`.*")
     # predict_step keeps its outputs on the module (put back in input order at the end), not in Lightning's list.
     warnings.filterwarnings("ignore", message="predict returned None")
     # Eval metrics are computed once from outputs gathered from every rank (identical everywhere),
