@@ -55,6 +55,11 @@ class MultiTaskModule(TaskModule):
         module.task_datamodule = None  # alone, it reads the datamodule of the Trainer that runs it
         return module
 
+    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each task's own monitored metric and the means (metrics.json has the rest)."""
+        return {k: v for k, v in metrics.items()
+                if k.endswith("/mean") or k.split("/")[-1] == self.main_metrics.get(k.split("/")[0])}
+
     def activate(self, name: str) -> None:
         if self.per_task_adapters:
             lora.activate(self.backbone, name)
