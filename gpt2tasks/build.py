@@ -23,6 +23,7 @@ from transformers import AutoTokenizer, GPT2Config, PreTrainedTokenizerBase
 
 from gpt2tasks import lora, multitask
 from gpt2tasks.backbone import ModelSpec, attach_head, build_model, load_model_config, load_tokenizer, n_positions
+from gpt2tasks.callbacks import progress_bar as bar
 from gpt2tasks.config import normalize_precision, plain as _plain, spec_of as _spec
 from gpt2tasks.datamodules.base import DataSpec, TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
@@ -357,8 +358,6 @@ def progress_bar(trainer: dict[str, Any]):
     default bars redraw every step (the Rich one whatever its refresh rate), so the host could
     never run ahead of the GPU."""
     from lightning.pytorch.callbacks import ProgressBar
-
-    from gpt2tasks.callbacks import progress_bar as bar
 
     if not trainer.get("enable_progress_bar", True) or any(isinstance(c, ProgressBar) for c in trainer.get("callbacks", [])):
         return None

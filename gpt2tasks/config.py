@@ -22,10 +22,15 @@ import typing
 from collections import defaultdict
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
+from gpt2tasks.resources import CONF_DIR
+
+# `train --help` imports this module: what imports torch (the kind registry, typed specs, lora,
+# strategies, lightning) is imported inside the functions that need it.
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
 _PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
@@ -76,7 +81,7 @@ class Problems(list):
 
 def task_problems(cfg: DictConfig) -> list[str]:
     """Problems of what one task says: task.* and data.* (the kind's own checks: its registry entry)."""
-    from gpt2tasks.tasks import KINDS  # late (here and below): importing tasks pulls in torch, not for --help
+    from gpt2tasks.tasks import KINDS
 
     problems = Problems()
     need = problems.need
@@ -204,7 +209,7 @@ def run_problems(cfg: DictConfig) -> list[str]:
 
     problems += trainer_problems(trainer)
     if cfg.get("peft") is not None:
-        from gpt2tasks.lora import LoraSpec, check_spec  # late: lora imports torch
+        from gpt2tasks.lora import LoraSpec, check_spec
 
         problems += check_spec(spec_of(LoraSpec, cfg.peft))
     need(cfg.logger.kind in LOGGERS, f"logger.kind={cfg.logger.kind!r} is not one of {LOGGERS}.")
@@ -450,10 +455,6 @@ def known_keys() -> dict[str, frozenset[str]]:
     """Config path ("" for the top level, "data", "model.arch", ...) -> the keys the shipped config
     files give it (conf/config.yaml, and every option of every group under its group's name, or
     at the top level for `@package _global_` files such as the task presets)."""
-    import yaml
-
-    from gpt2tasks.resources import CONF_DIR
-
     known: dict[str, set[str]] = defaultdict(set)
 
     def walk(node: dict, path: str) -> None:
@@ -484,7 +485,7 @@ def _keys_at(path: str, kind: str | None = None) -> set[str]:
     if path == "trainer":
         known |= set(trainer_keywords())
     if path == "task":
-        from gpt2tasks.tasks import KINDS  # late: pulls in transformers
+        from gpt2tasks.tasks import KINDS
 
         root = _root_task_keys()
         options = [k.module.eval_options for name, k in KINDS.items() if kind in (None, name)]
@@ -495,10 +496,6 @@ def _keys_at(path: str, kind: str | None = None) -> set[str]:
 @functools.cache
 def _defaults() -> dict:
     """conf/config.yaml as written."""
-    import yaml
-
-    from gpt2tasks.resources import CONF_DIR
-
     return yaml.safe_load((CONF_DIR / "config.yaml").read_text())
 
 

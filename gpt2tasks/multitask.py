@@ -18,6 +18,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gpt2tasks.errors import UserError
@@ -107,17 +111,11 @@ def cli_overrides(argv: list[str]) -> list[str]:
 def command_overrides() -> list[str]:
     """The overrides of the `train` command line being run (Hydra's record of them); [] when the
     run was not started by `python -m gpt2tasks train` (e.g. train(cfg) from Python)."""
-    from hydra.core.hydra_config import HydraConfig
-
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def compose(overrides: list[str]) -> DictConfig:
     """conf/config.yaml composed by Hydra with `overrides`, as `train` composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     if GlobalHydra.instance().is_initialized():  # inside `train` (or a caller's own Hydra context)
         return hydra_compose(config_name="config", overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
