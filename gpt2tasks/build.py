@@ -116,7 +116,7 @@ def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule | MultiTaskDataM
                     "label_space": datamodules[name].label_space.to_dict()} for name, view in views.items()}
     info = multitask.run_info(cfg, tasks, shared)
     models = adapt_models(cfg, models, new_token_ids)
-    return (*assemble(cfg, info, models, datamodules, check_monitor=True), tokenizer)
+    return (*assemble(cfg, info, models, datamodules, check_monitor=dict.fromkeys(views, True)), tokenizer)
 
 
 def build_heads(cfg: DictConfig, views: dict[str, DictConfig], configs: dict[str, GPT2Config],
@@ -147,9 +147,8 @@ def adapt_models(cfg: DictConfig, models: dict[str, Any], new_token_ids: list[in
         models = {name: lora.apply_lora(model, peft, KINDS[cfg.task.kind].module.head_modules, new_token_ids)}
     elif peft.enabled:
         adapters = list(models) if mix.adapters == "per_task" else ["default"]
-        kinds = {str(view.task.kind) for view in multitask.task_views(cfg).values()}
-        backbone = lora.apply_lora_to_backbone(backbone, peft, adapters, new_token_ids,
-                                               tied_output=bool(kinds & {"lm", "mc"}))  # heads tied to wte
+        tied = any(getattr(model, "lm_head", None) is not None for model in models.values())  # output layer = wte
+        backbone = lora.apply_lora_to_backbone(backbone, peft, adapters, new_token_ids, tied_output=tied)
         for model in models.values():
             model.transformer = backbone
     if model_spec(cfg).compile:
@@ -160,12 +159,12 @@ def adapt_models(cfg: DictConfig, models: dict[str, Any], new_token_ids: list[in
 
 
 def assemble(cfg: DictConfig, info: dict, models: dict[str, Any], datamodules: dict[str, TaskDataModule],
-             check_monitor: bool | dict[str, bool]) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
+             check_monitor: dict[str, bool]) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
     """Per task its module; a single-task run is its task's datamodule and module, a multi-task run
-    one module over its tasks' and a datamodule that mixes their batches (multitask.*)."""
+    one module over its tasks' and a datamodule that mixes their batches (multitask.*).
+    `check_monitor`: per task, whether its eval sets are loaded, so task.monitor can be checked."""
     views, mix = multitask.task_views(cfg), multitask.mixing(cfg)
-    checks = check_monitor if isinstance(check_monitor, dict) else dict.fromkeys(views, check_monitor)
-    modules = {name: build_module(view, models[name], datamodules[name], task_info, check_monitor=checks[name])
+    modules = {name: build_module(view, models[name], datamodules[name], task_info, check_monitor=check_monitor[name])
                for (name, view), task_info in zip(views.items(), multitask.task_infos(info).values(), strict=True)}
     if mix is None:
         (name, module), = modules.items()
@@ -231,7 +230,8 @@ def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = Tr
     models = adapt_models(cfg, models, info.get("new_token_ids", []))
     datamodules, loaded = {}, {}
     for (name, view), task in zip(views.items(), saved.values()):
-        datamodules[name] = build_datamodule(view, tokenizer, configs[name], label_space=LabelSpace(**task["label_space"]))
+        label_space = LabelSpace(**task["label_space"])
+        datamodules[name] = build_datamodule(view, tokenizer, configs[name], label_space=label_space)
         loaded[name] = load_eval_sets and (tasks is None or name in tasks)
         if loaded[name]:
             datamodules[name].setup("validate")

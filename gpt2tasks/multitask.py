@@ -115,7 +115,15 @@ def command_overrides() -> list[str]:
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    """conf/config.yaml composed by Hydra with `overrides`, as `train` composes it."""
+    """The config `python -m gpt2tasks train <overrides>` runs, a multi-task run's tasks expanded
+    from these overrides: what a Python caller of `train(cfg)` composes its config with."""
+    cfg = _compose(overrides)
+    expand(cfg, list(overrides))
+    return cfg
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml composed by Hydra with `overrides`."""
     if GlobalHydra.instance().is_initialized():  # inside `train` (or a caller's own Hydra context)
         return hydra_compose(config_name="config", overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -125,8 +133,9 @@ def compose(overrides: list[str]) -> DictConfig:
 def expand(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     """Fill `cfg.tasks.<name>` with each task's full task/data blocks (in place); nothing to do for a
     single-task run. `overrides`: the command line the run was composed from (default: the running
-    `train` command's); its `data.*` keys apply to every task because the user wrote them, whatever
-    their value. Idempotent: the task's own section comes last, so expanding again changes nothing."""
+    `train` command's; `compose` passes its own); its `data.*` keys apply to every task because the
+    user wrote them, whatever their value. Idempotent: the task's own section comes last, so
+    expanding again (another rank, a resumed run) changes nothing."""
     if not is_multitask(cfg):
         return
     tasks = parse_tasks(_listed(cfg))
@@ -156,7 +165,7 @@ def expand(cfg: DictConfig, overrides: list[str] | None = None) -> None:
             raise UserError(f"tasks.{name}.{extra[0]}: a task sets only its own {' and '.join(TASK_SECTIONS)} "
                             f"keys; {extra[0]}.* is shared by every task of the run. Fix: set {extra[0]}.<key>=... "
                             f"for the whole run, or tasks.{name}.data.<key>=... for this task.")
-        composed = compose([f"task={preset}", *shared])  # the preset, then the run's data.* overrides
+        composed = _compose([f"task={preset}", *shared])  # the preset, then the run's data.* overrides
         # The task's own keys on top; a key nothing reads is named by validate_config (config.own_key_problems).
         merged = OmegaConf.merge({s: OmegaConf.to_container(composed[s], resolve=False) for s in TASK_SECTIONS}, own)
         merged.task.name = name

@@ -56,9 +56,7 @@ def compose(*overrides: str):
     from gpt2tasks.resources import register_resolvers
 
     register_resolvers()
-    cfg = multitask.compose(list(overrides))
-    multitask.expand(cfg, list(overrides))
-    return cfg
+    return multitask.compose(list(overrides))
 
 
 @pytest.fixture

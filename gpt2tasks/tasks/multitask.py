@@ -1,7 +1,7 @@
 """One LightningModule over several task modules that share one GPT-2 backbone.
 
 `self.model` is a ModuleDict of ordinary single-task modules (`TaskModule` subclasses), one per
-task; their HF heads' `transformer` is the same `GPT2Model` object (see gpt2tasks/multitask.py), so
+task; their HF heads' `transformer` is the same `GPT2Model` object (see build.build_heads), so
 the optimizer, gradient clipping and checkpoints see the backbone once (parameters are de-duplicated
 by identity). A training batch carries its task's name (`batch["task"]`); the step runs that task's
 module on it, scaled by the task's loss weight. Evaluation runs every task's eval sets, each with

@@ -21,8 +21,9 @@ CAP = ["trainer.max_steps=2", "trainer.max_epochs=1", "data.max_train_samples=16
 # Size presets that load weights from the Hub (read from conf/model/: a new size is only its YAML)
 HUB_MODELS = tuple(p.stem for p in sorted((REPO / "conf" / "model").glob("*.yaml"))
                    if (yaml.safe_load(p.read_text()) or {}).get("name_or_path"))
-HUB_TASKS = ("sst2", "cola", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "conll2003", "squad", "squad_v2",
-             "swag", "wikitext2")
+# Task presets that read a Hub dataset unless given files (their data.hub_path), read from conf/task/
+HUB_TASKS = tuple(p.stem for p in sorted((REPO / "conf" / "task").glob("*.yaml"))
+                  if ((yaml.safe_load(p.read_text()) or {}).get("data") or {}).get("hub_path"))
 
 
 def readme_commands() -> list[str]:
