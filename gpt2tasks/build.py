@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoTokenizer, GPT2Config, PreTrainedTokenizerBase
 
 from gpt2tasks import lora, multitask

@@ -22,7 +22,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -32,9 +32,6 @@ from omegaconf import OmegaConf
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
 from gpt2tasks.plots import PLOTS_DIR, run_name
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
