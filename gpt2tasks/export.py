@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 # `export --help` answers without them.
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
+from gpt2tasks.outputs import check_writable
 from gpt2tasks.plots import PLOTS_DIR, run_name
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,6 @@ def run_metrics(ckpt: Path) -> dict[str, float]:
 
 # ---- writing ----------------------------------------------------------------------------------
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    from gpt2tasks.outputs import check_writable
-
     if out.exists() and not out.is_dir():
         raise UserError(f"out={out} is a file. Fix: choose a directory path for the export.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
