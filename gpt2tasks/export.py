@@ -133,7 +133,7 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
     views, infos = multitask.task_views(cfg), multitask.task_infos(info)
     mix, metrics = multitask.mixing(cfg), run_metrics(ckpt)
     names = [task] if task else list(views)
-    for name, view, view_info in zip(views, views.values(), infos.values()):
+    for (name, view), view_info in zip(views.items(), infos.values(), strict=True):
         if name not in names:
             continue
         adapter_name = name if mix is not None and mix.adapters == "per_task" else "default"
