@@ -230,3 +230,20 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def attach_head(head_cls: type[PreTrainedModel], config: GPT2Config, backbone: torch.nn.Module) -> PreTrainedModel:
+    """An HF head model around an existing `GPT2Model`: the head's own layers are new (initialised
+    as HF initialises them), `transformer` is `backbone` itself. Built on the meta device first,
+    so no second backbone is ever allocated."""
+    config.vocab_size = backbone.get_input_embeddings().num_embeddings  # the backbone's, resized or not
+    with torch.device("meta"):
+        model = head_cls(config)
+    model.transformer = backbone
+    device = backbone.get_input_embeddings().weight.device
+    for name, module in model.named_children():
+        if name != "transformer":
+            module.to_empty(device=device)
+            module.apply(model._init_weights)
+    if getattr(model, "lm_head", None) is not None:
+        model.lm_head.weight = backbone.get_input_embeddings().weight  # tied, as in every GPT-2 LM head
+    model.train()
+    return model

@@ -1,7 +1,12 @@
 """From a config to objects: where config stops and typed arguments begin.
 
 `train` and `eval` both build through here, so a checkpoint is re-evaluated with exactly the
-preprocessing, head and metrics it was trained with.
+preprocessing, head and metrics it was trained with. A run is a set of named tasks over one
+backbone (`multitask.task_views`); one task or several go through the same steps: one tokenizer
+and model config, per task its datamodule and head config, the heads over one `GPT2Model`
+(`build_heads`), then per task its module. Only the last step (`assemble`) differs: a single-task
+run *is* its task's datamodule and module (the single-task checkpoint format), a multi-task run
+mixes its tasks' (datamodules/multitask.py, tasks/multitask.py).
 """
 
 from __future__ import annotations
@@ -9,35 +14,28 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoTokenizer, GPT2Config, PreTrainedTokenizerBase
 
-from gpt2tasks import multitask
-from gpt2tasks.backbone import ModelSpec, build_model, load_model_config, load_tokenizer, n_positions
-from gpt2tasks.config import normalize_precision
+from gpt2tasks import lora, multitask
+from gpt2tasks.backbone import ModelSpec, attach_head, build_model, load_model_config, load_tokenizer, n_positions
+from gpt2tasks.callbacks import progress_bar as bar
+from gpt2tasks.config import normalize_precision, plain as _plain, spec_of as _spec
 from gpt2tasks.datamodules.base import DataSpec, TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
+from gpt2tasks.datamodules.multitask import MultiTaskDataModule
 from gpt2tasks.errors import UserError
-from gpt2tasks.lora import LoraSpec, apply_lora
+from gpt2tasks.lora import LoraSpec
 from gpt2tasks.strategies import build_strategy
 from gpt2tasks.tasks import KINDS
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
+from gpt2tasks.tasks.multitask import MultiTaskModule
 
 log = logging.getLogger(__name__)
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _spec(cls, node: DictConfig):
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in _plain(node).items() if k in known})
 
 
 def model_spec(cfg: DictConfig) -> ModelSpec:
@@ -87,38 +85,97 @@ def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: d
     if check_monitor and monitor_set not in datamodule.eval_sets:
         raise UserError(f"task.monitor={cfg.task.monitor}: there is no eval set {monitor_set!r} "
                         f"(this run has {datamodule.eval_sets}). Fix: task.monitor=val/<metric>.")
-    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=eval_options(cfg))
+    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=kind.options(cfg.task))
     return kind.module(model, _spec(OptimSpec, cfg.optim), evaluation, run_info)
 
 
-def eval_options(cfg: DictConfig) -> dict[str, Any]:
-    """The task kind's evaluation options (e.g. task.tag_scheme), defaults filled in."""
-    defaults = KINDS[cfg.task.kind].module.eval_options
-    return {key: _plain(cfg.task.get(key, default)) for key, default in defaults.items()}
-
-
-def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule, TaskModule, PreTrainedTokenizerBase]:
-    """Tokenizer -> model config -> data (labels known) -> model with its head -> module."""
-    if multitask.is_multitask(cfg):
-        return multitask.build_for_training(cfg)
+def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule,
+                                                  PreTrainedTokenizerBase]:
+    """Tokenizer -> model config -> per task: data (labels known), its head's config -> the heads
+    over one backbone -> modules."""
+    views = multitask.task_views(cfg)
     spec = model_spec(cfg)
     tokenizer = load_tokenizer(spec)
     config = load_model_config(spec, tokenizer)
-    datamodule = build_datamodule(cfg, tokenizer, config)
-    datamodule.setup("fit")
-    kind = KINDS[cfg.task.kind]
-    kind.module.configure_head(config, datamodule.label_space)
+    loaded = config.to_dict()
+    datamodules, configs = {}, {}
+    for name, view in views.items():
+        datamodules[name] = build_datamodule(view, tokenizer, config)
+        datamodules[name].setup("fit")
+        # Each head its own config (labels, ...); the first task's is the loaded one.
+        configs[name] = GPT2Config.from_dict(loaded) if configs else config
+        KINDS[view.task.kind].module.configure_head(configs[name], datamodules[name].label_space)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # same init for the same seed
     # Token rows the tokenizer adds beyond the checkpoint's vocabulary (e.g. model.pad_token=add):
     # new, so they train even under LoRA.
     new_token_ids = list(range(config.vocab_size, len(tokenizer)))
-    model = build_model(kind.head, spec, config, tokenizer)
-    run_info = {"kind": cfg.task.kind, "config": _plain(cfg), "hf_config": model.config.to_dict(),
-                "label_space": datamodule.label_space.to_dict(), "tokenizer_files": tokenizer_files(tokenizer),
-                "new_token_ids": new_token_ids, "frozen_base_from": lean_checkpoint_base(cfg, new_token_ids),
-                "command": training_command()}
-    model = adapt_model(cfg, model, new_token_ids)
-    return datamodule, build_module(cfg, model, datamodule, run_info), tokenizer
+    models = build_heads(cfg, views, configs, tokenizer)
+    shared = {"tokenizer_files": tokenizer_files(tokenizer), "new_token_ids": new_token_ids,
+              "frozen_base_from": lean_checkpoint_base(cfg, new_token_ids), "command": training_command()}
+    tasks = {name: {"kind": str(view.task.kind), "config": _plain(view), "hf_config": models[name].config.to_dict(),
+                    "label_space": datamodules[name].label_space.to_dict()} for name, view in views.items()}
+    info = multitask.run_info(cfg, tasks, shared)
+    models = adapt_models(cfg, models, new_token_ids)
+    return (*assemble(cfg, info, models, datamodules, check_monitor=dict.fromkeys(views, True)), tokenizer)
+
+
+def build_heads(cfg: DictConfig, views: dict[str, DictConfig], configs: dict[str, GPT2Config],
+                tokenizer: PreTrainedTokenizerBase, from_checkpoint: bool | None = None, base: str | None = None
+                ) -> dict[str, Any]:
+    """One HF head model per task: the first as a checkpoint (or random init) gives it, every other
+    one around that same `GPT2Model` (backbone.attach_head), so the backbone exists once and every
+    head's `transformer` *is* it. `base`: the checkpoint the frozen weights of a lean checkpoint
+    come from."""
+    spec = model_spec(cfg)
+    if base:
+        spec.name_or_path = base
+    (first, view), *rest = views.items()
+    models = {first: build_model(KINDS[view.task.kind].head, spec, configs[first], tokenizer, from_checkpoint)}
+    for name, view in rest:
+        models[name] = attach_head(KINDS[view.task.kind].head, configs[name], models[first].transformer)
+    return models
+
+
+def adapt_models(cfg: DictConfig, models: dict[str, Any], new_token_ids: list[int]) -> dict[str, Any]:
+    """The training-time wrappers around the HF head models: LoRA adapters, then torch.compile. One
+    task: PEFT around its head model; several: LoRA on the backbone they share (one adapter set, or
+    one per task with multitask.adapters=per_task), so each head keeps its own modules."""
+    peft, mix = lora_spec(cfg), multitask.mixing(cfg)
+    backbone = next(iter(models.values())).transformer
+    if peft.enabled and mix is None:
+        (name, model), = models.items()
+        models = {name: lora.apply_lora(model, peft, KINDS[cfg.task.kind].module.head_modules, new_token_ids)}
+    elif peft.enabled:
+        adapters = list(models) if mix.adapters == "per_task" else ["default"]
+        tied = any(getattr(model, "lm_head", None) is not None for model in models.values())  # output layer = wte
+        backbone = lora.apply_lora_to_backbone(backbone, peft, adapters, new_token_ids, tied_output=tied)
+        for model in models.values():
+            model.transformer = backbone
+    if model_spec(cfg).compile:
+        # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the eager
+        # model. Only the backbone: it is where the time goes, and heads differ per kind.
+        backbone.compile()
+    return models
+
+
+def assemble(cfg: DictConfig, info: dict, models: dict[str, Any], datamodules: dict[str, TaskDataModule],
+             check_monitor: dict[str, bool]) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
+    """Per task its module; a single-task run is its task's datamodule and module, a multi-task run
+    one module over its tasks' and a datamodule that mixes their batches (multitask.*).
+    `check_monitor`: per task, whether its eval sets are loaded, so task.monitor can be checked."""
+    views, mix = multitask.task_views(cfg), multitask.mixing(cfg)
+    modules = {name: build_module(view, models[name], datamodules[name], task_info, check_monitor=check_monitor[name])
+               for (name, view), task_info in zip(views.items(), multitask.task_infos(info).values(), strict=True)}
+    if mix is None:
+        (name, module), = modules.items()
+        return datamodules[name], module
+    for name, module in modules.items():
+        module.task_datamodule = datamodules[name]
+    module = MultiTaskModule(modules, _spec(OptimSpec, cfg.optim), info, main_metrics=multitask.main_metrics(cfg),
+                             loss_weights=mix.loss_weights, monitor_weights=mix.monitor_weights,
+                             per_task_adapters=lora_spec(cfg).enabled and mix.adapters == "per_task",
+                             report_mean=len({str(view.task.mode) for view in views.values()}) == 1)
+    return MultiTaskDataModule(datamodules, mix.sampling, mix.temperature, seed=int(cfg.seed)), module
 
 
 def training_command() -> str | None:
@@ -158,31 +215,27 @@ def absolute_data_paths(cfg: DictConfig) -> None:
                 extra.file = os.path.abspath(os.path.expanduser(str(extra.file)))
 
 
-def adapt_model(cfg: DictConfig, model, new_token_ids: list[int]):
-    """The training-time wrappers around the HF head model: LoRA adapters, then torch.compile."""
-    lora = lora_spec(cfg)
-    if lora.enabled:
-        model = apply_lora(model, lora, KINDS[cfg.task.kind].module.head_modules, new_token_ids)
-    if model_spec(cfg).compile:
-        # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the eager
-        # model. Only the backbone: it is where the time goes, and heads differ per kind.
-        model.transformer.compile()
-    return model
-
-
 def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True, tasks: list[str] | None = None
-                          ) -> tuple[TaskDataModule, TaskModule]:
-    """The same objects from a checkpoint's saved run_info: no download, no training data needed.
-    `load_eval_sets=False` (predict) reads no data: the caller gives its own input. `tasks`: of a
-    multi-task run, whose eval sets to load (default: all)."""
-    if info.get("kind") == multitask.MULTITASK:
-        return multitask.build_from_checkpoint(cfg, info, load_eval_sets, tasks)
-    tokenizer, model = model_from_run_info(cfg, info)
-    label_space = LabelSpace(**info["label_space"])
-    datamodule = build_datamodule(cfg, tokenizer, model.config, label_space=label_space)
-    if load_eval_sets:
-        datamodule.setup("validate")
-    return datamodule, build_module(cfg, model, datamodule, info, check_monitor=load_eval_sets)
+                          ) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
+    """The same objects from a checkpoint's saved run_info, with the weights of initialisation (load
+    the checkpoint's state_dict next): no download, no training data needed. `load_eval_sets=False`
+    (predict) reads no data: the caller gives its own input. `tasks`: of a multi-task run, whose
+    eval sets to load (default: all)."""
+    views, saved = multitask.task_views(cfg), multitask.task_infos(info)
+    tokenizer = tokenizer_from_files(info["tokenizer_files"])
+    configs = {name: GPT2Config.from_dict(task["hf_config"]) for name, task in zip(views, saved.values(), strict=True)}
+    # A lean LoRA checkpoint holds no frozen base weights: load them from the base checkpoint again.
+    base = info.get("frozen_base_from")
+    models = build_heads(cfg, views, configs, tokenizer, from_checkpoint=bool(base), base=base)
+    models = adapt_models(cfg, models, info.get("new_token_ids", []))
+    datamodules, loaded = {}, {}
+    for (name, view), task in zip(views.items(), saved.values()):
+        label_space = LabelSpace(**task["label_space"])
+        datamodules[name] = build_datamodule(view, tokenizer, configs[name], label_space=label_space)
+        loaded[name] = load_eval_sets and (tasks is None or name in tasks)
+        if loaded[name]:
+            datamodules[name].setup("validate")
+    return assemble(cfg, info, models, datamodules, check_monitor=loaded)
 
 
 def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eval_sets: bool = True
@@ -200,20 +253,6 @@ def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eva
     if task is None:
         return cfg, datamodule, module
     return multitask.task_view(cfg, task), datamodule.tasks[task], module.task_module(task)
-
-
-def model_from_run_info(cfg: DictConfig, info: dict) -> tuple[PreTrainedTokenizerBase, Any]:
-    """The run's tokenizer and its HF head model (LoRA-wrapped when the run used LoRA), with the
-    weights of initialisation: load a checkpoint's state_dict into it next."""
-    tokenizer = tokenizer_from_files(info["tokenizer_files"])
-    config = GPT2Config.from_dict(info["hf_config"])
-    kind = KINDS[cfg.task.kind]
-    # A lean LoRA checkpoint holds no frozen base weights: load them from the base checkpoint again.
-    spec = model_spec(cfg)
-    if info.get("frozen_base_from"):
-        spec.name_or_path = info["frozen_base_from"]
-    model = build_model(kind.head, spec, config, tokenizer, from_checkpoint=bool(info.get("frozen_base_from")))
-    return tokenizer, adapt_model(cfg, model, info.get("new_token_ids", []))
 
 
 def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:
@@ -319,8 +358,6 @@ def progress_bar(trainer: dict[str, Any]):
     default bars redraw every step (the Rich one whatever its refresh rate), so the host could
     never run ahead of the GPU."""
     from lightning.pytorch.callbacks import ProgressBar
-
-    from gpt2tasks.callbacks import progress_bar as bar
 
     if not trainer.get("enable_progress_bar", True) or any(isinstance(c, ProgressBar) for c in trainer.get("callbacks", [])):
         return None

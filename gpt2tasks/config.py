@@ -13,6 +13,7 @@ once) plus lightning.Trainer's keywords under `trainer.`, and an unknown key nam
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -21,14 +22,16 @@ import typing
 from collections import defaultdict
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
+from gpt2tasks.resources import CONF_DIR
 
-# Below this many tokens an input is cut to a word or two: data.max_length=1 would train on one
-# token per text. (QA windows need room for the question too: checked in datamodules/qa.py; LM uses
-# data.block_size instead.)
-MIN_MAX_LENGTH = {"seq_cls": 8, "token_cls": 8, "mc": 8}
+# `train --help` imports this module: what imports torch (the kind registry, typed specs, lora,
+# strategies, lightning) is imported inside the functions that need it.
+
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
 _PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
@@ -39,17 +42,29 @@ def normalize_precision(value) -> str:
     return _PRECISION_ALIASES.get(text, text)
 
 
-def validate_config(cfg: DictConfig, training: bool = False) -> None:
-    """Raise one UserError listing every problem of the config (for a multi-task run: the shared
-    keys once, then each task's own blocks, named tasks.<name>.*). `training`: also the run
-    folder's keys (output_dir, overwrite), which eval/predict do not use."""
-    from gpt2tasks import multitask
+def plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
-    problems = key_problems(cfg) + (output_problems(cfg) if training else [])
-    if multitask.is_multitask(cfg):
-        problems += multitask.check(cfg, task_problems) + run_problems(cfg)
-    else:
-        problems += task_problems(cfg) + run_problems(cfg)
+
+def spec_of(cls, node: DictConfig):
+    """A typed spec (ModelSpec, LoraSpec, DataSpec, ...) from its config block: the keys it declares."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in plain(node).items() if k in known})
+
+
+def validate_config(cfg: DictConfig, training: bool = False) -> None:
+    """Raise one UserError listing every problem of the config: the run's keys once, then each
+    task's own blocks (in a multi-task run named tasks.<name>.*). `training`: also the run
+    folder's keys (output_dir, overwrite), which eval/predict do not use."""
+    tasks = multitask.problems(cfg)  # multitask.* (none in a single-task run): sound before the tasks are named
+    problems = key_problems(cfg) + (output_problems(cfg) if training else []) + tasks
+    for name, view in (multitask.task_views(cfg) if not tasks else {}).items():
+        if view is cfg:  # a single-task run: its task is the config itself
+            problems += task_problems(cfg)
+        else:
+            problems += own_key_problems(view, name)
+            problems += [f"tasks.{name}: {p}" for p in task_problems(view)]
+    problems += run_problems(cfg)
     if problems:
         if len(problems) == 1:
             raise UserError(problems[0])
@@ -65,17 +80,13 @@ class Problems(list):
 
 
 def task_problems(cfg: DictConfig) -> list[str]:
-    """Problems of what one task says: task.* and data.*."""
-    from gpt2tasks.tasks import KINDS  # late: importing tasks pulls in transformers
+    """Problems of what one task says: task.* and data.* (the kind's own checks: its registry entry)."""
+    from gpt2tasks.tasks import KINDS
 
     problems = Problems()
     need = problems.need
     task, data = cfg.task, cfg.data
     need(task.kind in KINDS, f"task.kind={task.kind!r} is not a known head kind ({', '.join(KINDS)}, multitask).")
-    if task.kind in KINDS:
-        from gpt2tasks.build import eval_options
-
-        problems += KINDS[task.kind].module.check_options(eval_options(cfg))
     need(task.mode in ("min", "max"), f"task.mode={task.mode!r} must be min or max.")
     need(OmegaConf.is_list(task.metrics), f"task.metrics={task.metrics!r} must be a list. Fix: e.g. task.metrics=[accuracy].")
     need(task.label_names is None or OmegaConf.is_list(task.label_names),
@@ -88,29 +99,10 @@ def task_problems(cfg: DictConfig) -> list[str]:
         need(metric == "loss" or metric in list(task.metrics),
              f"task.monitor={monitor!r}: {metric!r} is not computed (task.metrics={list(task.metrics)}). "
              "Fix: add it to task.metrics or monitor one of them, or val/loss with task.mode=min.")
-    if task.kind == "seq_cls" and task.problem_type != "auto":
-        from gpt2tasks.metrics import available_metrics
-
-        unknown = [m for m in task.metrics if m not in available_metrics(task.problem_type)]
-        need(not unknown, f"task.metrics: {unknown} are not metrics for {task.problem_type} "
-                          f"(valid: {', '.join(available_metrics(task.problem_type))}).")
-
-    if task.kind == "seq_cls":
-        inputs = {data.text_column, data.text_pair_column} - {None}
-        need(data.label_column not in inputs,
-             f"data.label_column={data.label_column!r} is also an input column (data.text_column / "
-             "data.text_pair_column): the model would be asked to classify each text as itself. Fix: point "
-             "data.label_column at the label column.")
-    if task.kind == "lm":  # the upper bound (the model's n_positions) is checked once the model config is known
-        need(_is_int(data.block_size) and data.block_size >= 2,
-             f"data.block_size={data.block_size!r} must be an integer >= 2 (tokens per row). Fix: e.g. data.block_size=128.")
+    if task.kind in KINDS:
+        problems += KINDS[task.kind].problems(task, data)
     for key in ("batch_size", "max_length"):
         need(_is_int(data[key]) and data[key] >= 1, f"data.{key}={data[key]!r} must be a positive integer.")
-    if task.kind in MIN_MAX_LENGTH and _is_int(data.max_length) and data.max_length >= 1:
-        need(data.max_length >= MIN_MAX_LENGTH[task.kind],
-             f"data.max_length={data.max_length} would cut every input to a few tokens (a {task.kind} input "
-             f"needs at least {MIN_MAX_LENGTH[task.kind]}). Fix: e.g. data.max_length=128 (the longest inputs in "
-             "tokens, up to the model's 1024).")
     need(data.eval_batch_size is None or (_is_int(data.eval_batch_size) and data.eval_batch_size >= 1),
          f"data.eval_batch_size={data.eval_batch_size!r} must be a positive integer or null.")
     need(_is_int(data.num_workers) and data.num_workers >= 0, "data.num_workers must be >= 0.")
@@ -217,10 +209,9 @@ def run_problems(cfg: DictConfig) -> list[str]:
 
     problems += trainer_problems(trainer)
     if cfg.get("peft") is not None:
-        from gpt2tasks.build import lora_spec
-        from gpt2tasks.lora import check_spec
+        from gpt2tasks.lora import LoraSpec, check_spec
 
-        problems += check_spec(lora_spec(cfg))
+        problems += check_spec(spec_of(LoraSpec, cfg.peft))
     need(cfg.logger.kind in LOGGERS, f"logger.kind={cfg.logger.kind!r} is not one of {LOGGERS}.")
     need(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other. Fix: pick one.")
     return problems
@@ -464,10 +455,6 @@ def known_keys() -> dict[str, frozenset[str]]:
     """Config path ("" for the top level, "data", "model.arch", ...) -> the keys the shipped config
     files give it (conf/config.yaml, and every option of every group under its group's name, or
     at the top level for `@package _global_` files such as the task presets)."""
-    import yaml
-
-    from gpt2tasks.resources import CONF_DIR
-
     known: dict[str, set[str]] = defaultdict(set)
 
     def walk(node: dict, path: str) -> None:
@@ -498,7 +485,7 @@ def _keys_at(path: str, kind: str | None = None) -> set[str]:
     if path == "trainer":
         known |= set(trainer_keywords())
     if path == "task":
-        from gpt2tasks.tasks import KINDS  # late: pulls in transformers
+        from gpt2tasks.tasks import KINDS
 
         root = _root_task_keys()
         options = [k.module.eval_options for name, k in KINDS.items() if kind in (None, name)]
@@ -509,10 +496,6 @@ def _keys_at(path: str, kind: str | None = None) -> set[str]:
 @functools.cache
 def _defaults() -> dict:
     """conf/config.yaml as written."""
-    import yaml
-
-    from gpt2tasks.resources import CONF_DIR
-
     return yaml.safe_load((CONF_DIR / "config.yaml").read_text())
 
 
@@ -549,9 +532,28 @@ def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | 
     return None
 
 
+def own_key_problems(view: DictConfig, name: str) -> list[str]:
+    """Keys task `name` of a multi-task run sets in its own data:/task: blocks that nothing reads:
+    data.* as the data: block has them, task.* the common keys plus its kind's options."""
+    problems = []
+    for key in view.data:
+        problem = unknown_key(f"data.{key}")
+        if problem:
+            why, meant = problem
+            problems.append(f"tasks.{name}.{why}. Fix: {f'tasks.{name}.{meant}=...' if meant else 'remove it'}.")
+    kind = str(view.task.kind)
+    valid = _keys_at("task", kind) | _root_task_keys()
+    for key in sorted(set(view.task) - valid):
+        problem = unknown_key(f"task.{key}", kind)
+        meant = f" (did you mean tasks.{name}.{problem[1]}?)" if problem and problem[1] else ""
+        problems.append(f"tasks.{name}.task.{key}: not a key of a {kind} task{meant} (valid: {', '.join(sorted(valid))}). "
+                        "Fix: check the spelling.")
+    return problems
+
+
 def key_problems(cfg: DictConfig) -> list[str]:
     """Keys of the composed config that nothing reads (e.g. added with Hydra's `+`). task.* are the
-    keys of the run's task kind; tasks.<name>.* are checked by multitask.expand."""
+    keys of the run's task kind; tasks.<name>.* are checked per task (own_key_problems)."""
     problems: list[str] = []
     kind = str(cfg.task.kind) if "task" in cfg and "kind" in cfg.task else None
 

@@ -22,29 +22,22 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
 
-# torch, peft and gpt2tasks.build are imported where used: `export --help` answers without them.
+# torch, peft, gpt2tasks.build and the kind registry (gpt2tasks.tasks) are imported where used:
+# `export --help` answers without them.
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
+from gpt2tasks.outputs import check_writable
 from gpt2tasks.plots import PLOTS_DIR, run_name
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1
 INFO_FILE = "gpt2tasks.json"
-
-# Per task kind: the Hub pipeline tag and the class that loads the export.
-PIPELINE_TAGS = {"seq_cls": "text-classification", "token_cls": "token-classification",
-                 "qa": "question-answering", "lm": "text-generation", "mc": "multiple-choice"}
-AUTO_CLASSES = {"seq_cls": "AutoModelForSequenceClassification", "token_cls": "AutoModelForTokenClassification",
-                "qa": "AutoModelForQuestionAnswering", "lm": "AutoModelForCausalLM", "mc": "GPT2DoubleHeadsModel"}
 
 USAGE = """usage: python -m gpt2tasks export ckpt=<path.ckpt> out=<dir> [task=<name>] [merge_lora=true] [overwrite=false]
                                 [push_to_hub=false hub.repo_id=<user/name> hub.private=false]
@@ -97,8 +90,7 @@ def parse_options(argv: list[str]) -> ExportOptions:
 
 def export(options: ExportOptions) -> Path:
     """Write the export folder (and push it when asked); returns its path."""
-    from gpt2tasks import lora
-    from gpt2tasks.build import model_from_run_info
+    from gpt2tasks.build import restore
     from gpt2tasks.evaluation import load_checkpoint
 
     if not options.ckpt or not options.out:
@@ -116,26 +108,49 @@ def export(options: ExportOptions) -> Path:
     cfg = OmegaConf.create(info["config"])
     cfg.model.compile = False  # an export is eager weights; compiling would only cost time
     cfg.model.gradient_checkpointing = False
-    metrics = run_metrics(Path(options.ckpt))
-    if info.get("kind") == multitask.MULTITASK:
-        with staging_dir(out, options.overwrite) as tmp:
-            export_multitask(checkpoint, cfg, task, metrics, options, tmp)
-    else:
-        tokenizer, model = model_from_run_info(cfg, info)
-        load_weights(model, checkpoint, options.ckpt)
-        model.eval()
-        adapter = lora.is_lora(model) and not options.merge_lora
-        if adapter:
-            check_adapter_export(info)
-        else:
-            model = lora.merge(model)
-        with staging_dir(out, options.overwrite) as tmp:
-            write_folder(tmp, model, tokenizer, cfg, info, metrics, adapter, options, run_name(cfg),
-                         run_plots(Path(options.ckpt)))
+    _, _, module = restore(checkpoint, cfg, load_eval_sets=False)  # the run's model with its weights
+    module.eval()
+    with staging_dir(out, options.overwrite) as tmp:
+        export_tasks(module, cfg, info, task, Path(options.ckpt), options, tmp)
     log.info("exported %s -> %s", options.ckpt, out)
     if options.push_to_hub:
         push(out, options.hub_repo_id, options.hub_private, options.hub_commit_message, token)
     return out
+
+
+def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options: ExportOptions, folder: Path) -> None:
+    """Every task of the run (or `task`) as a standard HF folder: a single-task run's is `folder`
+    itself (with the run's pictures); a multi-task run's are `<folder>/<task>/` (its metrics the
+    run's `<task>/...` ones) plus a README listing them, and with merge_lora=false `<folder>/base/`
+    (the frozen backbone), each task folder a PEFT adapter (adapters + head) over it."""
+    from gpt2tasks import lora
+    from gpt2tasks.build import lora_spec, tokenizer_from_files
+    from gpt2tasks.tasks import KINDS
+
+    adapter = lora_spec(cfg).enabled and not options.merge_lora
+    if adapter:
+        check_adapter_export(info)
+    views, infos = multitask.task_views(cfg), multitask.task_infos(info)
+    mix, metrics = multitask.mixing(cfg), run_metrics(ckpt)
+    names = [task] if task else list(views)
+    for (name, view), view_info in zip(views.items(), infos.values(), strict=True):
+        if name not in names:
+            continue
+        adapter_name = name if mix is not None and mix.adapters == "per_task" else "default"
+        model = lora.standalone(module.task_module(name).model, adapter_name, not adapter, lora_spec(cfg),
+                                KINDS[view.task.kind].module.head_modules)
+        tokenizer = tokenizer_from_files(info["tokenizer_files"])
+        if mix is None:
+            write_folder(folder, model, tokenizer, view, view_info, metrics, adapter, options, run_name(view),
+                         run_plots(ckpt))
+        else:
+            own_metrics = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
+            write_folder(folder / name, model, tokenizer, view, view_info, own_metrics, adapter, options, run_name(view))
+    if mix is not None:
+        if adapter:
+            lora.plain_backbone(module.backbone).save_pretrained(folder / "base")
+            tokenizer_from_files(info["tokenizer_files"]).save_pretrained(folder / "base")
+        (folder / "README.md").write_text(multitask_card(names, adapter, cfg))
 
 
 def write_folder(folder: Path, model, tokenizer, cfg, info: dict, metrics: dict[str, float], adapter: bool,
@@ -156,43 +171,10 @@ def write_folder(folder: Path, model, tokenizer, cfg, info: dict, metrics: dict[
                                                  [p.name for p in pictures]))
 
 
-def export_multitask(checkpoint: dict, cfg, task: str | None, metrics: dict[str, float], options: ExportOptions,
-                     folder: Path) -> None:
-    """A multi-task run: `<folder>/<task>/`, a complete single-task export per task (its metrics are
-    the run's `<task>/...` ones); with merge_lora=false, `<folder>/base/` (the frozen backbone) and
-    one PEFT adapter folder (adapters + head) per task."""
-    from gpt2tasks import lora
-    from gpt2tasks.build import lora_spec, restore, tokenizer_from_files
+def multitask_card(names: list[str], adapter: bool, cfg) -> str:
     from gpt2tasks.tasks import KINDS
 
-    info = checkpoint["gpt2tasks"]
-    _, _, module = restore(checkpoint, cfg, load_eval_sets=False)
-    module.eval()
-    adapter = lora.is_lora(module.backbone) and not options.merge_lora
-    if adapter:
-        check_adapter_export(info)
-    names = [task] if task else list(info["tasks"])
-    per_task = cfg.multitask.adapters == "per_task"
-    for name in names:
-        view, view_info = multitask.task_view(cfg, name), multitask.view_info(info, name)
-        model = module.task_module(name).model
-        adapter_name = name if per_task else "default"
-        if adapter:
-            model = multitask.task_adapter_model(model, adapter_name, lora_spec(cfg), KINDS[view.task.kind].module.head_modules)
-        else:
-            multitask.merge_task_backbone(model, adapter_name)
-        own_metrics = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
-        write_folder(folder / name, model, tokenizer_from_files(info["tokenizer_files"]), view, view_info,
-                     own_metrics, adapter, options, run_name(view))
-    if adapter:
-        base = multitask.plain_backbone(module.backbone)
-        base.save_pretrained(folder / "base")
-        tokenizer_from_files(info["tokenizer_files"]).save_pretrained(folder / "base")
-    (folder / "README.md").write_text(multitask_card(names, adapter, cfg))
-
-
-def multitask_card(names: list[str], adapter: bool, cfg) -> str:
-    rows = "\n".join(f"| [`{n}/`]({n}/) | {cfg.tasks[n].task.kind} | {AUTO_CLASSES[cfg.tasks[n].task.kind]} |"
+    rows = "\n".join(f"| [`{n}/`]({n}/) | {cfg.tasks[n].task.kind} | {KINDS[cfg.tasks[n].task.kind].auto_class} |"
                      for n in names)
     layout = ("`base/` is the frozen GPT-2 backbone; each task folder is a PEFT adapter (LoRA + the task's head) "
               "over it, loadable as its README shows." if adapter else
@@ -208,20 +190,6 @@ One GPT-2 backbone was trained with one head per task. {layout}
 
 
 # ---- loading ----------------------------------------------------------------------------------
-def load_weights(model: torch.nn.Module, checkpoint: dict, ckpt: str) -> None:
-    """The checkpoint's weights into the HF model (the LightningModule stored it as `model.`)."""
-    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    if checkpoint["gpt2tasks"].get("frozen_base_from"):
-        # A lean LoRA checkpoint: the frozen base weights are the ones just loaded from the base.
-        state = {**model.state_dict(), **state}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"ckpt={ckpt}: its weights do not fit the model its run describes ("
-                        f"{' '.join(str(exc).split())[:300]}). Fix: pass an unmodified checkpoint written by "
-                        "`gpt2tasks train`.") from None
-
-
 def run_plots(ckpt: Path) -> list[Path]:
     """The run's pictures (plots/*.png beside checkpoints/), or [] when there are none."""
     return sorted((ckpt.expanduser().absolute().parent.parent / PLOTS_DIR).glob("*.png"))
@@ -238,8 +206,6 @@ def run_metrics(ckpt: Path) -> dict[str, float]:
 
 # ---- writing ----------------------------------------------------------------------------------
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    from gpt2tasks.outputs import check_writable
-
     if out.exists() and not out.is_dir():
         raise UserError(f"out={out} is a file. Fix: choose a directory path for the export.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -328,26 +294,28 @@ def save_adapter(model, cfg, info: dict, folder: Path) -> None:
 
 def save_tokenizer(tokenizer, cfg, folder: Path) -> None:
     """The run's tokenizer, set up so `pipeline` tokenizes exactly as the datamodule did."""
+    from gpt2tasks.tasks import KINDS
+
     tokenizer.padding_side = "right"
     tokenizer.init_kwargs["padding_side"] = "right"
-    kind = cfg.task.kind
-    if kind == "token_cls":
+    layout = KINDS[cfg.task.kind].tokenizer_layout
+    if layout == "words":
         # Words were tokenized with a leading space; raw text given to the pipeline must be too.
         from tokenizers import pre_tokenizers
 
         tokenizer.add_prefix_space = tokenizer.init_kwargs["add_prefix_space"] = True
         tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
-    elif kind == "qa" or (kind == "seq_cls" and cfg.data.get("text_pair_column")):
+    elif layout == "question_context" or (layout == "pair" and cfg.data.get("text_pair_column")):
         # A pair as our datamodules build it: first + separator + second (+ the summary eos, QA's
         # no-answer position).
         sep_ids = tokenizer(cfg.data.pair_separator, add_special_tokens=False)["input_ids"]
         specials = [{"id": "SEP", "ids": sep_ids, "tokens": tokenizer.convert_ids_to_tokens(sep_ids)}]
         pair = "$A:0 SEP:0 $B:1"
-        if kind == "qa":
+        if layout == "question_context":
             specials.append({"id": "SUMMARY", "ids": [tokenizer.eos_token_id], "tokens": [tokenizer.eos_token]})
             pair += " SUMMARY:1"
         add_template(tokenizer, "$A:0", pair, specials)
-    elif kind == "lm":
+    elif layout == "bos":
         # Training documents start right after an eos; with add_special_tokens=True a prompt does too.
         add_template(tokenizer, "BOS $A", "BOS $A $B:1", [("BOS", tokenizer.eos_token_id)])
     tokenizer.save_pretrained(folder)
@@ -374,19 +342,21 @@ def write_info(cfg, info: dict, folder: Path, adapter: bool) -> None:
 # ---- model card -------------------------------------------------------------------------------
 def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions, title: str,
                pictures: list[str] = ()) -> str:
-    kind = cfg.task.kind
+    from gpt2tasks.tasks import KINDS
+
+    kind = KINDS[cfg.task.kind]
     model = cfg.model
     base = str(model.name_or_path) if model.get("pretrained", True) and model.get("name_or_path") else None
     hub_base = base if base and not os.path.isdir(os.path.expanduser(base)) else None
     meta: dict[str, Any] = {"library_name": "peft" if adapter else "transformers", "license": options.license,
-                            "pipeline_tag": PIPELINE_TAGS[kind], "tags": ["gpt2", "gpt2tasks", cfg.task.name]}
+                            "pipeline_tag": kind.pipeline_tag, "tags": ["gpt2", "gpt2tasks", cfg.task.name]}
     if hub_base:
         meta["base_model"] = hub_base
     if cfg.data.get("hub_path"):
         meta["datasets"] = [str(cfg.data.hub_path)]
     if metrics:
         meta["model-index"] = [{"name": title, "results": [{
-            "task": {"type": PIPELINE_TAGS[kind]},
+            "task": {"type": kind.pipeline_tag},
             "dataset": {"name": str(cfg.data.get("hub_path") or cfg.task.name), "type": str(cfg.task.name)},
             "metrics": [{"type": name.split("/", 1)[1], "name": name, "value": float(value)}
                         for name, value in metrics.items() if "/" in name]}]}]
@@ -408,7 +378,7 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
 
 # {title}
 
-GPT-2 fine-tuned for `{cfg.task.name}` ({PIPELINE_TAGS[kind]}) with gpt2tasks.
+GPT-2 fine-tuned for `{cfg.task.name}` ({kind.pipeline_tag}) with gpt2tasks.
 {usage_snippet(kind, adapter, base)}
 ## Training
 
@@ -428,8 +398,9 @@ GPT-2 fine-tuned for `{cfg.task.name}` ({PIPELINE_TAGS[kind]}) with gpt2tasks.
 {figures}"""
 
 
-def usage_snippet(kind: str, adapter: bool, base: str | None) -> str:
-    cls = AUTO_CLASSES[kind]
+def usage_snippet(kind, adapter: bool, base: str | None) -> str:
+    """How to load the export (`kind`: its registry entry, gpt2tasks.tasks.KINDS)."""
+    cls = kind.auto_class
     if adapter:
         return f"""
 A LoRA adapter (PEFT) over `{base}`:
@@ -444,10 +415,10 @@ model = PeftModel.from_pretrained(base, "<this folder>")
 tokenizer = AutoTokenizer.from_pretrained("<this folder>")
 ```
 """
-    if kind == "mc":
+    if not kind.pipeline:
         load = f"from transformers import AutoTokenizer, {cls}\n\nmodel = {cls}.from_pretrained(\"<this folder>\")"
     else:
-        load = f"from transformers import pipeline\n\npipe = pipeline(\"{PIPELINE_TAGS[kind]}\", model=\"<this folder>\")"
+        load = f"from transformers import pipeline\n\npipe = pipeline(\"{kind.pipeline_tag}\", model=\"<this folder>\")"
     return f"\n```python\n{load}\n```\n"
 
 

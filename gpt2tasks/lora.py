@@ -18,6 +18,7 @@ modules keep using `model.transformer`, `model.score`, `model.config` unchanged.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,3 +197,63 @@ def merge(model: nn.Module) -> nn.Module:
 
 def is_lora(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
+
+
+# ---- one task's model on its own (export) -------------------------------------------------------
+def standalone(model: nn.Module, adapter_name: str, merged: bool, spec: LoraSpec, head_modules: Sequence[str]
+               ) -> nn.Module:
+    """A task's HF head model as a model of its own: LoRA folded into plain weights (`merged`), or a
+    single-task PEFT model (adapters + head). Either way a run was built: PEFT around the whole head
+    model (a single-task run), or LoRA on the backbone the heads of a multi-task run share
+    (`adapter_name`: the task's adapter set). A model without LoRA is returned as it is."""
+    if is_lora(model):
+        return merge(model) if merged else model
+    if not is_lora(model.transformer):
+        return model
+    if merged:
+        merge_task_backbone(model, adapter_name)
+        return model
+    return task_adapter_model(model, adapter_name, spec, head_modules)
+
+
+def _retie(model: nn.Module) -> None:
+    if getattr(model, "lm_head", None) is not None:
+        model.lm_head.weight = model.transformer.get_input_embeddings().weight
+
+
+def merge_task_backbone(model: nn.Module, adapter_name: str) -> None:
+    """Give one task's HF head model its own backbone with that task's adapters folded in (a plain
+    GPT2Model); the other heads keep the LoRA backbone. No LoRA: nothing to do."""
+    if not is_lora(model.transformer):
+        return
+    backbone = copy.deepcopy(model.transformer)
+    activate(backbone, adapter_name)
+    model.transformer = backbone.merge_and_unload(adapter_names=[adapter_name])
+    _retie(model)
+
+
+def plain_backbone(backbone: nn.Module) -> nn.Module:
+    """The frozen base GPT2Model under a LoRA backbone (a copy, without any adapter)."""
+    return copy.deepcopy(backbone).unload() if is_lora(backbone) else backbone
+
+
+def task_adapter_model(model: nn.Module, adapter_name: str, peft_spec, head_modules) -> nn.Module:
+    """One task as a single-task PEFT model: its HF head over the plain base, wrapped the way a
+    single-task LoRA run wraps it (`apply_lora`), with the task's adapter weights copied in."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    backbone = model.transformer
+    state = get_peft_model_state_dict(backbone, adapter_name=adapter_name)  # keys without the adapter name
+    prefix = "base_model.model."  # PeftModel(GPT2Model) -> PeftModel(head): the backbone sits under transformer.
+    state = {f"{prefix}transformer.{k[len(prefix):]}": v for k, v in state.items()}
+    # the trained head, which the single-task adapter carries as modules_to_save
+    state.update({f"{prefix}{k}": v for k, v in model.state_dict().items() if k.split(".")[0] in head_modules})
+    model.transformer = plain_backbone(backbone)
+    _retie(model)
+    wrapped = apply_lora(model, peft_spec, head_modules)
+    result = set_peft_model_state_dict(wrapped, state, adapter_name="default")
+    missing = [k for k in result.unexpected_keys if "lora_" in k]
+    if missing:
+        raise RuntimeError(f"adapter weights did not fit the task's model: {missing[:3]}")
+    wrapped.eval()
+    return wrapped

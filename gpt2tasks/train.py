@@ -38,8 +38,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     from gpt2tasks.callbacks import report_run, run_callbacks
     from gpt2tasks.throughput import ThroughputMonitor
 
-    if multitask.is_multitask(cfg):
-        multitask.expand(cfg)  # each task's full task/data blocks, under tasks.<name>
+    multitask.expand(cfg)  # several tasks: each one's full task/data blocks, under tasks.<name>
     validate_config(cfg, training=True)
     absolute_data_paths(cfg)  # the saved config finds its data from any working directory
     output_dir = Path(cfg.output_dir).absolute()
@@ -129,7 +128,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     if debug:
         if trainer.is_global_zero:
             outputs.remove_if_empty(output_dir)  # Hydra made it; nothing was written to it
-            shown = "  ".join(f"{k}={v:.4f}" for k, v in _headline(cfg, metrics).items())
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in module.headline(metrics).items())
             print(f"\nfast_dev_run: a debug run of {int(cfg.trainer.fast_dev_run)} batch(es) per stage; nothing was "
                   f"written (no config.yaml, checkpoint, metrics.json or plots).\n  metrics of those batches "
                   f"(not a result): {shown}")
@@ -139,7 +138,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
         report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
-        _report(output_dir, best, _headline(cfg, metrics), trainer.global_step, cfg.task.monitor)
+        _report(output_dir, best, module.headline(metrics), trainer.global_step, cfg.task.monitor)
     return metrics
 
 
@@ -178,15 +177,6 @@ def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None) -> 
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     return dict(sorted(module.latest_metrics.items()))
-
-
-def _headline(cfg: DictConfig, metrics: dict[str, float]) -> dict[str, float]:
-    """What the final line shows: everything, or for a multi-task run each task's own monitored
-    metric and the means (metrics.json has the rest)."""
-    if not multitask.is_multitask(cfg):
-        return metrics
-    main = multitask.main_metrics(cfg)
-    return {k: v for k, v in metrics.items() if k.endswith("/mean") or k.split("/")[-1] == main.get(k.split("/")[0])}
 
 
 def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final_step: int, monitor: str) -> None:

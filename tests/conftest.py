@@ -50,15 +50,13 @@ def file_datamodule(cls, tmp_path: Path, tokenizer, rows: list[dict], val_rows: 
 
 
 def compose(*overrides: str):
-    """The config `python -m gpt2tasks train <overrides>` would run (without Hydra's runtime)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from gpt2tasks.resources import CONF_DIR, register_resolvers
+    """The config `python -m gpt2tasks train <overrides>` would run (without Hydra's runtime): a
+    multi-task run's tasks composed from these overrides, as `train` composes them from its command line."""
+    from gpt2tasks import multitask
+    from gpt2tasks.resources import register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return multitask.compose(list(overrides))
 
 
 @pytest.fixture

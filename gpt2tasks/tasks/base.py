@@ -133,6 +133,19 @@ class TaskModule(L.LightningModule):
         """Problems with the kind's eval options (one message each, naming the task.* key)."""
         return []
 
+    #: below this many tokens data.max_length cuts an input to a word or two (None: the kind does
+    #: not read data.max_length, or checks its own bound, as QA's windows and LM's block_size do)
+    min_max_length: int | None = None
+
+    @classmethod
+    def check_config(cls, task, data) -> list[str]:
+        """The kind's own checks of a task's task:/data: blocks, before any data or model is loaded."""
+        length, least = data.max_length, cls.min_max_length
+        if least is None or not isinstance(length, int) or isinstance(length, bool) or not 1 <= length < least:
+            return []
+        return [f"data.max_length={length} would cut every input to a few tokens (a {task.kind} input needs at "
+                f"least {least}). Fix: e.g. data.max_length=128 (the longest inputs in tokens, up to the model's 1024)."]
+
     @staticmethod
     def configure_head(config, label_space: LabelSpace) -> None:
         """Write the task's fields (num_labels, id2label, ...) into the HF config before the model
@@ -322,6 +335,15 @@ class TaskModule(L.LightningModule):
         if checkpoint.get("gpt2tasks", {}).get("frozen_base_from"):
             for key, value in self.state_dict().items():
                 checkpoint["state_dict"].setdefault(key, value)
+
+    # ---- a run of one task: the same calls as a multi-task run's module (tasks/multitask.py) ----
+    def task_module(self, name: str) -> TaskModule:
+        """Task `name`'s own module: a single-task run's module is its one task's."""
+        return self
+
+    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The metrics the end-of-run line shows: all of a single task's."""
+        return metrics
 
     def parameter_summary(self) -> str:
         trainable, total = count_parameters(self.model)

@@ -149,6 +149,15 @@ class LanguageModelingModule(TaskModule):
                 problems.append(f"task.{key}={value!r} must be a whole number >= 0; {off} turns it off.")
         return problems
 
+    @classmethod
+    def check_config(cls, task, data) -> list[str]:
+        # data.max_length is not read; the upper bound (the model's n_positions) is checked once
+        # the model config is known
+        size = data.block_size
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 2:
+            return []
+        return [f"data.block_size={size!r} must be an integer >= 2 (tokens per row). Fix: e.g. data.block_size=128."]
+
     @staticmethod
     def configure_head(config, label_space) -> None:
         """The LM head is the tied `wte`: nothing to add."""

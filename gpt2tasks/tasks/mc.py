@@ -34,6 +34,7 @@ def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: tor
 
 class MultipleChoiceModule(TaskModule):
     head_modules = ("multiple_choice_head",)
+    min_max_length = 8
     metric_names = ("accuracy",)
     metric_note = "mc_loss is always reported, and lm_loss when task.lm_coef > 0"
     # Loss weights, read from task.*. lm_coef defaults to 0: the auxiliary LM loss costs a vocab-sized

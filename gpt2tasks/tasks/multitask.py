@@ -1,7 +1,7 @@
 """One LightningModule over several task modules that share one GPT-2 backbone.
 
 `self.model` is a ModuleDict of ordinary single-task modules (`TaskModule` subclasses), one per
-task; their HF heads' `transformer` is the same `GPT2Model` object (see gpt2tasks/multitask.py), so
+task; their HF heads' `transformer` is the same `GPT2Model` object (see build.build_heads), so
 the optimizer, gradient clipping and checkpoints see the backbone once (parameters are de-duplicated
 by identity). A training batch carries its task's name (`batch["task"]`); the step runs that task's
 module on it, scaled by the task's loss weight. Evaluation runs every task's eval sets, each with
@@ -54,6 +54,11 @@ class MultiTaskModule(TaskModule):
         module = self.tasks[name]
         module.task_datamodule = None  # alone, it reads the datamodule of the Trainer that runs it
         return module
+
+    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each task's own monitored metric and the means (metrics.json has the rest)."""
+        return {k: v for k, v in metrics.items()
+                if k.endswith("/mean") or k.split("/")[-1] == self.main_metrics.get(k.split("/")[0])}
 
     def activate(self, name: str) -> None:
         if self.per_task_adapters:

@@ -16,13 +16,28 @@ from scipy.special import expit, softmax
 
 from gpt2tasks.datamodules.labels import MULTI, REGRESSION
 from gpt2tasks.datamodules.packing import unpack
-from gpt2tasks.metrics import MULTI_LABEL_THRESHOLD, check_metric_names, compute_metrics
+from gpt2tasks.metrics import MULTI_LABEL_THRESHOLD, available_metrics, check_metric_names, compute_metrics
 from gpt2tasks.plots import confusion_counts
 from gpt2tasks.tasks.base import TaskModule
 
 
 class SeqClsModule(TaskModule):
     head_modules = ("score",)
+    min_max_length = 8
+
+    @classmethod
+    def check_config(cls, task, data) -> list[str]:
+        problems = super().check_config(task, data)
+        if task.problem_type != "auto":
+            unknown = [m for m in task.metrics if m not in available_metrics(task.problem_type)]
+            if unknown:
+                problems.append(f"task.metrics: {unknown} are not metrics for {task.problem_type} "
+                                f"(valid: {', '.join(available_metrics(task.problem_type))}).")
+        if data.label_column in {data.text_column, data.text_pair_column} - {None}:
+            problems.append(f"data.label_column={data.label_column!r} is also an input column (data.text_column / "
+                            "data.text_pair_column): the model would be asked to classify each text as itself. Fix: "
+                            "point data.label_column at the label column.")
+        return problems
 
     @property
     def problem_type(self) -> str:

@@ -28,6 +28,7 @@ METRICS = ("precision", "recall", "f1", "accuracy")
 
 class TokenClsModule(TaskModule):
     head_modules = ("classifier",)
+    min_max_length = 8
     eval_pad_values = {"preds": -100, "labels": -100, "word_ids": -1}
     metric_names = METRICS
     metric_note = "per entity type, <TYPE>_precision/_recall/_f1 are always reported"

@@ -198,6 +198,17 @@ print(json.dumps({"logits": logits.tolist(), "imported_gpt2tasks": any(m.startsw
 """
 
 
+def test_a_single_task_checkpoint_keeps_the_single_task_format(trained):
+    """A single-task run goes through the multi-task code path as its one-task case, and its
+    checkpoint is still what single-task checkpoints have always been, so older ones load alike."""
+    checkpoint = torch.load(trained("sample_sentiment") / "checkpoints" / "best.ckpt", weights_only=True)
+    info = checkpoint["gpt2tasks"]
+    assert list(info) == ["kind", "config", "hf_config", "label_space", "tokenizer_files", "new_token_ids",
+                          "frozen_base_from", "command", "rng"]  # rng: added when saved (tasks/base.py)
+    assert info["kind"] == "seq_cls" and not {"tasks", "multitask"} & set(info["config"])
+    assert {".".join(k.split(".")[:2]) for k in checkpoint["state_dict"]} == {"model.transformer", "model.score"}
+
+
 def test_lora_exports_merged_and_as_adapter_with_equal_outputs(trained, tiny_gpt2_dir, tmp_path):
     run = trained("sample_sentiment", "peft=lora", f"model.name_or_path={tiny_gpt2_dir}")
     ckpt = run / "checkpoints" / "best.ckpt"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gpt2tasks import multitask
+from gpt2tasks import lora, multitask
 from gpt2tasks.build import build_for_training, restore
 from gpt2tasks.datamodules.base import VAL
 from gpt2tasks.errors import UserError
@@ -55,6 +55,21 @@ def test_config_expands_presets_shared_and_own_keys(tmp_path):
     assert OmegaConf.to_container(cfg) == before
     view = multitask.task_view(cfg, "sample_ner")
     assert view.task.kind == "token_cls" and "tasks" not in view and view.optim.lr == 3e-3
+
+
+@pytest.mark.parametrize("length", [128, 200, 384])
+def test_a_run_wide_data_key_counts_because_it_was_written_whatever_its_value(length):
+    # 128 is config.yaml's own data.max_length and 384 squad's: each is the user's choice all the same
+    overrides = ["task=multitask", "multitask.tasks=[squad,sst2]", f"data.max_length={length}"]
+    cfg = compose(*overrides)
+    assert cfg.tasks.squad.data.max_length == length == cfg.tasks.sst2.data.max_length
+    assert cfg.tasks.squad.data.doc_stride == 128  # the preset's other keys stay
+    unset = compose(*overrides[:2])
+    assert (unset.tasks.squad.data.max_length, unset.tasks.sst2.data.max_length) == (384, 128)  # the presets'
+    # expanding again (another rank, a resumed run) knows no command line and changes nothing
+    before = OmegaConf.to_container(cfg)
+    multitask.expand(cfg, overrides=[])
+    assert OmegaConf.to_container(cfg) == before
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -286,7 +301,7 @@ def test_shared_lora_adapters_train_for_every_task_and_merge_per_head(tiny_gpt2_
     model = module.tasks["sample_ner"].model
     with torch.no_grad():
         adapted = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        multitask.merge_task_backbone(model, "default")  # what export does for this head
+        lora.merge_task_backbone(model, "default")  # what export does for this head
         assert not hasattr(model.transformer, "peft_config")
         merged = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
@@ -296,10 +311,14 @@ def test_shared_lora_adapters_train_for_every_task_and_merge_per_head(tiny_gpt2_
 def test_cli_takes_task_keys_without_plus_and_eval_picks_a_head(tmp_path):
     done = run_cli("train", "task=multitask", TASKS, f"output_dir={tmp_path / 'run'}", "logger=none",
                    "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "data.max_train_samples=32",
-                   "data.max_eval_samples=16", "tasks.sample_ner.data.max_length=24", "multitask.sampling=uniform")
+                   "data.max_eval_samples=16", "tasks.sample_ner.data.max_length=24", "multitask.sampling=uniform",
+                   "data.max_length=128")  # config.yaml's own value, over sample_sentiment's 64
     assert done.returncode == 0, done.stderr[-3000:]
     saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
     assert saved.tasks.sample_ner.data.max_length == 24 and saved.multitask.sampling == "uniform"
+    # the command line's run-wide data.* keys reach every task (Hydra's record of the command line)
+    assert saved.tasks.sample_ner.data.max_train_samples == 32 == saved.tasks.sample_sentiment.data.max_train_samples
+    assert saved.tasks.sample_sentiment.data.max_length == 128  # written, so it counts, though it is the default
     assert "one backbone of" in done.stdout + done.stderr and "shared by 2 heads" in done.stdout + done.stderr
     bad = run_cli("eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "task=sample_lm")
     assert bad.returncode == 2 and "task=sample_lm: not a task of this multi-task checkpoint" in bad.stderr

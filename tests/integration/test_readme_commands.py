@@ -12,14 +12,18 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, SHARED_DATASETS, run_cli
 
 CAP = ["trainer.max_steps=2", "trainer.max_epochs=1", "data.max_train_samples=16", "data.max_eval_samples=16",
        "data.eval_batch_size=16", "trainer.enable_progress_bar=false"]
-HUB_MODELS = ("distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-HUB_TASKS = ("sst2", "cola", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "conll2003", "squad", "squad_v2",
-             "swag", "wikitext2")
+# Size presets that load weights from the Hub (read from conf/model/: a new size is only its YAML)
+HUB_MODELS = tuple(p.stem for p in sorted((REPO / "conf" / "model").glob("*.yaml"))
+                   if (yaml.safe_load(p.read_text()) or {}).get("name_or_path"))
+# Task presets that read a Hub dataset unless given files (their data.hub_path), read from conf/task/
+HUB_TASKS = tuple(p.stem for p in sorted((REPO / "conf" / "task").glob("*.yaml"))
+                  if ((yaml.safe_load(p.read_text()) or {}).get("data") or {}).get("hub_path"))
 
 
 def readme_commands() -> list[str]:
