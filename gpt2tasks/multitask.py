@@ -8,7 +8,7 @@ optim, trainer, precision, seed) is one setting for the whole run.
 
 A task's *view* (`task_view`) is that task as a single-task run's config: the multi-task checkpoint
 is rebuilt from the views with the ordinary single-task machinery (datamodules, task modules, HF
-heads), and `eval`/`predict`/`export` pick one head with `task=<name>`.
+heads), and `eval`/`predict`/`export` pick one head with `task=<name>` (runfile.select_task).
 
 Building: the first task's HF head is built as a single-task run builds it (from the checkpoint, or
 random init); every other head is created around that same `GPT2Model` instance (`attach_head`), so
@@ -394,41 +394,6 @@ def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = Tr
         if load_eval_sets and (tasks is None or name in tasks):
             datamodules[name].setup("validate")
     return _module(cfg, info, models, datamodules, check_monitor=False)
-
-
-# ---- one head of a multi-task checkpoint (eval / predict / export task=<name>) --------------------------
-def select_task(info: dict, task: str | None, command: str, required: bool) -> str | None:
-    """The `task=` of a command on a checkpoint, checked against what the checkpoint holds."""
-    if info.get("kind") != MULTITASK:
-        if task is not None:
-            raise UserError(f"{command}: task={task} picks one head of a multi-task checkpoint, and this checkpoint "
-                            "has one task. Fix: leave task= out.")
-        return None
-    names = list(info["tasks"])
-    if task is None and required:
-        raise UserError(f"{command}: this is a multi-task checkpoint ({', '.join(names)}): pick the head with "
-                        f"task=<name>. Fix: e.g. task={names[0]}.")
-    if task is not None and task not in names:
-        raise UserError(f"task={task}: not a task of this multi-task checkpoint ({', '.join(names)}). "
-                        f"Fix: e.g. task={names[0]}.")
-    return task
-
-
-def scope_overrides(overrides: list[str], task: str | None) -> list[str]:
-    """With task=<name>, data.* and task.* overrides are that task's (tasks.<name>.data.*, ...)."""
-    if task is None:
-        return list(overrides)
-    return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
-
-
-def without_data_files(config: dict) -> dict:
-    """A saved config without its data files, for every task (another machine may not have them)."""
-    none = {"train_file": None, "validation_file": None, "test_file": None, "extra_validation": {}}
-    config = {**config, "data": {**config["data"], **none}}
-    if config.get("tasks"):
-        config["tasks"] = {name: {**section, "data": {**section["data"], **none}}
-                           for name, section in config["tasks"].items()}
-    return config
 
 
 # ---- export: one standard HF model (or PEFT adapter) per task -----------------------------------
