@@ -84,7 +84,7 @@ class Command:
                 line = " " * len(f"usage: python -m gpt2tasks {self.name}")
             line += f" {word}"
         width = max(len(o.shown()) for o in self.options) + 2
-        table = "\n".join(f"  {o.shown():<{width}}{o.help}{o.default_shown()}" for o in self.options)
+        table = "\n".join(f"  {o.shown():<{width}}{o.help}{o.default_shown()}".rstrip() for o in self.options)
         synopsis = "\n".join([*lines, line])
         return f"{synopsis}\n\noptions:\n{table}\n\n{self.about}"
 
