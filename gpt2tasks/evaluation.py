@@ -19,7 +19,8 @@ from gpt2tasks.outputs import check_writable, write_metrics, write_predictions
 EVAL = Command(
     "eval",
     (Option("ckpt", metavar="<path.ckpt>", help="a checkpoint of a `train` run (checkpoints/best.ckpt or last.ckpt)"),
-     Option("output", metavar="<metrics.json>", help="also write the metrics there (and, for QA, predictions.json beside them)"),
+     Option("output", metavar="<metrics.json>",
+            help="also write the metrics there (and, for QA, predictions.json beside them)"),
      Option("task", metavar="<name>", help="one task of a multi-task checkpoint (default: every task)"),
      Option(runfile.TRUST_KEY, "bool", False, "load a checkpoint holding more than plain data (see below)")),
     about="""Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as

@@ -52,15 +52,18 @@ class ExportOptions:
     out: str | None = field(default=None, metadata={"metavar": "<dir>", "help": "the folder to write"})
     task: str | None = field(default=None, metadata={
         "metavar": "<name>", "help": "one task of a multi-task checkpoint (default: every task, one folder each)"})
-    merge_lora: bool = field(default=True, metadata={"help": "LoRA runs: plain weights with LoRA merged in, or a PEFT adapter folder (false)"})
+    merge_lora: bool = field(default=True, metadata={
+        "help": "LoRA runs: plain weights with LoRA merged in, or a PEFT adapter folder (false)"})
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty out="})
     push_to_hub: bool = field(default=False, metadata={"help": "upload the folder to hub.repo_id"})
     hub_repo_id: str | None = field(default=None, metadata={"metavar": "<user/name>", "help": "the Hub repository"})
     hub_private: bool = field(default=False, metadata={"help": "create the Hub repository private"})
-    hub_commit_message: str = field(default="Upload model exported by gpt2tasks", metadata={"metavar": "<text>", "help": "the Hub commit's message"})
+    hub_commit_message: str = field(default="Upload model exported by gpt2tasks",
+                                    metadata={"metavar": "<text>", "help": "the Hub commit's message"})
     # GPT-2's own license; set it to your data's terms where those differ
     license: str = field(default="mit", metadata={"metavar": "<id>", "help": "the model card's license"})
-    trust_checkpoint: bool = field(default=False, metadata={"help": "load a .ckpt holding more than plain data (see below)"})
+    trust_checkpoint: bool = field(default=False,
+                                   metadata={"help": "load a .ckpt holding more than plain data (see below)"})
 
 
 EXPORT = Command(

@@ -24,11 +24,13 @@ log = logging.getLogger("gpt2tasks")
 
 PREDICT = Command(
     "predict",
-    (Option("ckpt", metavar="<path.ckpt | exported folder>", help="a checkpoint of a `train` run, or a folder written by `export`"),
+    (Option("ckpt", metavar="<path.ckpt | exported folder>",
+            help="a checkpoint of a `train` run, or a folder written by `export`"),
      Option("input", metavar="<file>", help="the rows to predict"),
      Option("output", metavar="<file.jsonl>", help="where the JSON lines go"),
      Option("task", metavar="<name>", help="the head of a multi-task .ckpt (its data.* overrides apply to that task)"),
-     Option("batch_size", "yaml", metavar="N", help="the batch (default: the run's data.eval_batch_size, else 2 x data.batch_size)"),
+     Option("batch_size", "yaml", metavar="N",
+            help="the batch (default: the run's data.eval_batch_size, else 2 x data.batch_size)"),
      Option("overwrite", "bool", False, "replace an existing output"),
      Option(TRUST_KEY, "bool", False, "load a .ckpt holding more than plain data (see below)")),
     about="""Predicts every row of input= (the task's training formats: CSV/TSV/JSON/JSONL, TXT for LM, CoNLL
