@@ -91,12 +91,12 @@ class Command:
     def parse(self, argv: Sequence[str], more: Sequence[Option] = ()) -> tuple[dict[str, Any], list[str]]:
         """({option key: value, defaults filled in}, the other arguments: config overrides).
         `more`: options known only at run time (predict's per-kind options), in the result if given."""
-        known = {o.key: o for o in (*self.options, *more)}
+        known = {name: o for o in (*self.options, *more) for name in (o.name, o.key)}  # hub.repo_id or hub_repo_id
         values = {o.key: [] if o.type == "list" else o.default for o in self.options}
         given, rest = set(), []
         for arg in argv:
             key, sep, value = arg.partition("=")
-            option = known.get(key.replace(".", "_")) if sep else None
+            option = known.get(key) if sep else None
             if option is None:
                 if not self.overrides:
                     valid = ", ".join(f"{o.name}=" for o in self.options)

@@ -12,9 +12,10 @@ DEMO = Command("demo", (Option("ckpt", metavar="<path>", help="the checkpoint"),
 
 def test_values_are_typed_defaults_filled_and_the_rest_passes_through():
     values, rest = DEMO.parse(["ckpt=a.ckpt", "n=3", "fast=TRUE", "tag=x", "data.max_length=8", "tag=y",
-                               "hub.repo_id=alice/m", "loose"])
+                               "hub_repo_id=alice/m", "loose", "fa.st=false"])
     assert values == {"ckpt": "a.ckpt", "n": 3, "fast": True, "tag": ["x", "y"], "hub_repo_id": "alice/m"}
-    assert rest == ["data.max_length=8", "loose"]  # checked later against the run's config
+    assert rest == ["data.max_length=8", "loose", "fa.st=false"]  # checked later against the run's config
+    assert DEMO.parse(["ckpt=a", "hub.repo_id=bob/m"])[0]["hub_repo_id"] == "bob/m"
     assert DEMO.parse(["ckpt=", "n=[1, 2]"])[0] == {"ckpt": "", "n": [1, 2], "fast": False, "tag": [],
                                                     "hub_repo_id": None}
     assert DEMO.parse(["ckpt=a", "n=a: b: c"])[0]["n"] == "a: b: c"  # not YAML: the text itself
