@@ -1,13 +1,18 @@
-"""How a user-fixable error reaches the user: one paragraph on stderr, exit code 2, no traceback."""
+"""The command line around the entry points: one parser for the key=value options of eval, predict,
+export and combine (`Command`), and how a user-fixable error reaches the user: one paragraph on
+stderr, exit code 2, no traceback."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from gpt2tasks.errors import UserError
 
@@ -29,29 +34,114 @@ def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> A
         sys.exit(2)
 
 
-def run_command(argv: list[str], usage: str, job: Callable[[], Any]) -> None:
-    """A subcommand's entry (eval, predict, export, combine): --help prints its usage (exit 0); no
-    arguments is a usage error (usage on stderr, exit 2); otherwise logging is set up and `job`
-    runs, a UserError ending it as above."""
+# ---- the key=value options of eval, predict, export and combine ---------------------------------
+@dataclass(frozen=True)
+class Option:
+    """One `name=value` option of a command. `type`: "str"; "bool" (true or false); "yaml" (a YAML
+    value: numbers, true/false, lists; text that is not YAML stays text); "list" (repeatable: every
+    value, in order)."""
+
+    name: str  # as typed, e.g. hub.repo_id (its Python name: hub_repo_id)
+    type: str = "str"
+    default: Any = None
+    help: str = ""
+    metavar: str = ""  # the value's placeholder in the usage, e.g. <path.ckpt>
+
+    @property
+    def key(self) -> str:
+        return self.name.replace(".", "_")
+
+    def default_shown(self) -> str:
+        if self.default is None:
+            return ""
+        return f" (default: {str(self.default).lower() if isinstance(self.default, bool) else self.default})"
+
+    def shown(self) -> str:
+        value = self.metavar or ("true|false" if self.type == "bool" else "<value>")
+        return f"{self.name}={value}" + (f" [{self.name}=...]" if self.type == "list" else "")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand's options, its usage text (made from them) and its argument parser.
+    `overrides`: arguments that are not its options pass through as config overrides (eval,
+    predict: checked against the run's config); otherwise they are refused here."""
+
+    name: str
+    options: tuple[Option, ...]
+    about: str  # what the command does, after the list of options
+    example: str  # arguments of a working call, for the Fix of an error
+    required: tuple[str, ...] = ()
+    overrides: bool = False
+
+    def usage(self) -> str:
+        words = [o.shown() if o.name in self.required else f"[{o.shown()}]" for o in self.options]
+        words += ["[key=value ...]"] if self.overrides else []
+        lines, line = [], f"usage: python -m gpt2tasks {self.name}"
+        for word in words:  # wrapped, continuation lines under the first option
+            if len(line) + len(word) > 110:
+                lines.append(line)
+                line = " " * len(f"usage: python -m gpt2tasks {self.name}")
+            line += f" {word}"
+        width = max(len(o.shown()) for o in self.options) + 2
+        table = "\n".join(f"  {o.shown():<{width}}{o.help}{o.default_shown()}".rstrip() for o in self.options)
+        synopsis = "\n".join([*lines, line])
+        return f"{synopsis}\n\noptions:\n{table}\n\n{self.about}"
+
+    def parse(self, argv: Sequence[str], more: Sequence[Option] = ()) -> tuple[dict[str, Any], list[str]]:
+        """({option key: value, defaults filled in}, the other arguments: config overrides).
+        `more`: options known only at run time (predict's per-kind options), in the result if given."""
+        known = {name: o for o in (*self.options, *more) for name in (o.name, o.key)}  # hub.repo_id or hub_repo_id
+        values = {o.key: [] if o.type == "list" else o.default for o in self.options}
+        given, rest = set(), []
+        for arg in argv:
+            key, sep, value = arg.partition("=")
+            option = known.get(key) if sep else None
+            if option is None:
+                if not self.overrides:
+                    valid = ", ".join(f"{o.name}=" for o in self.options)
+                    raise UserError(f"{self.name}: {arg!r} is not one of its key=value options ({valid}). Fix: e.g. "
+                                    f"python -m gpt2tasks {self.name} {self.example}.\n{self.usage()}")
+                rest.append(arg)
+                continue
+            given.add(option.name)
+            if option.type == "list":
+                values.setdefault(option.key, []).append(value)
+            else:
+                values[option.key] = self._convert(option, key, value)
+        missing = [name for name in self.required if name not in given]
+        if missing:
+            raise UserError(f"{self.name} needs {', '.join(f'{name}=' for name in missing)}. Fix: e.g. "
+                            f"python -m gpt2tasks {self.name} {self.example}.\n{self.usage()}")
+        return values, rest
+
+    def _convert(self, option: Option, key: str, value: str) -> Any:
+        if option.type == "bool":
+            if value.lower() not in ("true", "false"):
+                raise UserError(f"{self.name}: {key}={value!r} must be true or false. Fix: {key}=true or {key}=false.")
+            return value.lower() == "true"
+        if option.type == "yaml":
+            try:
+                return yaml.safe_load(value) if value else None
+            except yaml.YAMLError:
+                return value
+        return value
+
+
+def run_command(argv: Sequence[str], command: Command, job: Callable[[dict[str, Any], list[str]], Any]) -> None:
+    """A subcommand's entry: --help prints its usage (exit 0); no arguments is a usage error (usage
+    on stderr, exit 2); otherwise logging is set up and `job(options, overrides)` runs on the parsed
+    arguments, a UserError (from parsing too) ending it as above."""
     if any(a in ("-h", "--help") for a in argv):
-        print(usage)
+        print(command.usage())
         return
     if not argv:
-        print(usage, file=sys.stderr)
+        print(command.usage(), file=sys.stderr)
         sys.exit(2)
     setup_logging()
     quiet_known_noise()
-    run_and_report(job)
+    run_and_report(lambda: job(*command.parse(argv)))
     sys.stdout.flush()
-
-
-def parse_bool(key: str, value: Any) -> bool:
-    """A true/false option of eval / predict / export / combine (a bool already parsed passes)."""
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() not in ("true", "false"):
-        raise UserError(f"{key}={value!r} must be true or false. Fix: {key}=true or {key}=false.")
-    return str(value).lower() == "true"
 
 
 def quiet_known_noise() -> None:

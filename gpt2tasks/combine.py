@@ -18,21 +18,28 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from gpt2tasks import multitask
+from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import check_writable, save_atomic
+from gpt2tasks.runfile import TRUST_KEY, load_checkpoint
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-USAGE = """usage: python -m gpt2tasks combine ckpt=<a.ckpt> ckpt=<b.ckpt> [ckpt=...] out=<combined.ckpt> [overwrite=true]
-                                 [trust_checkpoint=false]
-
-Puts per-task LoRA adapters trained in separate multi-task runs (peft=lora multitask.adapters=per_task,
+COMBINE = Command(
+    "combine",
+    (Option("ckpt", "list", metavar="<path.ckpt>", help="a multi-task run's checkpoint (two or more)"),
+     Option("out", metavar="<combined.ckpt>", help="the checkpoint to write"),
+     Option("overwrite", "bool", False, "replace an existing out="),
+     Option(TRUST_KEY, "bool", False, "load checkpoints holding more than plain data (see below)")),
+    about="""Puts per-task LoRA adapters trained in separate multi-task runs (peft=lora multitask.adapters=per_task,
 over the same base checkpoint) into one multi-task checkpoint, for eval / predict / export task=<name>.
 Checkpoints are loaded as plain data; trust_checkpoint=true loads ones holding other Python objects
-(which can run code) if you trust where they come from. The combined checkpoint is plain data."""
+(which can run code) if you trust where they come from. The combined checkpoint is plain data.""",
+    example="ckpt=a/best.ckpt ckpt=b/best.ckpt out=combined.ckpt", required=("ckpt", "out"))
+USAGE = COMBINE.usage()
 
 # What the runs must share for their adapters to sit on one backbone.
 SHARED_KEYS = ("frozen_base_from", "tokenizer_files", "new_token_ids")
@@ -43,7 +50,6 @@ def combine(ckpts: list[str], out: str, overwrite: bool = False, trust_checkpoin
     import torch  # here, not at module scope: `combine --help` answers without it
 
     from gpt2tasks.build import build_from_checkpoint
-    from gpt2tasks.evaluation import load_checkpoint
 
     if len(ckpts) < 2 or not out:
         raise UserError(f"combine needs two or more ckpt= and an out=. Fix: e.g. combine ckpt=a/best.ckpt "
@@ -129,21 +135,7 @@ def _combined_info(infos: list[dict], ckpts: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import parse_bool, run_command
+    def job(options: dict[str, Any], _: list[str]) -> None:
+        print(f"combined into {combine(options['ckpt'], options['out'], options['overwrite'], options[TRUST_KEY])}")
 
-    def job() -> None:
-        ckpts, out, flags = [], None, {"overwrite": False, "trust_checkpoint": False}
-        for item in argv:
-            key, sep, value = item.partition("=")
-            if key == "ckpt" and sep:
-                ckpts.append(value)
-            elif key == "out" and sep:
-                out = value
-            elif key in flags and sep:
-                flags[key] = parse_bool(key, value)
-            else:
-                raise UserError(f"combine: {item!r} is not ckpt=, out=, overwrite=true|false or "
-                                f"trust_checkpoint=true|false.\n{USAGE}")
-        print(f"combined into {combine(ckpts, out, **flags)}")
-
-    run_command(argv, USAGE, job)
+    run_command(argv, COMBINE, job)

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,69 +29,60 @@ from omegaconf import OmegaConf
 
 # torch, peft, gpt2tasks.build and the kind registry (gpt2tasks.tasks) are imported where used:
 # `export --help` answers without them.
-from gpt2tasks import multitask
+from gpt2tasks import multitask, runfile
+from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import check_writable
 from gpt2tasks.plots import PLOTS_DIR, run_name
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1
-INFO_FILE = "gpt2tasks.json"
 
-USAGE = """usage: python -m gpt2tasks export ckpt=<path.ckpt> out=<dir> [task=<name>] [merge_lora=true] [overwrite=false]
-                                [push_to_hub=false hub.repo_id=<user/name> hub.private=false]
-                                [trust_checkpoint=false]
+@dataclass
+class ExportOptions:
+    """export's options (`python -m gpt2tasks export key=value ...`: EXPORT parses them into these)."""
 
-Writes a Hugging Face folder (config, safetensors weights, tokenizer, model card) that plain
+    ckpt: str | None = field(default=None, metadata={"metavar": "<path.ckpt>", "help": "a checkpoint of a `train` run"})
+    out: str | None = field(default=None, metadata={"metavar": "<dir>", "help": "the folder to write"})
+    task: str | None = field(default=None, metadata={
+        "metavar": "<name>", "help": "one task of a multi-task checkpoint (default: every task, one folder each)"})
+    merge_lora: bool = field(default=True, metadata={
+        "help": "LoRA runs: plain weights with LoRA merged in, or a PEFT adapter folder (false)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a non-empty out="})
+    push_to_hub: bool = field(default=False, metadata={"help": "upload the folder to hub.repo_id"})
+    hub_repo_id: str | None = field(default=None, metadata={"metavar": "<user/name>", "help": "the Hub repository"})
+    hub_private: bool = field(default=False, metadata={"help": "create the Hub repository private"})
+    hub_commit_message: str = field(default="Upload model exported by gpt2tasks",
+                                    metadata={"metavar": "<text>", "help": "the Hub commit's message"})
+    # GPT-2's own license; set it to your data's terms where those differ
+    license: str = field(default="mit", metadata={"metavar": "<id>", "help": "the model card's license"})
+    trust_checkpoint: bool = field(default=False,
+                                   metadata={"help": "load a .ckpt holding more than plain data (see below)"})
+
+
+EXPORT = Command(
+    "export",
+    tuple(Option(f.name.replace("hub_", "hub."), "bool" if f.type == "bool" else "str", f.default, **f.metadata)
+          for f in fields(ExportOptions)),
+    about="""Writes a Hugging Face folder (config, safetensors weights, tokenizer, model card) that plain
 `transformers` loads. LoRA runs are merged into plain weights (merge_lora=true, default) or saved as
 a PEFT adapter (merge_lora=false). push_to_hub=true uploads the folder to hub.repo_id with the token
 from HF_TOKEN or `hf auth login`. An existing non-empty out= is replaced only with overwrite=true.
 A multi-task checkpoint exports one folder per task, out/<task>/ (task=<name>: that one only), each
 loadable with its task's AutoModelFor... class; with merge_lora=false, out/base/ (the frozen backbone)
 plus one PEFT adapter folder per task. The .ckpt is loaded as plain data; trust_checkpoint=true loads
-one holding other Python objects (which can run code) if you trust where it comes from."""
-
-
-@dataclass
-class ExportOptions:
-    ckpt: str | None = None
-    out: str | None = None
-    task: str | None = None  # one head of a multi-task checkpoint (default: every task, one folder each)
-    merge_lora: bool = True
-    overwrite: bool = False
-    push_to_hub: bool = False
-    hub_repo_id: str | None = None
-    hub_private: bool = False
-    hub_commit_message: str = "Upload model exported by gpt2tasks"
-    license: str = "mit"  # GPT-2's own license; set it to your data's terms where those differ
-    trust_checkpoint: bool = False  # load a .ckpt holding more than plain data (can run code)
+one holding other Python objects (which can run code) if you trust where it comes from.""",
+    example="ckpt=outputs/<task>/<time>/checkpoints/best.ckpt out=exported/", required=("ckpt", "out"))
+USAGE = EXPORT.usage()
 
 
 def parse_options(argv: list[str]) -> ExportOptions:
-    """key=value arguments (hub.* keys may use dots) -> ExportOptions; unknown keys are refused."""
-    known = {f.name: f for f in fields(ExportOptions)}
-    values: dict[str, Any] = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        name = key.replace(".", "_")
-        if not sep or name not in known:
-            valid = ", ".join(f.name.replace("hub_", "hub.") for f in fields(ExportOptions))
-            raise UserError(f"export: {item!r} is not one of its key=value options ({valid}). Fix: e.g. "
-                            f"ckpt=outputs/<task>/<time>/checkpoints/best.ckpt out=exported/.\n{USAGE}")
-        if known[name].type == "bool":
-            if value.lower() not in ("true", "false"):
-                raise UserError(f"export: {key}={value!r} must be true or false. Fix: {key}=true.")
-            values[name] = value.lower() == "true"
-        else:
-            values[name] = value
-    return ExportOptions(**values)
+    return ExportOptions(**EXPORT.parse(argv)[0])
 
 
 def export(options: ExportOptions) -> Path:
     """Write the export folder (and push it when asked); returns its path."""
     from gpt2tasks.build import restore
-    from gpt2tasks.evaluation import load_checkpoint
 
     if not options.ckpt or not options.out:
         raise UserError(f"export needs ckpt=<path> and out=<dir>. Fix: e.g. ckpt=outputs/<task>/<time>/"
@@ -102,9 +93,9 @@ def export(options: ExportOptions) -> Path:
         token = hub_token()
     clean_stale_staging(out)
     check_out_dir(out, options.overwrite)
-    checkpoint = load_checkpoint(options.ckpt, options.trust_checkpoint)
+    checkpoint = runfile.load_checkpoint(options.ckpt, options.trust_checkpoint)
     info = checkpoint["gpt2tasks"]
-    task = multitask.select_task(info, options.task, "export", required=False)
+    task = runfile.select_task(info, options.task, "export", required=False)
     cfg = OmegaConf.create(info["config"])
     cfg.model.compile = False  # an export is eager weights; compiling would only cost time
     cfg.model.gradient_checkpointing = False
@@ -166,7 +157,7 @@ def write_folder(folder: Path, model, tokenizer, cfg, info: dict, metrics: dict[
     else:
         save_model(model, cfg, folder)
     save_tokenizer(tokenizer, cfg, folder)
-    write_info(cfg, info, folder, adapter)
+    runfile.write_export_info(folder, cfg, info, adapter)
     (folder / "README.md").write_text(model_card(cfg, info, metrics, adapter, options, title,
                                                  [p.name for p in pictures]))
 
@@ -331,14 +322,6 @@ def add_template(tokenizer, single: str, pair: str, special_tokens: list) -> Non
     backend.post_processor = processors.Sequence([backend.post_processor, template])
 
 
-def write_info(cfg, info: dict, folder: Path, adapter: bool) -> None:
-    """What `gpt2tasks predict`/`eval` need to rebuild the preprocessing of this export."""
-    payload = {"format": EXPORT_FORMAT, "kind": cfg.task.kind, "adapter": adapter,
-               "config": OmegaConf.to_container(cfg, resolve=True), "label_space": info["label_space"],
-               "new_token_ids": info.get("new_token_ids", []), "command": info.get("command")}
-    (folder / INFO_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
-
 # ---- model card -------------------------------------------------------------------------------
 def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions, title: str,
                pictures: list[str] = ()) -> str:
@@ -465,6 +448,4 @@ def push(folder: Path, repo_id: str, private: bool, message: str, token: str) ->
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import run_command
-
-    run_command(argv, USAGE, lambda: print(f"exported to {export(parse_options(argv))}"))
+    run_command(argv, EXPORT, lambda options, _: print(f"exported to {export(ExportOptions(**options))}"))

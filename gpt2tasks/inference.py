@@ -3,36 +3,30 @@
 Both give the same objects, (config, datamodule, module), built as `eval` builds them, so inputs
 are read and tokenized exactly as in training:
 - a `.ckpt` from `train` carries the run's config, tokenizer files, HF config and label space
-  (`load_checkpoint` + `build.restore`, LoRA adapters rebuilt, lean checkpoints completed);
+  (`runfile.load_checkpoint` + `build.restore`, LoRA adapters rebuilt, lean checkpoints completed);
 - an exported folder holds the standard HF files (config.json, model.safetensors, tokenizer files)
-  plus `gpt2tasks.json` = {"format": 1, "kind", "config" (the run's resolved config), "label_space",
-  "new_token_ids"}. Its weights are already merged (no LoRA), so the HF head loads as is.
+  plus `gpt2tasks.json` (`runfile.read_export_info`). Its weights are already merged (no LoRA), so
+  the HF head loads as is.
 No data of the training run is needed: its data files are dropped from the config, and only the
 caller's input is read (`datamodule.setup_predict`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, GPT2Config
 
-from gpt2tasks import multitask
+from gpt2tasks import runfile
 from gpt2tasks.backbone import build_model, setup_pad_token
 from gpt2tasks.build import build_datamodule, build_module, model_spec, restore
-from gpt2tasks.config import validate_config
 from gpt2tasks.datamodules.base import TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
-from gpt2tasks.evaluation import apply_overrides, load_checkpoint
 from gpt2tasks.tasks import KINDS
 from gpt2tasks.tasks.base import TaskModule
-
-from gpt2tasks.export import EXPORT_FORMAT
-from gpt2tasks.export import INFO_FILE as EXPORT_INFO  # written by `export` beside the HF files
 
 FIX = ("Fix: pass ckpt= a checkpoint written by `gpt2tasks train` (outputs/<task>/<time>/checkpoints/best.ckpt) "
        "or a folder written by `gpt2tasks export`.")
@@ -44,7 +38,7 @@ def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = 
     """(config, datamodule without data, module with the trained weights) from `ckpt=path`.
     `overrides` (key=value) apply to the run's saved config; `command`/`usage` name the caller in errors.
     `task` picks the head of a multi-task checkpoint (required there); `trust_checkpoint` allows a
-    .ckpt that holds more than plain data (see evaluation.load_checkpoint)."""
+    .ckpt that holds more than plain data (see runfile.load_checkpoint)."""
     location = Path(path).expanduser()
     if not location.exists():
         raise UserError(f"ckpt={path}: no such file or folder. {FIX}")
@@ -53,49 +47,17 @@ def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = 
             raise UserError(f"task={task}: an exported folder holds one task already (export writes one folder per "
                             "task of a multi-task run). Fix: leave task= out, or pass the multi-task .ckpt.")
         return _from_export(location, path, overrides, command, usage)
-    checkpoint = load_checkpoint(path, trust_checkpoint)
+    checkpoint = runfile.load_checkpoint(path, trust_checkpoint)
     info = checkpoint["gpt2tasks"]
-    task = multitask.select_task(info, task, command, required=True)
-    cfg = _config(info["config"], multitask.scope_overrides(list(overrides), task), command, usage)
+    task = runfile.select_task(info, task, command, required=True)
+    cfg = runfile.run_config(info["config"], overrides, command, usage, task, eval_sets=False)
     return restore(checkpoint, cfg, task, load_eval_sets=False)
-
-
-def _config(saved: dict, overrides: Sequence[str], command: str, usage: str) -> DictConfig:
-    """The run's config without its data files (another machine may not have them), plus overrides."""
-    cfg = apply_overrides(multitask.without_data_files(saved), list(overrides), command, usage)
-    validate_config(cfg)
-    return cfg
-
-
-def read_export_info(folder: Path, path: str) -> dict:
-    """gpt2tasks.json of an exported folder, checked; a UserError naming ckpt= otherwise."""
-    info_file = folder / EXPORT_INFO
-    if not info_file.is_file():
-        raise UserError(f"ckpt={path}: this folder has no {EXPORT_INFO}, so it was not written by `gpt2tasks "
-                        "export` (that file says which head, labels and preprocessing the model needs). "
-                        "Fix: export the run with `python -m gpt2tasks export ckpt=<best.ckpt> out=<dir>` and pass "
-                        "that folder, or pass the run's .ckpt file.")
-    try:
-        info = json.loads(info_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"ckpt={path}: {info_file} is not valid JSON ({exc}). Fix: export the run again.") from None
-    ok = (isinstance(info, dict) and info.get("format") == EXPORT_FORMAT and info.get("kind") in KINDS
-          and isinstance(info.get("config"), dict) and isinstance(info.get("label_space"), dict))
-    if not ok:
-        raise UserError(f"ckpt={path}: {info_file} is not a format-{EXPORT_FORMAT} gpt2tasks export (it needs "
-                        f"format, kind (one of {', '.join(KINDS)}), config and label_space). Fix: export the run "
-                        "again with this version of gpt2tasks.")
-    return info
 
 
 def _from_export(folder: Path, path: str, overrides: Sequence[str], command: str, usage: str
                  ) -> tuple[DictConfig, TaskDataModule, TaskModule]:
-    info = read_export_info(folder, path)
-    if info.get("adapter"):
-        raise UserError(f"ckpt={path}: this is a LoRA adapter export (merge_lora=false): it holds the adapters, "
-                        "not a model. Fix: pass the run's .ckpt, or export it merged (the default) and pass that "
-                        "folder.")
-    cfg = _config(info["config"], overrides, command, usage)
+    info = runfile.read_export_info(folder, path)
+    cfg = runfile.run_config(info["config"], overrides, command, usage, eval_sets=False)
     cfg.task.kind = info["kind"]
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)

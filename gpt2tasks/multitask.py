@@ -8,7 +8,8 @@ precision, seed) is one setting for the whole run.
 
 A task's *view* (`task_views`) is that task as a single-task run's config; a single-task run is the
 one-task case, its view the config itself. Building (gpt2tasks/build.py), validation (config.py)
-and export go over the views, so one code path serves one task or several. This module reads
+and export go over the views, so one code path serves one task or several (`eval`/`predict`/
+`export` pick one head of a multi-task checkpoint with `task=<name>`: runfile.select_task). This module reads
 configs and checkpoints' run information only: it imports nothing that builds models.
 """
 
@@ -281,36 +282,3 @@ def view_info(info: dict, name: str) -> dict:
     return {**shared, **info["tasks"][name]}
 
 
-# ---- one head of a multi-task checkpoint (eval / predict / export task=<name>) --------------------------
-def select_task(info: dict, task: str | None, command: str, required: bool) -> str | None:
-    """The `task=` of a command on a checkpoint, checked against what the checkpoint holds."""
-    if info.get("kind") != MULTITASK:
-        if task is not None:
-            raise UserError(f"{command}: task={task} picks one head of a multi-task checkpoint, and this checkpoint "
-                            "has one task. Fix: leave task= out.")
-        return None
-    names = list(info["tasks"])
-    if task is None and required:
-        raise UserError(f"{command}: this is a multi-task checkpoint ({', '.join(names)}): pick the head with "
-                        f"task=<name>. Fix: e.g. task={names[0]}.")
-    if task is not None and task not in names:
-        raise UserError(f"task={task}: not a task of this multi-task checkpoint ({', '.join(names)}). "
-                        f"Fix: e.g. task={names[0]}.")
-    return task
-
-
-def scope_overrides(overrides: list[str], task: str | None) -> list[str]:
-    """With task=<name>, data.* and task.* overrides are that task's (tasks.<name>.data.*, ...)."""
-    if task is None:
-        return list(overrides)
-    return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
-
-
-def without_data_files(config: dict) -> dict:
-    """A saved config without its data files, for every task (another machine may not have them)."""
-    none = {"train_file": None, "validation_file": None, "test_file": None, "extra_validation": {}}
-    config = {**config, "data": {**config["data"], **none}}
-    if config.get("tasks"):
-        config["tasks"] = {name: {**section, "data": {**section["data"], **none}}
-                           for name, section in config["tasks"].items()}
-    return config

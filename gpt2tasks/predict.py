@@ -15,18 +15,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import check_writable, write_atomic
+from gpt2tasks.runfile import TRUST_KEY
 
 log = logging.getLogger("gpt2tasks")
 
-USAGE = """usage: python -m gpt2tasks predict ckpt=<path.ckpt | exported folder> input=<file> output=<file.jsonl>
-                               [task=<name>] [batch_size=N] [overwrite=true] [trust_checkpoint=false]
-                               [key=value ...]
-
-Predicts every row of input= (the task's training formats: CSV/TSV/JSON/JSONL, TXT for LM, CoNLL
+PREDICT = Command(
+    "predict",
+    (Option("ckpt", metavar="<path.ckpt | exported folder>",
+            help="a checkpoint of a `train` run, or a folder written by `export`"),
+     Option("input", metavar="<file>", help="the rows to predict"),
+     Option("output", metavar="<file.jsonl>", help="where the JSON lines go"),
+     Option("task", metavar="<name>", help="the head of a multi-task .ckpt (its data.* overrides apply to that task)"),
+     Option("batch_size", "yaml", metavar="N",
+            help="the batch (default: the run's data.eval_batch_size, else 2 x data.batch_size)"),
+     Option("overwrite", "bool", False, "replace an existing output"),
+     Option(TRUST_KEY, "bool", False, "load a .ckpt holding more than plain data (see below)")),
+    about="""Predicts every row of input= (the task's training formats: CSV/TSV/JSON/JSONL, TXT for LM, CoNLL
 for token tasks, SQuAD JSON/JSONL for QA; labels are not needed) and writes one JSON line per row,
 in input order: {"index": row number from 0, "id": the row's data.id_column value if it has one, ...}
   seq_cls    "label" + "scores" (softmax per class); multi-label "labels" (sigmoid > 0.5) + "scores";
@@ -38,14 +45,13 @@ in input order: {"index": row number from 0, "id": the row's data.id_column valu
   mc         "choice" (index of the chosen ending) + "scores" (softmax over the endings)
   lm         "continuation" of the text as a prompt, up to the first eos; options
              max_new_tokens=32 do_sample=false top_p=1.0 temperature=1.0 (seed=<int> for sampling)
-task=<name> picks the head of a multi-task .ckpt (its data.* overrides apply to that task).
-batch_size= sets the batch (default: the run's data.eval_batch_size, else 2 x data.batch_size).
 An existing output is refused unless overwrite=true; the output's folder is checked before any work.
 A .ckpt is loaded as plain data; trust_checkpoint=true loads one holding other Python objects (which
 can run code) if you trust where it comes from. key=value overrides apply to the run's saved
-config, e.g. data.text_column=sentence data.max_length=256 precision=bf16-mixed trainer.accelerator=cpu."""
-
-OPTIONS = ("ckpt", "input", "output", "batch_size", "overwrite", "task", "trust_checkpoint")
+config, e.g. data.text_column=sentence data.max_length=256 precision=bf16-mixed trainer.accelerator=cpu.""",
+    example="ckpt=<run>/checkpoints/best.ckpt input=data.csv output=predictions.jsonl",
+    required=("ckpt", "input", "output"), overrides=True)
+USAGE = PREDICT.usage()
 
 
 def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), batch_size: int | None = None,
@@ -53,7 +59,7 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
             trust_checkpoint: bool = False) -> list[dict[str, Any]]:
     """Predict every row of `input` with `ckpt`, write `output` (JSON lines); returns the lines.
     `options`: the kind's predict options (e.g. LM max_new_tokens); `task`: the head of a multi-task .ckpt;
-    `trust_checkpoint`: load a .ckpt that holds more than plain data (see evaluation.load_checkpoint)."""
+    `trust_checkpoint`: load a .ckpt that holds more than plain data (see runfile.load_checkpoint)."""
     output_path = check_paths(input, output, overwrite)  # before any work
     import lightning as L  # heavy imports only once the arguments are known to be usable
 
@@ -123,48 +129,21 @@ def check_options(module_cls, kind: str, options: dict[str, Any]) -> dict[str, A
     return filled
 
 
-def kind_option_names() -> set[str]:
+def kind_options() -> list[Option]:
+    """Every kind's predict options (LM max_new_tokens, ...), YAML-typed; checked against the
+    checkpoint's kind once it is loaded (check_options)."""
     from gpt2tasks.tasks import KINDS
 
-    return {name for kind in KINDS.values() for name in kind.module.predict_option_defaults}
+    names = {name for kind in KINDS.values() for name in kind.module.predict_option_defaults}
+    return [Option(name, "yaml") for name in sorted(names)]
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import parse_bool, run_command
+    def job(options: dict[str, Any], _: list[str]) -> None:
+        check_paths(options["input"], options["output"], options["overwrite"])  # fail fast, before the heavy imports
+        given, overrides = PREDICT.parse(argv, more=kind_options())  # again, now with the kinds' options
+        predict(options["ckpt"], options["input"], options["output"], overrides, batch_size=options["batch_size"],
+                overwrite=options["overwrite"], task=options["task"], trust_checkpoint=options[TRUST_KEY],
+                options={key: value for key, value in given.items() if key not in options})
 
-    def job() -> None:
-        options, rest = parse_args(argv, OPTIONS)
-        missing = [key for key in ("ckpt", "input", "output") if key not in options]
-        if missing:
-            raise UserError(f"predict needs {', '.join(f'{k}=' for k in missing)}. Fix: e.g. python -m gpt2tasks "
-                            "predict ckpt=<run>/checkpoints/best.ckpt input=data.csv output=predictions.jsonl.\n"
-                            + USAGE)
-        overwrite = parse_bool("overwrite", options.pop("overwrite", False))
-        trust = parse_bool("trust_checkpoint", options.pop("trust_checkpoint", False))
-        check_paths(options["input"], options["output"], overwrite)  # fail fast, before the heavy imports
-        kind_options, overrides = parse_args(rest, kind_option_names())
-        options.update(kind_options)
-        task = options.pop("task", None)
-        predict(str(options.pop("ckpt")), str(options.pop("input")), str(options.pop("output")), overrides,
-                batch_size=options.pop("batch_size", None), overwrite=overwrite,
-                task=None if task is None else str(task), options=options, trust_checkpoint=trust)
-
-    run_command(argv, USAGE, job)
-
-
-def parse_args(argv: Sequence[str], names: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """(the options in `names`, with YAML-typed values; the other arguments) from key=value arguments."""
-    options, overrides = {}, []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in names:
-            overrides.append(arg)  # config overrides are checked against the run's config by apply_overrides
-            continue
-        if key in ("ckpt", "input", "output", "task"):
-            options[key] = value  # paths stay strings
-            continue
-        try:
-            options[key] = yaml.safe_load(value) if value else None
-        except yaml.YAMLError:
-            options[key] = value
-    return options, overrides
+    run_command(argv, PREDICT, job)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
@@ -254,25 +253,7 @@ class ResumeExactly(Callback):
             self._rng = None
 
 
-# ---- what a checkpoint says before it is loaded -------------------------------------------------------
-def peek(path: Path, source: str) -> dict[str, Any]:
-    """A training checkpoint's contents without loading tensors into memory (mmap). `source` says
-    which key pointed at it (e.g. "ckpt_path=..."), for errors."""
-    if path.is_dir():  # a DeepSpeed checkpoint folder: nothing cheap to read; Lightning checks it
-        return {}
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # not a zip, truncated, an unsafe pickle, ...
-        raise UserError(f"{source} cannot be read as a training checkpoint ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''}). Fix: use a .ckpt file written "
-                        "by `python -m gpt2tasks train` (checkpoints/last.ckpt or best.ckpt).") from None
-    if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "loops" not in ckpt:
-        raise UserError(f"{source} is not a gpt2tasks training checkpoint (no training state in it: an "
-                        "exported model or a weights-only file cannot resume training). Fix: use "
-                        "checkpoints/last.ckpt or best.ckpt of a `python -m gpt2tasks train` run.")
-    return ckpt
-
-
+# ---- what the checkpoint resumed from says (read by runfile.peek) -----------------------------------
 def finished_limits(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     """The training limits a checkpoint written at the end of training (by LastCheckpoint) stopped
     under, or None when it was written during training."""

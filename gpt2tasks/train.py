@@ -33,7 +33,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
 
     `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
     # Imported here, not at module scope: `train --help` answers without loading torch.
-    from gpt2tasks import resume
+    from gpt2tasks import resume, runfile
     from gpt2tasks.build import absolute_data_paths, build_for_training, build_logger, build_trainer, model_spec
     from gpt2tasks.callbacks import report_run, run_callbacks
     from gpt2tasks.throughput import ThroughputMonitor
@@ -55,7 +55,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     log.info("tokenizer: %s (%d tokens)", model_spec(cfg).tokenizer_source, len(tokenizer))
     log.info("task=%s (%s): %s", cfg.task.name, cfg.task.kind, datamodule.describe())
     log.info("model: %s", module.parameter_summary())
-    saved = resume.peek(start_from, source) if start_from is not None else {}
+    saved = runfile.peek(start_from, source) if start_from is not None else {}
     resume.check_compatible(saved, module, source)
 
     ckpt_dir = outputs.checkpoints_dir(output_dir)
@@ -112,7 +112,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     try:
         with distributed.ranks_run(cfg):  # the other ranks (launched inside fit) run this cfg
             # weights_only=True: Lightning would otherwise leave it to torch's default, which an
-            # environment variable can turn off; our checkpoints are plain data (evaluation.load_checkpoint).
+            # environment variable can turn off; our checkpoints are plain data (runfile.load_checkpoint).
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(start_from) if start_from else None,
                         weights_only=True)
             # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them

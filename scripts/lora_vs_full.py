@@ -43,7 +43,7 @@ def pretrain_lm(work: Path, seed: int, epochs: int) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gpt2tasks.build import tokenizer_from_files
-    from gpt2tasks.evaluation import load_checkpoint
+    from gpt2tasks.runfile import load_checkpoint
     from gpt2tasks.train import train
 
     for split in ("train", "validation"):

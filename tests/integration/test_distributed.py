@@ -128,7 +128,7 @@ def test_deepspeed_missing_is_one_message_and_leaves_nothing(tmp_path):
     assert not out.exists()
     # eval of a DeepSpeed checkpoint folder says the same
     from gpt2tasks.errors import UserError
-    from gpt2tasks.evaluation import load_checkpoint
+    from gpt2tasks.runfile import load_checkpoint
 
     folder = tmp_path / "best.ckpt"
     folder.mkdir()

@@ -15,7 +15,7 @@ import yaml
 
 from gpt2tasks.build import build_from_checkpoint
 from gpt2tasks.errors import UserError
-from gpt2tasks.evaluation import load_checkpoint
+from gpt2tasks.runfile import load_checkpoint
 from gpt2tasks.export import ExportOptions, export, parse_options
 from gpt2tasks.train import train
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from gpt2tasks.evaluation import evaluate_checkpoint, load_checkpoint
+from gpt2tasks.evaluation import evaluate_checkpoint
+from gpt2tasks.runfile import load_checkpoint
 from gpt2tasks.train import train
 
 # sample_mc is not here: even full fine-tuning stays at chance for ~200 steps on it (README), too

@@ -17,7 +17,8 @@ from gpt2tasks import lora, multitask
 from gpt2tasks.build import build_for_training, restore
 from gpt2tasks.datamodules.base import VAL
 from gpt2tasks.errors import UserError
-from gpt2tasks.evaluation import evaluate_checkpoint, load_checkpoint
+from gpt2tasks.evaluation import evaluate_checkpoint
+from gpt2tasks.runfile import load_checkpoint
 from gpt2tasks.export import ExportOptions, export
 from gpt2tasks.predict import predict
 from gpt2tasks.train import train

@@ -21,7 +21,8 @@ import torch
 import yaml
 
 from gpt2tasks.errors import UserError
-from gpt2tasks.evaluation import evaluate_checkpoint, load_checkpoint
+from gpt2tasks.evaluation import evaluate_checkpoint
+from gpt2tasks.runfile import load_checkpoint
 from gpt2tasks.resources import DATA_DIR
 from gpt2tasks.train import train
 from tests.conftest import compose

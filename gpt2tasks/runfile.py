@@ -1,0 +1,254 @@
+"""What a run leaves behind, read back: its checkpoint, the config saved in it with a command's
+overrides on top, and the `gpt2tasks.json` of an exported folder.
+
+Every reader of a checkpoint (eval, predict, export, combine, and train's resume) loads it here, as
+plain data: torch's weights-only unpickler builds nothing but tensors and plain Python values, so a
+file cannot run code. Everything gpt2tasks stores is such data; a file holding other objects is
+refused unless the user opts in with trust_checkpoint=true.
+
+A checkpoint's run information (`ckpt["gpt2tasks"]`, see build.build_for_training) holds kind,
+config (the resolved run config), tokenizer_files, new_token_ids, frozen_base_from, command and,
+for one task, hf_config + label_space; for a multi-task run, tasks.<name> with those per task.
+An export's gpt2tasks.json = {"format": 1, "kind", "adapter", "config", "label_space",
+"new_token_ids", "command"}: what predict needs to rebuild the export's preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+# torch is imported where a file is read: `eval --help` and `export --help` answer without it.
+from gpt2tasks.errors import UserError
+from gpt2tasks.multitask import MULTITASK
+
+log = logging.getLogger(__name__)
+
+# The opt-in key of eval / predict / export / combine for a checkpoint that needs a full unpickler.
+TRUST_KEY = "trust_checkpoint"
+# What every gpt2tasks checkpoint's run information holds; then per kind (one task / several).
+RUN_INFO_KEYS = ("kind", "config", "tokenizer_files")
+TASK_INFO_KEYS = ("hf_config", "label_space")
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
+    """A gpt2tasks checkpoint (`ckpt=path`) as plain data, its run information checked. A file
+    holding other objects is refused, unless `trust` (trust_checkpoint=true) allows the full unpickler."""
+    if not str(path).strip():
+        raise UserError("ckpt= is empty. Fix: pass a checkpoint written by `gpt2tasks train`, e.g. "
+                        "ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.")
+    ckpt_path = Path(path).expanduser()
+    if ckpt_path.is_dir() and (ckpt_path / "latest").is_file():  # DeepSpeed writes a folder
+        return _consolidate_deepspeed(ckpt_path, path, trust)
+    if ckpt_path.is_dir():
+        raise UserError(f"ckpt={path} is a folder, not a checkpoint file. Fix: pass the .ckpt file inside it, "
+                        "e.g. ckpt=<run>/checkpoints/best.ckpt.")
+    if not ckpt_path.is_file():
+        raise UserError(f"ckpt={path}: no such file. Fix: pass a checkpoint written by `gpt2tasks train`, "
+                        "e.g. ckpt=outputs/<task>/<time>/checkpoints/best.ckpt.")
+    try:
+        ckpt = _torch_load(ckpt_path)
+    except pickle.UnpicklingError as exc:
+        if not str(exc).startswith("Weights only load failed"):
+            raise _unreadable(path, exc) from None
+        if not trust:
+            raise UserError(_untrusted_message(path, exc)) from None
+        log.warning("ckpt=%s: loading with the full unpickler (%s=true): it can run code stored in the file.",
+                    path, TRUST_KEY)
+        try:
+            ckpt = _torch_load(ckpt_path, weights_only=False)
+        except Exception as full_exc:  # noqa: BLE001 -- whatever the file holds, it is not a checkpoint
+            raise _unreadable(path, full_exc) from None
+    except PermissionError:
+        raise UserError(f"ckpt={path}: permission denied. Fix: make the file readable (chmod u+r).") from None
+    except Exception as exc:  # noqa: BLE001 -- truncated zip, empty file, text, ...: all unreadable
+        raise _unreadable(path, exc) from None
+    _check_run_info(path, ckpt)
+    return ckpt
+
+
+def peek(path: Path, source: str) -> dict[str, Any]:
+    """A training checkpoint to resume from (`source` names the key that pointed at it, e.g.
+    "ckpt_path=..."), tensors memory-mapped rather than read. Lightning loads it again itself."""
+    if path.is_dir():  # a DeepSpeed checkpoint folder: nothing cheap to read; Lightning checks it
+        return {}
+    try:
+        ckpt = _torch_load(path, mmap=True)
+    except Exception as exc:  # not a zip, truncated, an unsafe pickle, ...
+        raise UserError(f"{source} cannot be read as a training checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''}). Fix: use a .ckpt file written "
+                        "by `python -m gpt2tasks train` (checkpoints/last.ckpt or best.ckpt).") from None
+    if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "loops" not in ckpt:
+        raise UserError(f"{source} is not a gpt2tasks training checkpoint (no training state in it: an "
+                        "exported model or a weights-only file cannot resume training). Fix: use "
+                        "checkpoints/last.ckpt or best.ckpt of a `python -m gpt2tasks train` run.")
+    return ckpt
+
+
+def _torch_load(path: Path, weights_only: bool = True, mmap: bool = False) -> Any:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+
+
+def _check_run_info(path: str, ckpt: Any) -> None:
+    """A checkpoint of some other program, or one whose run information was edited, is refused
+    here rather than failing half-way through building the model."""
+    if not isinstance(ckpt, dict) or "gpt2tasks" not in ckpt or "state_dict" not in ckpt:
+        raise UserError(f"ckpt={path}: this checkpoint was not written by gpt2tasks (no run information). "
+                        "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
+    info = ckpt["gpt2tasks"]
+    missing = [key for key in RUN_INFO_KEYS if not isinstance(info, dict) or key not in info]
+    if not missing:
+        missing = [k for k in (("tasks",) if info["kind"] == MULTITASK else TASK_INFO_KEYS) if k not in info]
+    if missing or not isinstance(ckpt["state_dict"], dict):
+        raise UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing) or 'state_dict'}), "
+                        "so the model cannot be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or "
+                        "last.ckpt of a `gpt2tasks train` run.")
+
+
+def _unreadable(path: str, exc: Exception) -> UserError:
+    return UserError(f"ckpt={path}: not a readable PyTorch checkpoint ({type(exc).__name__}; the file may be "
+                     "truncated or not a checkpoint). Fix: pass a .ckpt file written by `gpt2tasks train` "
+                     "(checkpoints/best.ckpt or last.ckpt), copied completely.")
+
+
+def _untrusted_message(path: str, exc: Exception) -> str:
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    what = f" (it names {found.group(1)})" if found else ""
+    return (f"ckpt={path}: the file holds Python objects besides tensors and plain data{what}, which gpt2tasks "
+            "checkpoints never do. Loading such objects can run code stored in the file, so it was not loaded. "
+            f"Fix: use a checkpoint written by `gpt2tasks train`; if you trust where this file comes from (you "
+            f"or someone you trust wrote it), add {TRUST_KEY}=true to load it with the full unpickler.")
+
+
+def _consolidate_deepspeed(folder: Path, path: str, trust: bool) -> dict[str, Any]:
+    """A DeepSpeed checkpoint is a folder of per-rank shards: Lightning's converter joins them into
+    one fp32 state dict (keeping our run information), which needs the deepspeed package. The
+    converter reads the shards with the full unpickler, so only a trusted folder is converted."""
+    from gpt2tasks.strategies import require_deepspeed
+
+    require_deepspeed(f"ckpt={path} (a DeepSpeed checkpoint folder)")
+    if not trust:
+        raise UserError(f"ckpt={path} is a DeepSpeed checkpoint folder: joining its shards loads them with the full "
+                        "unpickler (DeepSpeed's format), which can run code stored in them. Fix: if you trust it "
+                        f"(your own run), add {TRUST_KEY}=true.")
+    from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        convert_zero_checkpoint_to_fp32_state_dict(str(folder), str(Path(tmp) / "consolidated.ckpt"))
+        return load_checkpoint(str(Path(tmp) / "consolidated.ckpt"), trust)
+
+
+# ---- the saved config, with a command's overrides ---------------------------------------------------
+def select_task(info: dict, task: str | None, command: str, required: bool) -> str | None:
+    """The `task=` of a command on a checkpoint, checked against what the checkpoint holds."""
+    if info.get("kind") != MULTITASK:
+        if task is not None:
+            raise UserError(f"{command}: task={task} picks one head of a multi-task checkpoint, and this checkpoint "
+                            "has one task. Fix: leave task= out.")
+        return None
+    names = list(info["tasks"])
+    if task is None and required:
+        raise UserError(f"{command}: this is a multi-task checkpoint ({', '.join(names)}): pick the head with "
+                        f"task=<name>. Fix: e.g. task={names[0]}.")
+    if task is not None and task not in names:
+        raise UserError(f"task={task}: not a task of this multi-task checkpoint ({', '.join(names)}). "
+                        f"Fix: e.g. task={names[0]}.")
+    return task
+
+
+def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, task: str | None = None,
+               eval_sets: bool = True) -> DictConfig:
+    """The run's saved config with the command's `key=value` overrides on top, validated.
+
+    With task=<name> (one head of a multi-task run), data.* and task.* overrides are that task's.
+    `eval_sets`: eval reads the eval sets only, so the training files are dropped after the
+    overrides (even an overridden one is never read); otherwise (predict, which reads the caller's
+    input) every data file is dropped first: another machine may not have them."""
+    from gpt2tasks.config import validate_config
+
+    if task is not None:
+        overrides = [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+    cfg = apply_overrides(saved if eval_sets else _without_data_files(saved), overrides, command, usage)
+    if eval_sets:
+        for section in [cfg, *(cfg.tasks[name] for name in cfg.get("tasks") or {})]:
+            section.data.train_file = None
+    validate_config(cfg)
+    return cfg
+
+
+def apply_overrides(config: dict, overrides: Sequence[str], command: str, usage: str) -> DictConfig:
+    """`config` with `key=value` overrides merged in; a key the config lacks is a UserError."""
+    cfg = OmegaConf.create(config)
+    OmegaConf.set_struct(cfg, True)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"{command}: {item!r} is not key=value. Fix: e.g. data.max_length=256.\n{usage}")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            key = item.split("=", 1)[0]
+            raise UserError(f"{command}: cannot override {key!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+                            "Fix: use a key of the run's config.yaml, e.g. data.max_length=256.") from None
+    return cfg
+
+
+def _without_data_files(config: dict) -> dict:
+    none = {"train_file": None, "validation_file": None, "test_file": None, "extra_validation": {}}
+    config = {**config, "data": {**config["data"], **none}}
+    if config.get("tasks"):
+        config["tasks"] = {name: {**section, "data": {**section["data"], **none}}
+                           for name, section in config["tasks"].items()}
+    return config
+
+
+# ---- an exported folder's gpt2tasks.json ------------------------------------------------------
+EXPORT_FORMAT = 1
+EXPORT_INFO = "gpt2tasks.json"
+
+
+def write_export_info(folder: Path, cfg: DictConfig, info: dict, adapter: bool) -> None:
+    """What predict needs to rebuild the preprocessing of the export in `folder` (a task's `cfg`
+    and run information `info`)."""
+    payload = {"format": EXPORT_FORMAT, "kind": cfg.task.kind, "adapter": adapter,
+               "config": OmegaConf.to_container(cfg, resolve=True), "label_space": info["label_space"],
+               "new_token_ids": info.get("new_token_ids", []), "command": info.get("command")}
+    (folder / EXPORT_INFO).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_export_info(folder: Path, path: str) -> dict:
+    """gpt2tasks.json of an exported folder (`ckpt=path`), checked; a UserError naming ckpt= otherwise."""
+    from gpt2tasks.tasks import KINDS
+
+    info_file = folder / EXPORT_INFO
+    if not info_file.is_file():
+        raise UserError(f"ckpt={path}: this folder has no {EXPORT_INFO}, so it was not written by `gpt2tasks "
+                        "export` (that file says which head, labels and preprocessing the model needs). "
+                        "Fix: export the run with `python -m gpt2tasks export ckpt=<best.ckpt> out=<dir>` and pass "
+                        "that folder, or pass the run's .ckpt file.")
+    try:
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"ckpt={path}: {info_file} is not valid JSON ({exc}). Fix: export the run again.") from None
+    ok = (isinstance(info, dict) and info.get("format") == EXPORT_FORMAT and info.get("kind") in KINDS
+          and isinstance(info.get("config"), dict) and isinstance(info.get("label_space"), dict))
+    if not ok:
+        raise UserError(f"ckpt={path}: {info_file} is not a format-{EXPORT_FORMAT} gpt2tasks export (it needs "
+                        f"format, kind (one of {', '.join(KINDS)}), config and label_space). Fix: export the run "
+                        "again with this version of gpt2tasks.")
+    if info.get("adapter"):
+        raise UserError(f"ckpt={path}: this is a LoRA adapter export (merge_lora=false): it holds the adapters, "
+                        "not a model. Fix: pass the run's .ckpt, or export it merged (the default) and pass that "
+                        "folder.")
+    return info
