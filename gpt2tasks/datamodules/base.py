@@ -398,7 +398,8 @@ class TaskDataModule(L.LightningDataModule):
         rank, world = self._world()
         rows, row_len = self.packed_layout()
         lengths = [len(r["input_ids"]) for r in self.datasets[TRAIN].rows]
-        sampler = PackedSampler(lengths, rows, row_len, seed=self.seed, rank=rank, world_size=world)
+        sampler = PackedSampler(lengths, rows, row_len, max_examples=self.spec.batch_size, seed=self.seed,
+                                rank=rank, world_size=world)
         log.info("Packed training batches: %d rows x %d tokens, %d batches per epoch (%.0f%% of the tokens real).",
                  rows, row_len, sampler.num_batches, 100 * sum(lengths) / (sampler.num_batches * rows * row_len))
         collator = PackedCollator(self.collator(), rows, row_len, self.tokenizer.pad_token_id)
