@@ -65,6 +65,58 @@ def test_tiny_data_on_many_ranks_repeats_rather_than_leaving_a_rank_empty():
     assert {i for batches in per_rank for b in batches for i in b} == {0, 1}
 
 
+def sample_sentiment_lengths(tokenizer):
+    import csv
+
+    from gpt2tasks.resources import DATA_DIR
+
+    with open(DATA_DIR / "sample_sentiment" / "train.csv") as f:
+        return [len(tokenizer(row["text"])["input_ids"]) for row in csv.DictReader(f)]
+
+
+def test_packed_batches_are_the_random_order_batches_on_the_bundled_sample(tiny_tokenizer):
+    """The stalled packed seed (docs/benchmarks.md): packing to a token budget alone gave the
+    sample (2,000 rows, mean 13 tokens, batch_size 32) 4 rows x 128 tokens = batches of 2 to 44
+    examples around 37 -- 54 optimizer steps an epoch where random order takes 63, and each
+    epoch's last step on as few as 2 examples weighted like 44. Capped at batch_size, every batch
+    is 32 examples of the random permutation except the epoch's tail, as in random order."""
+    lengths = sample_sentiment_lengths(tiny_tokenizer)
+    assert (len(lengths), sum(lengths), max(lengths)) == (2000, 26017, 28)
+    rows, row_len = default_layout(lengths, batch_size=32, n_positions=1024)
+    assert (rows, row_len) == (4, 128)
+    budget_only = PackedSampler(lengths, rows, row_len, seed=1)  # the old behaviour: no cap
+    sizes = [[len(b) for b in epoch_batches(budget_only, epoch)] for epoch in range(3)]
+    assert [(len(s), min(s), max(s)) for s in sizes] == [(54, 8, 43), (54, 2, 42), (54, 11, 42)]
+    for seed in (0, 1, 42):
+        sampler = PackedSampler(lengths, rows, row_len, max_examples=32, seed=seed)
+        for epoch in (0, 1, 7):
+            sizes = [len(b) for b in epoch_batches(sampler, epoch)]
+            # 62 full batches + the 16 left over (random order's 63), one full batch cut in two for
+            # the slack that keeps the count fixed when an epoch's draw packs worse
+            assert sorted(sizes) == [16, 16, 16] + [32] * 61
+
+
+def test_max_examples_caps_batches_and_default_layout_fits_them():
+    lengths = [1 + (7 * i) % 23 for i in range(500)]  # 1..23 tokens, mean ~12
+    rows, row_len = default_layout(lengths, batch_size=16, n_positions=1024)
+    assert (rows, row_len) == (2, 128)  # 16 x mean 12 = 192 tokens: 2 rows; the draws fit them
+    sampler = PackedSampler(lengths, rows, row_len, max_examples=16, seed=0)
+    for epoch in range(3):
+        batches = epoch_batches(sampler, epoch)
+        assert sorted(i for b in batches for i in b) == list(range(500))
+        # 500 = 31 x 16 + 4, one full batch cut in two (8 + 8) for the count's slack; a rare draw too
+        # long for the rows closes its batch one example early
+        sizes = sorted(len(b) for b in batches)
+        assert len(sizes) == 33 and sizes[-1] == 16 and sizes[4:] == [16] * 29
+        assert all(len(next_fit([lengths[i] for i in b], row_len)) <= rows for b in batches)
+
+
+def test_seeds_do_not_share_epoch_orders():
+    """seed s+1's epoch e is not seed s's epoch e+1 (it was, when epochs were seeded by seed + epoch)."""
+    a, b = PackedSampler(LENGTHS, rows=2, row_len=32, seed=0), PackedSampler(LENGTHS, rows=2, row_len=32, seed=1)
+    assert epoch_batches(a, 1) != epoch_batches(b, 0)
+
+
 def test_default_layout_is_batch_size_examples_worth_of_tokens():
     rows, row_len = default_layout([10, 20, 30], batch_size=32, n_positions=1024)
     assert row_len == 128 and rows == 5  # 32 x mean 20 = 640 tokens -> 5 rows of 128
