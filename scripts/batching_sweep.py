@@ -7,9 +7,9 @@
         --override optim.lr=2e-3 --tag lr2e-3                 # another recipe, another thread count
 
 Each run is `python -m gpt2tasks train` as a user runs it (fresh process), with one of
-  random:  data.group_by_length=false                 (shuffled, dynamically padded)
-  packed:  data.pack_examples=true                    (datamodules/packing.py)
-  grouped: data.group_by_length=true                  (length-sorted inside shuffled mega-batches)
+  random:  data.pack_examples=false data.group_by_length=false  (shuffled, dynamically padded)
+  packed:  data.pack_examples=true data.group_by_length=false    (datamodules/packing.py)
+  grouped: data.pack_examples=false data.group_by_length=true    (length-sorted inside shuffled mega-batches)
 and everything else the dataset's recipe below. Datasets (all random-init `tiny`, all offline):
   sample: task=sample_sentiment as the README's default run (15 epochs, 2,000 rows), test accuracy
   sst2:   the first 4,000 rows of ../shared/datasets/sst2/train.tsv, lr 1e-3, 3 epochs, accuracy on
@@ -41,10 +41,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GPT2TASKS_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
-BATCHINGS = {
-    "random": ["data.group_by_length=false"],
-    "packed": ["data.pack_examples=true"],
-    "grouped": ["data.group_by_length=true"],
+BATCHINGS = {  # each names both keys, so that none depends on the defaults
+    "random": ["data.pack_examples=false", "data.group_by_length=false"],
+    "packed": ["data.pack_examples=true", "data.group_by_length=false"],
+    "grouped": ["data.pack_examples=false", "data.group_by_length=true"],
 }
 DATASETS = {
     "sample": (["task=sample_sentiment"], "test/accuracy"),

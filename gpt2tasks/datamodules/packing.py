@@ -29,6 +29,7 @@ every rank (Lightning fixes the epoch length at its first epoch; DDP needs equal
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -48,16 +49,17 @@ def default_layout(lengths: Sequence[int], batch_size: int, n_positions: int,
     """(rows per batch, tokens per row) that hold `batch_size` examples of these lengths.
 
     Rows are `max_tokens_per_row` long, or by default max(longest example, 128) rounded up to a
-    multiple of 8, at most n_positions. Rows per batch: the fewest with which a seeded random epoch
-    (PackedSampler's draw) fills at least FULL_BATCHES of its batches with batch_size examples -- from
-    batch_size examples of the mean length upwards, since a random draw of batch_size examples is
-    often longer than that, and whole examples leave a little room at the end of each row.
+    multiple of 8, at most n_positions. Rows per batch: the fewest with which a seeded random epoch,
+    packed with no example waiting for a later batch, fills at least FULL_BATCHES of its batches
+    with batch_size examples -- from batch_size examples of the mean length upwards, since a random
+    draw of batch_size examples is often longer than that, and whole examples leave a little room at
+    the end of each row. So examples rarely wait (PackedSampler), and the order stays random.
     """
     longest = max(lengths)
     row_len = max_tokens_per_row or min(n_positions, 8 * math.ceil(max(longest, MIN_ROW_LEN) / 8))
     rows = max(1, math.ceil(batch_size * sum(lengths) / len(lengths) / row_len))
     while batch_size > 1:
-        batches = pack_epoch(lengths, rows, row_len, batch_size, epoch_generator(0, 0))
+        batches = pack_epoch(lengths, rows, row_len, batch_size, epoch_generator(0, 0), look_ahead=False)
         if sum(len(_members(b)) == batch_size for b in batches[:-1]) >= FULL_BATCHES * (len(batches) - 1):
             break
         rows += 1
@@ -81,28 +83,38 @@ def next_fit(lengths: Sequence[int], row_len: int) -> list[list[int]]:
 
 
 def pack_epoch(lengths: Sequence[int], rows: int, row_len: int, max_examples: int | None,
-               generator: torch.Generator) -> list[list[list[int]]]:
-    """One epoch's batches (lists of rows of indices): the examples in a random order, each placed in
-    the current batch's first row with room (first fit); the batch is closed when it holds
-    max_examples examples or none of its rows has room for the next example."""
+               generator: torch.Generator, look_ahead: bool = True) -> list[list[list[int]]]:
+    """One epoch's batches (lists of rows of indices). The examples wait in a random order; each
+    goes into the current batch's first row with room (first fit), a new row while the batch has
+    fewer than `rows`. One that finds no room waits for the next batch (first in line there) while
+    the batch fills up with those after it, up to max_examples examples (with look_ahead, at most
+    max_examples may wait per batch); without look_ahead, or with no max_examples, the first that
+    finds no room closes the batch."""
+    waiting = deque(torch.randperm(len(lengths), generator=generator).tolist())
     batches: list[list[list[int]]] = []
-    fills: list[int] = []
-    count = 0  # examples in the current batch
-    for i in torch.randperm(len(lengths), generator=generator).tolist():
-        n = lengths[i]
-        full = max_examples is not None and count == max_examples
-        row = None if full else next((r for r, used in enumerate(fills) if used + n <= row_len), None)
-        if row is None and batches and not full and len(fills) < rows:
-            batches[-1].append([])  # a new row in this batch
-            fills.append(0)
-            row = len(fills) - 1
-        if row is None:  # the batch is full (or this is the first): open the next one
-            batches.append([[]])
-            fills, count = [0], 0
-            row = 0
-        batches[-1][row].append(i)
-        fills[row] += n
-        count += 1
+    while waiting:
+        batch: list[list[int]] = []
+        fills: list[int] = []
+        skipped: list[int] = []
+        count = 0
+        while waiting and (max_examples is None or count < max_examples):
+            i = waiting.popleft()
+            n = lengths[i]
+            row = next((r for r, used in enumerate(fills) if used + n <= row_len), None)
+            if row is None and len(batch) < rows:
+                batch.append([])
+                fills.append(0)
+                row = len(batch) - 1
+            if row is None:
+                skipped.append(i)
+                if not look_ahead or max_examples is None or len(skipped) >= max_examples:
+                    break
+                continue
+            batch[row].append(i)
+            fills[row] += n
+            count += 1
+        waiting.extendleft(reversed(skipped))
+        batches.append(batch)
     return batches
 
 
@@ -113,12 +125,11 @@ def _members(batch: list[list[int]]) -> list[int]:
 class PackedSampler(Sampler[int]):
     """Yields indices so that each batch of `rank_batches()` packs whole into (rows, row_len).
 
-    An epoch: a random permutation seeded by (seed, epoch); examples are placed in that order into
-    the current batch's first row with room (first fit); when it holds `max_examples` (the
-    data.batch_size) or none of its rows has room, the batch is closed and the next one opened. With
-    rows enough for max_examples examples (default_layout), the batches are then those of random
-    order -- the same consecutive runs of batch_size examples of a random permutation, the same
-    count per epoch, every example weighted alike in the mean loss -- laid out without padding. (A
+    An epoch: a random permutation seeded by (seed, epoch), packed by `pack_epoch` into batches of
+    `max_examples` (the data.batch_size) examples; a rare example that finds no room waits for the
+    next batch. With rows enough for max_examples examples (default_layout), the batches are then
+    those of random order -- consecutive runs of batch_size examples of a random permutation, the
+    same count per epoch, every example weighted alike in the mean loss -- laid out without padding. (A
     token budget alone, without the cap, made batches of 2 to 44 examples around a mean of 37 on the
     bundled sample (batch_size 32): 14% fewer, larger optimizer steps, and an epoch's last step on
     as few as 2 examples -- training that measurably differed from random order, docs/benchmarks.md.)
@@ -137,9 +148,11 @@ class PackedSampler(Sampler[int]):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
-        first = self._pack(0)
-        # A little slack, so that an epoch whose draw packs a little worse still fits the count.
-        count = len(first) + max(1, len(first) // 50)
+        first = len(self._pack(0))
+        # Capped: random order's count, ceil(examples / batch_size) (an example that finds no room
+        # waits for the next batch, so batches stay full). A token budget alone: the first epoch's
+        # count plus a little slack, so that an epoch whose draw packs a little worse still fits.
+        count = max(first, math.ceil(len(self.lengths) / max_examples) if max_examples else first + max(1, first // 50))
         self.num_batches = world_size * math.ceil(count / world_size)
 
     def set_epoch(self, epoch: int) -> None:

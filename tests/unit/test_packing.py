@@ -84,16 +84,14 @@ def test_packed_batches_are_the_random_order_batches_on_the_bundled_sample(tiny_
     assert (len(lengths), sum(lengths), max(lengths)) == (2000, 26017, 28)
     rows, row_len = default_layout(lengths, batch_size=32, n_positions=1024)
     assert (rows, row_len) == (4, 128)
-    budget_only = PackedSampler(lengths, rows, row_len, seed=1)  # the old behaviour: no cap
+    budget_only = PackedSampler(lengths, rows, row_len, seed=1)  # no max_examples: the old behaviour
     sizes = [[len(b) for b in epoch_batches(budget_only, epoch)] for epoch in range(3)]
     assert [(len(s), min(s), max(s)) for s in sizes] == [(54, 8, 43), (54, 2, 42), (54, 11, 42)]
     for seed in (0, 1, 42):
         sampler = PackedSampler(lengths, rows, row_len, max_examples=32, seed=seed)
         for epoch in (0, 1, 7):
             sizes = [len(b) for b in epoch_batches(sampler, epoch)]
-            # 62 full batches + the 16 left over (random order's 63), one full batch cut in two for
-            # the slack that keeps the count fixed when an epoch's draw packs worse
-            assert sorted(sizes) == [16, 16, 16] + [32] * 61
+            assert sizes == [32] * 62 + [16]  # random order's 63 batches: 62 full + the 16 left over
 
 
 def test_max_examples_caps_batches_and_default_layout_fits_them():
@@ -104,10 +102,7 @@ def test_max_examples_caps_batches_and_default_layout_fits_them():
     for epoch in range(3):
         batches = epoch_batches(sampler, epoch)
         assert sorted(i for b in batches for i in b) == list(range(500))
-        # 500 = 31 x 16 + 4, one full batch cut in two (8 + 8) for the count's slack; a rare draw too
-        # long for the rows closes its batch one example early
-        sizes = sorted(len(b) for b in batches)
-        assert len(sizes) == 33 and sizes[-1] == 16 and sizes[4:] == [16] * 29
+        assert [len(b) for b in batches] == [16] * 31 + [4]  # 500 = 31 x 16 + 4, as random order
         assert all(len(next_fit([lengths[i] for i in b], row_len)) <= rows for b in batches)
 
 
