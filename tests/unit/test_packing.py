@@ -223,6 +223,21 @@ def test_packed_training_batches_from_a_datamodule_feed_the_module(tmp_path, tin
     assert sum(len(b["idx"]) for b in loader) == 40
 
 
+@pytest.mark.parametrize("overrides, packed", [
+    ((), True),  # the default: packed
+    (("data.group_by_length=true",), False),  # length grouping asked for: padded, length-sorted
+    (("data.pack_examples=false",), False),  # random order, padded
+    (("task=sample_lm",), False),  # language modelling has its own data.packing
+    (("task=sample_mc",), False),  # multiple choice is not packed
+])
+def test_which_training_batches_are_packed(cfg_factory, overrides, packed):
+    from gpt2tasks.build import build_for_training
+
+    datamodule, _, _ = build_for_training(cfg_factory(*overrides, "data.max_train_samples=40", "data.max_eval_samples=8"))
+    batch = next(iter(datamodule.train_dataloader()))
+    assert ("pack_index" in batch) == packed
+
+
 def test_packed_batches_compile_to_one_static_graph():
     """model.compile=true: packed batches of different examples are one (rows, row_len) graph --
     no recompile per batch (padded batches of new lengths recompile). The dynamo backend "eager"
