@@ -89,9 +89,11 @@ class DataSpec:
     max_length: int = 128
     batch_size: int = 32  # per device; the effective batch is logged at start
     eval_batch_size: int | None = None  # default: 2 x batch_size (no gradients to keep)
-    group_by_length: bool = False  # random order by default: measured more stable (docs/benchmarks.md)
-    # training batches of whole examples packed into rows of max_tokens_per_row (seq_cls, token_cls,
-    # qa; datamodules/packing.py); evaluation keeps length-sorted padded batches
+    group_by_length: bool = False  # length-sorted padded batches (measured less stable); turns packing off
+    # training batches of batch_size whole examples packed into rows of max_tokens_per_row (seq_cls,
+    # token_cls, qa; datamodules/packing.py); evaluation keeps length-sorted padded batches. On in the
+    # CLI's conf/config.yaml (chosen by measurement, docs/benchmarks.md); off here, for datamodules
+    # built directly (tests, notebooks), which then pad.
     pack_examples: bool = False
     max_tokens_per_row: int | None = None  # null: max(longest training row, 128), at most n_positions
     pad_to_multiple_of: int | None = None
@@ -377,7 +379,8 @@ class TaskDataModule(L.LightningDataModule):
 
     @property
     def packs(self) -> bool:
-        return self.spec.pack_examples and self.packable
+        # data.group_by_length=true asks for length-sorted padded batches: it turns packing off
+        return self.spec.pack_examples and self.packable and not self.spec.group_by_length
 
     def packed_layout(self) -> tuple[int, int]:
         """(rows per batch, tokens per row) of packed training batches."""
@@ -392,13 +395,14 @@ class TaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if not self.packs:
-            if self.spec.pack_examples:
-                log.info("data.pack_examples: %s batches are not packed (padded batches instead).", type(self).__name__)
+            if self.spec.pack_examples and not self.packable:  # on by default: lm and mc batch their own way
+                log.debug("data.pack_examples does not apply to %s: padded batches.", type(self).__name__)
             return self._loader(TRAIN, train=True)
         rank, world = self._world()
         rows, row_len = self.packed_layout()
         lengths = [len(r["input_ids"]) for r in self.datasets[TRAIN].rows]
-        sampler = PackedSampler(lengths, rows, row_len, seed=self.seed, rank=rank, world_size=world)
+        sampler = PackedSampler(lengths, rows, row_len, max_examples=self.spec.batch_size, seed=self.seed,
+                                rank=rank, world_size=world)
         log.info("Packed training batches: %d rows x %d tokens, %d batches per epoch (%.0f%% of the tokens real).",
                  rows, row_len, sampler.num_batches, 100 * sum(lengths) / (sampler.num_batches * rows * row_len))
         collator = PackedCollator(self.collator(), rows, row_len, self.tokenizer.pad_token_id)

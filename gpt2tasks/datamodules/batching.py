@@ -11,8 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Sampler
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch's training order, seeded by the pair (seed, epoch) mixed into one
+    32-bit seed. Not `seed + epoch`: run seed s+1 would then draw at epoch e exactly what seed s
+    draws at epoch e+1, so a seed sweep's runs would share their data orders. (torch's CPU generator
+    keeps only the low 32 bits of a seed, so no bit-shifting either.)"""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0]))
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -50,7 +59,7 @@ class LengthGroupedSampler(Sampler[int]):
             # and the order never changes an eval result (outputs are put back by idx).
             order = torch.argsort(self.lengths, descending=True, stable=True)
             return [order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         perm = torch.randperm(n, generator=g)
         batches: list[list[int]] = []
         step = self.mega if self.group_by_length else n

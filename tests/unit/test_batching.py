@@ -29,6 +29,14 @@ def test_train_order_covers_every_example_once_and_is_seeded_per_epoch():
     assert list(s) != first and sorted(s) == list(range(len(lengths)))
 
 
+def test_seeds_do_not_share_epoch_orders():
+    """Each (seed, epoch) has its own draw: with seed + epoch, seed 1's epoch 0 was seed 0's epoch 1."""
+    lengths = _lengths()
+    a, b = LengthGroupedSampler(lengths, 32, shuffle=True, seed=0), LengthGroupedSampler(lengths, 32, shuffle=True, seed=1)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+
+
 def test_grouping_cuts_padding():
     lengths = _lengths()
 

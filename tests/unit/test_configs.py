@@ -104,7 +104,7 @@ def test_trainer_presets_compose_and_build_their_strategy(preset, tmp_path):
     accelerator = "gpu" if preset == "fsdp" else "cpu"
     cfg = compose(f"trainer={preset}", f"trainer.accelerator={accelerator}", "trainer.devices=2", f"output_dir={tmp_path}")
     validate_config(cfg)
-    assert cfg.trainer.max_epochs == 15  # the task's own trainer keys still win over the preset
+    assert cfg.trainer.max_epochs == 18  # the task's own trainer keys still win over the preset
     if preset.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         # optional dependency: one paragraph naming the key and the install command
         with pytest.raises(UserError, match=r"trainer.strategy=deepspeed needs the optional `deepspeed`.*pip install deepspeed"):

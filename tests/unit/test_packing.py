@@ -65,6 +65,53 @@ def test_tiny_data_on_many_ranks_repeats_rather_than_leaving_a_rank_empty():
     assert {i for batches in per_rank for b in batches for i in b} == {0, 1}
 
 
+def sample_sentiment_lengths(tokenizer):
+    import csv
+
+    from gpt2tasks.resources import DATA_DIR
+
+    with open(DATA_DIR / "sample_sentiment" / "train.csv") as f:
+        return [len(tokenizer(row["text"])["input_ids"]) for row in csv.DictReader(f)]
+
+
+def test_packed_batches_are_the_random_order_batches_on_the_bundled_sample(tiny_tokenizer):
+    """The stalled packed seed (docs/benchmarks.md): packing to a token budget alone gave the
+    sample (2,000 rows, mean 13 tokens, batch_size 32) 4 rows x 128 tokens = batches of 2 to 44
+    examples around 37 -- 54 optimizer steps an epoch where random order takes 63, and each
+    epoch's last step on as few as 2 examples weighted like 44. Capped at batch_size, every batch
+    is 32 examples of the random permutation except the epoch's tail, as in random order."""
+    lengths = sample_sentiment_lengths(tiny_tokenizer)
+    assert (len(lengths), sum(lengths), max(lengths)) == (2000, 26017, 28)
+    rows, row_len = default_layout(lengths, batch_size=32, n_positions=1024)
+    assert (rows, row_len) == (4, 128)
+    budget_only = PackedSampler(lengths, rows, row_len, seed=1)  # no max_examples: the old behaviour
+    sizes = [[len(b) for b in epoch_batches(budget_only, epoch)] for epoch in range(3)]
+    assert [(len(s), min(s), max(s)) for s in sizes] == [(54, 8, 43), (54, 2, 42), (54, 11, 42)]
+    for seed in (0, 1, 42):
+        sampler = PackedSampler(lengths, rows, row_len, max_examples=32, seed=seed)
+        for epoch in (0, 1, 7):
+            sizes = [len(b) for b in epoch_batches(sampler, epoch)]
+            assert sizes == [32] * 62 + [16]  # random order's 63 batches: 62 full + the 16 left over
+
+
+def test_max_examples_caps_batches_and_default_layout_fits_them():
+    lengths = [1 + (7 * i) % 23 for i in range(500)]  # 1..23 tokens, mean ~12
+    rows, row_len = default_layout(lengths, batch_size=16, n_positions=1024)
+    assert (rows, row_len) == (2, 128)  # 16 x mean 12 = 192 tokens: 2 rows; the draws fit them
+    sampler = PackedSampler(lengths, rows, row_len, max_examples=16, seed=0)
+    for epoch in range(3):
+        batches = epoch_batches(sampler, epoch)
+        assert sorted(i for b in batches for i in b) == list(range(500))
+        assert [len(b) for b in batches] == [16] * 31 + [4]  # 500 = 31 x 16 + 4, as random order
+        assert all(len(next_fit([lengths[i] for i in b], row_len)) <= rows for b in batches)
+
+
+def test_seeds_do_not_share_epoch_orders():
+    """seed s+1's epoch e is not seed s's epoch e+1 (it was, when epochs were seeded by seed + epoch)."""
+    a, b = PackedSampler(LENGTHS, rows=2, row_len=32, seed=0), PackedSampler(LENGTHS, rows=2, row_len=32, seed=1)
+    assert epoch_batches(a, 1) != epoch_batches(b, 0)
+
+
 def test_default_layout_is_batch_size_examples_worth_of_tokens():
     rows, row_len = default_layout([10, 20, 30], batch_size=32, n_positions=1024)
     assert row_len == 128 and rows == 5  # 32 x mean 20 = 640 tokens -> 5 rows of 128
@@ -174,6 +221,21 @@ def test_packed_training_batches_from_a_datamodule_feed_the_module(tmp_path, tin
     shapes = {tuple(b["input_ids"].shape) for b in loader}
     assert len(shapes) == 1  # one fixed shape: static-shape compile, CUDA graphs
     assert sum(len(b["idx"]) for b in loader) == 40
+
+
+@pytest.mark.parametrize("overrides, packed", [
+    ((), True),  # the default: packed
+    (("data.group_by_length=true",), False),  # length grouping asked for: padded, length-sorted
+    (("data.pack_examples=false",), False),  # random order, padded
+    (("task=sample_lm",), False),  # language modelling has its own data.packing
+    (("task=sample_mc",), False),  # multiple choice is not packed
+])
+def test_which_training_batches_are_packed(cfg_factory, overrides, packed):
+    from gpt2tasks.build import build_for_training
+
+    datamodule, _, _ = build_for_training(cfg_factory(*overrides, "data.max_train_samples=40", "data.max_eval_samples=8"))
+    batch = next(iter(datamodule.train_dataloader()))
+    assert ("pack_index" in batch) == packed
 
 
 def test_packed_batches_compile_to_one_static_graph():
