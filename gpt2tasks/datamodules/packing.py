@@ -258,12 +258,28 @@ def is_packed(batch: dict[str, torch.Tensor]) -> bool:
     return "pack_index" in batch
 
 
-def backbone_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the backbone (or an HF head) is called with: the packed rows with their position ids
-    and no 2D mask (transformers derives the block-diagonal mask), or the padded batch."""
-    if is_packed(batch):
-        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+def backbone_inputs(batch: dict[str, torch.Tensor], sdpa: bool = False) -> dict[str, torch.Tensor]:
+    """What the backbone (or an HF head) is called with for a packed batch: the rows and their
+    position ids, plus under SDPA the (rows, 1, T, T) block-diagonal causal mask built here.
+    Without that mask transformers derives it from the position ids, but first checks on the host
+    whether any row is packed (masking_utils.find_packed_sequence_indices: a GPU sync per forward);
+    a 4-D mask is used as given. Other attention implementations get the position ids only."""
+    positions = batch["position_ids"]
+    inputs = {"input_ids": batch["input_ids"], "position_ids": positions}
+    if sdpa:
+        inputs["attention_mask"] = block_causal_mask(positions)
+    return inputs
+
+
+def block_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
+    """(rows, T) position ids restarting at 0 per example -> (rows, 1, T, T) boolean mask: a token
+    attends to the earlier tokens of its own example only (a row's padding tail is one more
+    segment, whose outputs are never read)."""
+    segment = (position_ids == 0).cumsum(dim=-1)  # (rows, T): which example of its row each token is
+    same = segment[:, :, None] == segment[:, None, :]
+    length = position_ids.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=position_ids.device).tril()
+    return (same & causal)[:, None]
 
 
 def unpack(values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

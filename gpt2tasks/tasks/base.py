@@ -204,14 +204,15 @@ class TaskModule(L.LightningModule):
         - padded, under SDPA: the (B, 1, T, T) boolean mask (causal and not padding) that transformers
           would build, built here, so it need not inspect the 2-D mask first;
         - otherwise (eager attention): ids and the 2-D mask, as given.
-        A packed batch (data.pack_examples) goes first: its rows and position ids, which restart at
-        0 for each example and from which transformers builds the block-diagonal mask."""
+        A packed batch (data.pack_examples) goes first: its rows, position ids restarting at 0 for
+        each example and, under SDPA, the block-diagonal causal mask (packing.backbone_inputs)."""
+        sdpa = getattr(self.backbone.config, "_attn_implementation", None) == "sdpa"
         if packing.is_packed(batch):
-            return packing.backbone_inputs(batch)
+            return packing.backbone_inputs(batch, sdpa)
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
         if batch.get("unpadded"):
             return {"inputs_embeds": self.backbone.wte(input_ids)}
-        if getattr(self.backbone.config, "_attn_implementation", None) == "sdpa":
+        if sdpa:
             length = mask.shape[-1]
             causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()  # (T, T)
             return {"input_ids": input_ids, "attention_mask": causal & mask.bool()[:, None, None, :]}  # (B, 1, T, T)

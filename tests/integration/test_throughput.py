@@ -68,8 +68,9 @@ class HostReadSpy:
         self.saved = {}
 
 
-@pytest.mark.parametrize("task", ["sample_lm", "sample_sentiment"])
-def test_training_steps_never_read_tensors_on_the_host(task, cfg_factory, monkeypatch):
+@pytest.mark.parametrize("task, batches", [("sample_lm", []), ("sample_sentiment", []),  # packed (the default)
+                                           ("sample_sentiment", ["data.pack_examples=false"])])  # padded
+def test_training_steps_never_read_tensors_on_the_host(task, batches, cfg_factory, monkeypatch):
     """Steps between logging intervals make no host sync: no `.item()`, `bool(tensor)`, ... in the
     step, the loss, clipping, the optimizer, the throughput callback or the progress bar (the one
     used on CUDA, redrawn at the logging interval)."""
@@ -89,9 +90,7 @@ def test_training_steps_never_read_tensors_on_the_host(task, cfg_factory, monkey
             spy.stop()
 
     try:
-        # Padded batches: packed ones (the default) make one host read per forward inside transformers
-        # (masking_utils.find_packed_sequence_indices checks whether any row is packed) -- open work.
-        train(cfg_factory(f"task={task}", "data.pack_examples=false", "trainer.max_steps=8", "data.batch_size=4", "data.max_train_samples=64",
+        train(cfg_factory(f"task={task}", *batches, "trainer.max_steps=8", "data.batch_size=4", "data.max_train_samples=64",
                           "data.max_eval_samples=8", "trainer.log_every_n_steps=50", "trainer.enable_progress_bar=true",
                           "logger=csv"), callbacks=[Window()])
     finally:

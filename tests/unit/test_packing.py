@@ -179,11 +179,14 @@ KINDS = {
 }
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: our block mask; eager: transformers' own
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_packed_outputs_equal_each_example_alone_and_the_loss_the_unpacked_one(kind):
+def test_packed_outputs_equal_each_example_alone_and_the_loss_the_unpacked_one(kind, attention):
     torch.manual_seed(0)
     make, padded, fields = KINDS[kind]
     module = make()
+    module.model.set_attn_implementation(attention)
+    assert module.backbone.config._attn_implementation == attention
     rows = features(kind, [5, 9, 3, 12, 1, 7, 4])
     collator = Collator(PAD, padded=padded)
     packed = PackedCollator(collator, rows=3, row_len=16, pad_token_id=PAD)(rows)
