@@ -2,7 +2,8 @@
 
 - `LastCheckpoint` keeps `checkpoints/last.ckpt` the newest state: after every validation, every
   `checkpoint.every_n_train_steps` steps / `checkpoint.every_n_minutes` minutes, at each epoch end
-  and at the end of training (then marked finished). Written atomically (a kill mid-write leaves the
+  and at the end of training (then marked finished; the validation and epoch end that training
+  stops after leave it to that write). Written atomically (a kill mid-write leaves the
   previous file).
 - `ValidateAtEnd` makes the last step of training validate (Lightning does not when `max_steps`
   ends training mid-epoch), so every run with validation has a best checkpoint.
@@ -166,11 +167,11 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if self._fitting(trainer):
+        if self._fitting(trainer) and not _training_ends(trainer):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._fitting(trainer) and trainer.global_step != self._saved_step:
+        if self._fitting(trainer) and trainer.global_step != self._saved_step and not _training_ends(trainer):
             self._save(trainer)  # an epoch without validation (check_val_every_n_epoch > 1, no val set)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -179,6 +180,14 @@ class LastCheckpoint(Checkpoint):
             self._finished = {"finished": True, "max_steps": trainer.max_steps, "max_epochs": trainer.max_epochs}
             self._save(trainer)
             self._finished = None
+
+
+def _training_ends(trainer: L.Trainer) -> bool:
+    """Training stops after this validation or epoch end (its limits reached: ValidateAtEnd set
+    `should_stop`; or early stopping), so `on_train_end` writes last.ckpt next, marked finished: a
+    write here would be the same weights written again (1.5 GB for `gpt2` with its AdamW state).
+    Lightning's own test, private API: pinned lightning 2.6."""
+    return bool(trainer.should_stop) and trainer.fit_loop._can_stop_early
 
 
 def _is_last_batch(trainer: L.Trainer) -> bool:

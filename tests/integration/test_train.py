@@ -1,11 +1,13 @@
 """In-process training runs on tiny models: outputs, learning, resume, label kinds, local checkpoints."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from gpt2tasks import resume
 from gpt2tasks.errors import UserError
 from gpt2tasks.evaluation import evaluate_checkpoint
 from gpt2tasks.train import train
@@ -65,13 +67,21 @@ class NudgeAtEnd(Callback):
                 p.add_(0.01)
 
 
-def test_final_numbers_reuse_the_validation_that_chose_the_best_when_it_is_in_memory(cfg_factory, tmp_path):
+def test_final_numbers_reuse_the_validation_that_chose_the_best_when_it_is_in_memory(cfg_factory, tmp_path,
+                                                                                     monkeypatch):
     # One epoch, one validation: the best checkpoint is the final step, held in memory. The final
     # numbers are that validation's (no reload, no second validation); the test set still runs.
-    out, counted = tmp_path / "run", CountEvaluations()
+    out, counted, writes = tmp_path / "run", CountEvaluations(), []
+    save_atomic = resume.save_atomic
+    monkeypatch.setattr(resume, "save_atomic", lambda trainer, path, *a: (writes.append(Path(path).name),
+                                                                          save_atomic(trainer, path, *a)))
     metrics = train(cfg_factory("trainer.max_epochs=1", "data.max_train_samples=256", "data.max_eval_samples=96",
                                 output_dir=out), callbacks=[counted])
     assert counted.runs == {"test": 1}
+    # each file written once at the end: last.ckpt by the end of training only (marked finished),
+    # not also after the final validation and the final epoch's end (the same weights again)
+    assert sorted(writes) == ["best.ckpt", "last.ckpt"]
+    assert resume.finished_limits(torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True))
     assert set(metrics) == {"val/accuracy", "val/f1", "val/loss", "test/accuracy", "test/f1", "test/loss"}
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics  # exactly what a reload gives
