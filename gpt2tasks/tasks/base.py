@@ -288,6 +288,7 @@ class TaskModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = {}
+        self.latest_metrics = {}  # this validation's alone (a run's final numbers may be read from it)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._collect(batch, dataloader_idx)

@@ -1,11 +1,13 @@
 """In-process training runs on tiny models: outputs, learning, resume, label kinds, local checkpoints."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from gpt2tasks import resume
 from gpt2tasks.errors import UserError
 from gpt2tasks.evaluation import evaluate_checkpoint
 from gpt2tasks.train import train
@@ -39,6 +41,63 @@ def test_eval_reproduces_the_validation_metrics(cfg_factory, tmp_path):
     metrics = train(cfg_factory(*FAST, output_dir=out))
     again = evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt"))
     assert again == metrics  # exactly: same preprocessing, batches and weights
+
+
+class CountEvaluations(Callback):
+    """How many times each stage ran outside fit, and which weights the final test saw."""
+
+    def __init__(self):
+        self.runs: dict[str, int] = {}
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.state.fn == "validate":
+            self.runs["validate"] = self.runs.get("validate", 0) + 1
+
+    def on_test_start(self, trainer, pl_module):
+        self.runs["test"] = self.runs.get("test", 0) + 1
+
+
+class NudgeAtEnd(Callback):
+    """Changes the weights in place after the last validation (as weight averaging would): the
+    best checkpoint no longer holds the weights in memory."""
+
+    def on_train_end(self, trainer, pl_module):
+        with torch.no_grad():
+            for p in pl_module.parameters():
+                p.add_(0.01)
+
+
+def test_final_numbers_reuse_the_validation_that_chose_the_best_when_it_is_in_memory(cfg_factory, tmp_path,
+                                                                                     monkeypatch):
+    # One epoch, one validation: the best checkpoint is the final step, held in memory. The final
+    # numbers are that validation's (no reload, no second validation); the test set still runs.
+    out, counted, writes = tmp_path / "run", CountEvaluations(), []
+    save_atomic = resume.save_atomic
+    monkeypatch.setattr(resume, "save_atomic", lambda trainer, path, *a: (writes.append(Path(path).name),
+                                                                          save_atomic(trainer, path, *a)))
+    metrics = train(cfg_factory("trainer.max_epochs=1", "data.max_train_samples=256", "data.max_eval_samples=96",
+                                output_dir=out), callbacks=[counted])
+    assert counted.runs == {"test": 1}
+    # each file written once at the end: last.ckpt by the end of training only (marked finished),
+    # not also after the final validation and the final epoch's end (the same weights again)
+    assert sorted(writes) == ["best.ckpt", "last.ckpt"]
+    assert resume.finished_limits(torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True))
+    assert set(metrics) == {"val/accuracy", "val/f1", "val/loss", "test/accuracy", "test/f1", "test/loss"}
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics  # exactly what a reload gives
+    # the checkpoints, written straight to their files (resume.DirectCheckpointIO), load and resume
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no .partial left
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert ckpt["global_step"] == 8 and ckpt["optimizer_states"] and "gpt2tasks" in ckpt
+
+
+def test_final_numbers_reload_the_best_when_the_weights_changed_since(cfg_factory, tmp_path):
+    out, counted = tmp_path / "run", CountEvaluations()
+    metrics = train(cfg_factory("trainer.max_epochs=1", "data.max_train_samples=256", "data.max_eval_samples=96",
+                                output_dir=out), callbacks=[counted, NudgeAtEnd()])
+    assert counted.runs == {"validate": 1, "test": 1}
+    assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
 
 
 class CrashAtEpoch(Callback):
