@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 
 QUICK = ["trainer.max_epochs=2", "data.max_train_samples=320", "data.max_eval_samples=64",
@@ -21,6 +23,7 @@ def test_train_then_eval_reproduces_validation_metrics(tmp_path):
     assert {k.split("/")[0] for k in metrics} == {"val", "test"}
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_multirun_sweeps_into_one_folder_per_job(tmp_path):
     done = run_cli("train", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=none",
                    "trainer.max_epochs=1", "data.max_train_samples=64", "data.max_eval_samples=32",
@@ -60,6 +63,7 @@ def test_bad_inputs_exit_non_zero_with_one_message_and_leave_nothing(tmp_path):
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_existing_run_is_refused_on_the_command_line(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -29,6 +29,7 @@ def _global_step(ckpt):
     return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_ddp_run_has_one_folder_and_equals_single_process_eval_then_resumes_on_one_process(tmp_path):
     # No output_dir: each rank would resolve its own ${now:...} folder if it composed the config itself.
     done = run_cli("train", *TWO_CPUS, *SMALL, cwd=tmp_path)
@@ -115,6 +116,7 @@ def test_gather_by_idx_over_two_gloo_processes():
     assert results[0] == results[1] == expected
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_deepspeed_missing_is_one_message_and_leaves_nothing(tmp_path):
     import importlib.util
 

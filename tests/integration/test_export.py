@@ -359,6 +359,7 @@ def test_export_refuses_bad_input_and_never_half_writes(trained, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_export_cli(trained, tmp_path):
     from tests.conftest import run_cli
 

@@ -4,6 +4,8 @@ the shared WikiText-2 files (skipped when absent)."""
 import json
 import math
 
+import pytest
+
 from gpt2tasks.build import build_for_training
 from gpt2tasks.evaluation import evaluate_checkpoint
 from gpt2tasks.tasks.lm import unigram_perplexity
@@ -30,6 +32,7 @@ def test_sample_lm_beats_the_unigram_baseline_and_eval_reproduces_it(cfg_factory
     assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_cli_train_then_eval(tmp_path):
     out = tmp_path / "cli"
     done = run_cli("train", "task=sample_lm", f"output_dir={out}", "trainer.max_epochs=1", "data.max_train_samples=200",
@@ -41,6 +44,7 @@ def test_cli_train_then_eval(tmp_path):
     assert json.loads(evaluated.stdout[evaluated.stdout.index("{"):]) == json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # real data, tens of seconds; CI runs -m slow too (.ci/run)
 def test_wikitext2_preset_on_the_shared_files(cfg_factory):
     tokenizer = shared_dataset("gpt2_tokenizer")
     valid, test = shared_dataset("wikitext-2", "valid.txt"), shared_dataset("wikitext-2", "test.txt")

@@ -4,6 +4,8 @@ real CODAH file from ../shared/datasets (skipped when absent)."""
 import csv
 import json
 
+import pytest
+
 from gpt2tasks.backbone import load_model_config
 from gpt2tasks.build import build_datamodule, model_spec
 from gpt2tasks.evaluation import evaluate_checkpoint
@@ -32,6 +34,7 @@ def test_labels_choices_and_summary_tokens_line_up_end_to_end(cfg_factory, tmp_p
     assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_cli_train_then_eval_with_the_lm_loss(tmp_path):
     out = tmp_path / "run"
     done = run_cli("train", "task=sample_mc", f"output_dir={out}", "trainer.max_epochs=1", "task.lm_coef=0.5",
@@ -47,6 +50,7 @@ def test_cli_train_then_eval_with_the_lm_loss(tmp_path):
     assert json.loads(evaluated.stdout[evaluated.stdout.index("{"):]) == metrics
 
 
+@pytest.mark.slow  # real data, tens of seconds; CI runs -m slow too (.ci/run)
 def test_codah_converted_to_jsonl_trains_with_the_generic_task(cfg_factory, tmp_path):
     tokenizer = shared_dataset("gpt2_tokenizer")
     with open(shared_dataset("codah", "full_data.tsv"), encoding="utf-8", newline="") as f:

@@ -239,6 +239,7 @@ print(json.dumps({"logits": logits.tolist(), "imported_gpt2tasks": any(m.startsw
 """
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tiny_gpt2_dir, tmp_path):
     lora = ["peft=lora", "multitask.adapters=per_task", f"model.name_or_path={tiny_gpt2_dir}", "peft.r=4"]
     cfg = mt_cfg(tmp_path / "run", *lora, "trainer.max_epochs=1", "trainer.limit_train_batches=6")

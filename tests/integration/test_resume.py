@@ -169,6 +169,7 @@ def test_failed_overwrite_keeps_the_previous_run(cfg_factory, tmp_path):
     assert "seed: 7" in (out / "config.yaml").read_text() and not outputs.previous_dir(out).exists()
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_failed_overwrite_from_the_cli_keeps_the_previous_run(tmp_path):
     """The issue's case: a setting that fails when fit starts (val_check_interval above the epoch)."""
     from tests.conftest import run_cli

@@ -164,6 +164,7 @@ def test_fast_dev_run_writes_nothing_and_says_so(tmp_path):
 
 
 # ---- what a run prints ----------------------------------------------------------------------------
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_start_up_output_says_what_helps_and_hides_the_rest(tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", f"output_dir={out}", "peft=lora", "logger=csv", "trainer.max_steps=2",

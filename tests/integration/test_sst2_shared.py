@@ -1,9 +1,12 @@
 """Real data: GLUE SST-2 from ../shared/datasets with the real GPT-2 tokenizer (skips when absent)."""
 
+import pytest
+
 from gpt2tasks.train import train
 from tests.conftest import shared_dataset
 
 
+@pytest.mark.slow  # real data, tens of seconds; CI runs -m slow too (.ci/run)
 def test_sst2_preset_on_local_glue_files(cfg_factory):
     tokenizer = shared_dataset("gpt2_tokenizer")
     train_file, dev_file = shared_dataset("sst2", "train.tsv"), shared_dataset("sst2", "dev.tsv")

@@ -3,6 +3,8 @@ and the real CoNLL-2003 and SQuAD files from ../shared/datasets (skip when absen
 
 import json
 
+import pytest
+
 from gpt2tasks.datamodules.qa import flatten_squad
 from gpt2tasks.evaluation import evaluate_checkpoint
 from gpt2tasks.train import train
@@ -32,6 +34,7 @@ def test_qa_sample_writes_exact_context_substrings(cfg_factory, tmp_path):
     assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
 
 
+@pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
 def test_cli_train_then_eval_for_both_kinds(tmp_path):
     for task in ("sample_ner", "sample_qa"):
         out = tmp_path / task
@@ -43,6 +46,7 @@ def test_cli_train_then_eval_for_both_kinds(tmp_path):
         assert json.loads(evaluated.stdout[evaluated.stdout.index("{"):]) == json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # real data, tens of seconds; CI runs -m slow too (.ci/run)
 def test_conll2003_preset_on_the_original_iob1_files(cfg_factory):
     tokenizer = shared_dataset("gpt2_tokenizer")
     train_file, dev_file = shared_dataset("conll2003", "eng.train"), shared_dataset("conll2003", "eng.testa")
@@ -55,6 +59,7 @@ def test_conll2003_preset_on_the_original_iob1_files(cfg_factory):
     assert metrics["val/f1"] > 0.15 and metrics["val/accuracy"] > 0.8
 
 
+@pytest.mark.slow  # real data, tens of seconds; CI runs -m slow too (.ci/run)
 def test_squad_dev_file_split_by_article(cfg_factory, tmp_path):
     tokenizer = shared_dataset("gpt2_tokenizer")
     articles = json.loads(shared_dataset("squad_v1.1", "dev-v1.1.json").read_text())["data"]
