@@ -6,6 +6,7 @@ loading torch."""
 from __future__ import annotations
 
 import ast
+import re
 
 from tests.conftest import REPO
 
@@ -62,3 +63,21 @@ def test_config_and_the_task_list_import_nothing_that_builds():
     graph = import_graph(top_level_only=False)
     for low in ("gpt2tasks.config", "gpt2tasks.multitask"):
         assert not graph[low] & {"gpt2tasks.build", "gpt2tasks.train", "gpt2tasks.export", "gpt2tasks.evaluation"}, low
+
+
+def test_the_readme_architecture_map_names_every_module():
+    """README "How it works" lists every module (a package's files on its own lines), so the map
+    cannot drift from the code: a new module fails here until it is described."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## How it works", 1)[1].split("```", 2)[1]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py" and len(path.read_text().splitlines()) <= 1:
+            continue  # a package docstring only
+        package = path.parent.relative_to(PACKAGE).as_posix()
+        # top-level modules: their own line; a subpackage's files: within that package's lines
+        entry = re.search(rf"^  {re.escape(package)}/.*(?:\n {{3,}}.*)*", block, re.M) if package != "." else None
+        where = block if package == "." else entry.group(0) if entry else ""
+        if path.name not in where:
+            missing.append(path.relative_to(PACKAGE).as_posix())
+    assert missing == []
