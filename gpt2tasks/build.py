@@ -116,7 +116,7 @@ def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule | MultiTaskDataM
                     "label_space": datamodules[name].label_space.to_dict()} for name, view in views.items()}
     info = multitask.run_info(cfg, tasks, shared)
     models = adapt_models(cfg, models, new_token_ids)
-    return (*assemble(cfg, info, models, datamodules, check_monitor=dict.fromkeys(views, True)), tokenizer)
+    return (*assemble(cfg, views, info, models, datamodules, check_monitor=dict.fromkeys(views, True)), tokenizer)
 
 
 def build_heads(cfg: DictConfig, views: dict[str, DictConfig], configs: dict[str, GPT2Config],
@@ -158,12 +158,13 @@ def adapt_models(cfg: DictConfig, models: dict[str, Any], new_token_ids: list[in
     return models
 
 
-def assemble(cfg: DictConfig, info: dict, models: dict[str, Any], datamodules: dict[str, TaskDataModule],
-             check_monitor: dict[str, bool]) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
+def assemble(cfg: DictConfig, views: dict[str, DictConfig], info: dict, models: dict[str, Any],
+             datamodules: dict[str, TaskDataModule], check_monitor: dict[str, bool]
+             ) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
     """Per task its module; a single-task run is its task's datamodule and module, a multi-task run
     one module over its tasks' and a datamodule that mixes their batches (multitask.*).
     `check_monitor`: per task, whether its eval sets are loaded, so task.monitor can be checked."""
-    views, mix = multitask.task_views(cfg), multitask.mixing(cfg)
+    mix = multitask.mixing(cfg)
     modules = {name: build_module(view, models[name], datamodules[name], task_info, check_monitor=check_monitor[name])
                for (name, view), task_info in zip(views.items(), multitask.task_infos(info).values(), strict=True)}
     if mix is None:
@@ -235,7 +236,7 @@ def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = Tr
         loaded[name] = load_eval_sets and (tasks is None or name in tasks)
         if loaded[name]:
             datamodules[name].setup("validate")
-    return assemble(cfg, info, models, datamodules, check_monitor=loaded)
+    return assemble(cfg, views, info, models, datamodules, check_monitor=loaded)
 
 
 def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eval_sets: bool = True

@@ -157,8 +157,8 @@ def quiet_known_noise() -> None:
     # Eval metrics are computed once from outputs gathered from every rank (identical everywhere),
     # so Lightning's advice to all-reduce them with sync_dist does not apply.
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level in distributed.*")
-    # Packed batches (data.pack_examples) pass position ids and no 2D mask on purpose: transformers
-    # builds the block-diagonal mask from them; its padding hint does not apply.
+    # Packed batches (data.pack_examples) under eager attention pass position ids and no mask on
+    # purpose: transformers builds the block-diagonal mask from them; its padding hint does not apply.
     logging.getLogger("transformers.modeling_utils").addFilter(
         lambda record: "strongly recommend passing in an `attention_mask`" not in record.getMessage())
     # transformers 5 deprecates the name PEFT still calls (LoRA, export and resume runs): nothing to act on.
