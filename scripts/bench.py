@@ -21,7 +21,7 @@ optimizer step: start-up, reading, tokenizing, model build), samples/s and real 
 over the steps after `--warmup-steps` (wall time between step ends, data loading included; CUDA
 synchronised at the window's ends), the padding fraction of those batches, peak memory (CUDA
 max allocated; on CPU the process's peak RSS growth over its post-import baseline), and MFU with
-FLOPs per real token = 6 N + 12 L C T as gpt2tasks.flops defines them, against a measured fp32 GEMM
+FLOPs per real token = 6 N + 12 L C T as gpt2tasks.throughput defines them, against a measured fp32 GEMM
 rate on CPU or the datasheet dense bf16 peak on GPU. Writes JSON and a Markdown table.
 """
 
@@ -108,7 +108,7 @@ class Meter:
     def model_ready(self, model) -> None:
         import torch
 
-        from gpt2tasks.flops import FlopCounter
+        from gpt2tasks.throughput import FlopCounter
 
         self.counter = FlopCounter(model, self.uses_lm_head)
         with torch.no_grad():  # same init on both sides => same checksum
@@ -118,7 +118,7 @@ class Meter:
     def count(batch) -> tuple:
         """(samples, padded tokens, real length of every row). The lengths stay a tensor where the
         batch is (read at the end: reading a GPU tensor every step would sync and stall the GPU)."""
-        from gpt2tasks.flops import row_lengths
+        from gpt2tasks.throughput import row_lengths
 
         ids, mask = batch["input_ids"], batch.get("attention_mask")
         rows = ids.numel() // ids.shape[-1]
@@ -136,7 +136,7 @@ class Meter:
         self.batches.append(counts)
 
     def result(self, peak_flops: float | None) -> dict:
-        from gpt2tasks.flops import batch_flops
+        from gpt2tasks.throughput import batch_flops
 
         first = {"time_to_first_step_s": self.ends[0] - self.start, "init_checksum": self.checksum}
         w = self.warmup
@@ -331,7 +331,7 @@ def main() -> None:
 
     import torch
 
-    from gpt2tasks.flops import gpu_peak_flops, measure_cpu_peak
+    from gpt2tasks.throughput import gpu_peak_flops, measure_cpu_peak
 
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     if device == "cuda":

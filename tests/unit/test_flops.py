@@ -1,9 +1,9 @@
-"""The FLOP counter behind MFU (gpt2tasks.flops), checked against a hand calculation for `tiny`."""
+"""The FLOP counter behind MFU (gpt2tasks.throughput), checked against a hand calculation for `tiny`."""
 
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-from gpt2tasks.flops import FlopCounter, batch_flops, flops_per_token, gpu_peak_flops, matmul_parameters
+from gpt2tasks.throughput import FlopCounter, batch_flops, flops_per_token, gpu_peak_flops, matmul_parameters
 
 L, C, V, P = 2, 128, 1000, 1024  # tiny: 2 layers, 128 wide; a 1000-token vocabulary
 
