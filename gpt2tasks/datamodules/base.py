@@ -481,7 +481,7 @@ def _tokenizer_identity(tokenizer) -> str:
 def _load_hub_split(path: str, name: str | None, split: str, key: str):
     import datasets
 
-    from gpt2tasks.hub import hub_reachable
+    from gpt2tasks.backbone import hub_reachable
 
     hub_reachable()  # offline, datasets then reads its local cache at once instead of retrying for a minute
     try:

@@ -333,7 +333,7 @@ def silent_hub(monkeypatch):
     probe's timeout, huggingface_hub would wait and retry for minutes."""
     from huggingface_hub import constants
 
-    from gpt2tasks import hub
+    from gpt2tasks import backbone as hub
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -354,7 +354,7 @@ def silent_hub(monkeypatch):
 
 
 def test_a_hub_id_fails_fast_when_the_hub_does_not_answer(silent_hub, cfg_factory):
-    from gpt2tasks import hub
+    from gpt2tasks import backbone as hub
 
     cfg = cfg_factory("model.name_or_path=someone/no-such-model", "trainer.max_steps=1")
     start = time.monotonic()
@@ -373,7 +373,7 @@ def test_a_hub_id_fails_fast_when_the_hub_does_not_answer(silent_hub, cfg_factor
 def test_download_command_follows_the_installed_huggingface_hub(monkeypatch):
     from importlib import metadata
 
-    from gpt2tasks.hub import download_command
+    from gpt2tasks.backbone import download_command
 
     class Dist:
         def __init__(self, *scripts):
@@ -386,7 +386,7 @@ def test_download_command_follows_the_installed_huggingface_hub(monkeypatch):
 
 
 def test_a_missing_local_model_dir_is_not_sent_to_the_hub(silent_hub, cfg_factory, tmp_path):
-    from gpt2tasks import hub
+    from gpt2tasks import backbone as hub
 
     with pytest.raises(UserError, match="no such directory"):
         train(cfg_factory(f"model.name_or_path={tmp_path / 'no' / 'model'}", "trainer.max_steps=1"))
