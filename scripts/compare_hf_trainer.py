@@ -12,7 +12,7 @@ decay, warmup ratio, weight decay off biases/LayerNorms, clipping 1.0), seed and
 choices; the Trainer side is written the way the Hugging Face examples (run_glue / run_ner /
 run_qa) do it, adapted to GPT-2 only where GPT-2 requires it (pad = eos, prefix space for
 pre-split words, question before context, the last token as the no-answer position). Scores
-are computed on the validation file: accuracy, seqeval entity F1 (gpt2tasks.metrics_ner, equal
+are computed on the validation file: accuracy, seqeval entity F1 (gpt2tasks.tasks.token_cls, equal
 to seqeval), SQuAD F1 (official normalisation).
 
 Without --model-dir a random-init tiny GPT-2 (2 layers, 128 wide, the bundled tokenizer) is saved
@@ -203,7 +203,7 @@ def hf_token_cls(args, model_dir: Path, out: Path) -> tuple[float, float]:
     from datasets import Dataset
     from transformers import DataCollatorForTokenClassification, GPT2ForTokenClassification
 
-    from gpt2tasks.metrics_ner import ner_metrics
+    from gpt2tasks.tasks.token_cls import ner_metrics
 
     train_rows, val_rows = read_rows(args.train_file), read_rows(args.validation_file)
     names = sorted({t for r in train_rows for t in r[args.tags_column]})
@@ -250,7 +250,7 @@ def hf_qa(args, model_dir: Path, out: Path) -> tuple[float, float]:
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, GPT2ForQuestionAnswering, Trainer
 
-    from gpt2tasks.metrics_qa import squad_metrics
+    from gpt2tasks.tasks.qa import squad_metrics
 
     train_rows, val_rows = read_rows(args.train_file), read_rows(args.validation_file)
     tok = hf_tokenizer(model_dir)

@@ -16,10 +16,10 @@ from gpt2tasks.errors import UserError
 from gpt2tasks.evaluation import evaluate_checkpoint
 from gpt2tasks.inference import load_for_inference
 from gpt2tasks.metrics import compute_metrics
-from gpt2tasks.metrics_ner import entity_spans, ner_metrics
 from gpt2tasks.predict import predict
 from gpt2tasks.resources import DATA_DIR
 from gpt2tasks.runfile import EXPORT_INFO
+from gpt2tasks.tasks.token_cls import entity_spans, ner_metrics
 from gpt2tasks.train import train
 from tests.conftest import compose, run_cli
 

@@ -3,7 +3,7 @@
 import pytest
 from pytest import approx
 
-from gpt2tasks.metrics_ner import SCHEMES, entity_spans, get_entities, iob1_to_iob2, ner_metrics
+from gpt2tasks.tasks.token_cls import SCHEMES, entity_spans, get_entities, iob1_to_iob2, ner_metrics
 
 
 def overall(out: dict) -> tuple:

@@ -3,7 +3,7 @@
 import numpy as np
 from pytest import approx
 
-from gpt2tasks.metrics_qa import exact_match_score, f1_score, normalize_answer, postprocess_qa, squad_metrics
+from gpt2tasks.tasks.qa import exact_match_score, f1_score, normalize_answer, postprocess_qa, squad_metrics
 
 
 def test_normalisation_exact_match_and_f1():

@@ -10,9 +10,8 @@ from transformers import GPT2Config, GPT2ForQuestionAnswering
 from gpt2tasks.datamodules.base import DataSpec
 from gpt2tasks.datamodules.qa import QADataModule
 from gpt2tasks.errors import UserError
-from gpt2tasks.metrics_qa import postprocess_qa, squad_metrics
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec
-from gpt2tasks.tasks.qa import QAModule
+from gpt2tasks.tasks.qa import QAModule, postprocess_qa, squad_metrics
 from tests.conftest import file_datamodule
 
 FILLER = " ".join(f"Sentence number {i} talks about nothing in particular." for i in range(12))
