@@ -167,7 +167,7 @@ def expand(cfg: DictConfig, overrides: list[str] | None = None) -> None:
                             f"keys; {extra[0]}.* is shared by every task of the run. Fix: set {extra[0]}.<key>=... "
                             f"for the whole run, or tasks.{name}.data.<key>=... for this task.")
         composed = _compose([f"task={preset}", *shared])  # the preset, then the run's data.* overrides
-        # The task's own keys on top; a key nothing reads is named by validate_config (config.own_key_problems).
+        # The task's own keys on top; a key nothing reads is named by validate_config (keys.own_key_problems).
         merged = OmegaConf.merge({s: OmegaConf.to_container(composed[s], resolve=False) for s in TASK_SECTIONS}, own)
         merged.task.name = name
         expanded[name] = OmegaConf.to_container(merged, resolve=False)

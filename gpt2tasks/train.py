@@ -219,7 +219,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from gpt2tasks.cli import quiet_known_noise, run_and_report
-    from gpt2tasks.config import check_overrides
+    from gpt2tasks.keys import check_overrides
     from gpt2tasks.resources import CONF_DIR, register_resolvers
 
     register_resolvers()

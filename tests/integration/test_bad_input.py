@@ -181,7 +181,8 @@ def test_cli_a_typo_label_is_refused_with_its_line(tmp_path):
 
 
 def test_trainer_keywords_need_no_plus_and_unknown_keys_are_refused_after_composition(cfg_factory, tmp_path):
-    from gpt2tasks.config import check_overrides, validate_config
+    from gpt2tasks.config import validate_config
+    from gpt2tasks.keys import check_overrides
 
     argv = check_overrides(["trainer.fast_dev_run=true", "trainer.max_epochs=2"])
     assert argv == ["++trainer.fast_dev_run=true", "trainer.max_epochs=2"]

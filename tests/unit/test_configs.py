@@ -154,7 +154,7 @@ def test_one_device_keeps_lightnings_default_and_bad_strategy_options_are_refuse
     ("+overwrit=true", "overwrite=true"), ("trainer.lr=1", "optim.lr=1"), ("dat.batch_size=2", "data.batch_size=2"),
 ])
 def test_misspelt_keys_of_every_group_name_the_key_meant(arg, meant):
-    from gpt2tasks.config import check_overrides
+    from gpt2tasks.keys import check_overrides
     from gpt2tasks.errors import UserError
 
     with pytest.raises(UserError, match="no such key") as err:
@@ -163,7 +163,7 @@ def test_misspelt_keys_of_every_group_name_the_key_meant(arg, meant):
 
 
 def test_overrides_hydra_could_not_take_get_plus_plus_and_the_rest_stay_as_written():
-    from gpt2tasks.config import check_overrides
+    from gpt2tasks.keys import check_overrides
 
     argv = ["task=sst2", "model=gpt2", "data.batch_size=8", "-m", "optim.lr=1e-4,3e-4", "--cfg", "job",
             "hydra.sweep.dir=x", "hydra/job_logging=disabled", "~trainer.val_check_interval",
