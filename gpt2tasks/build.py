@@ -72,6 +72,7 @@ def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config
                                  label_names=_plain(cfg.task.label_names), problem_type=cfg.task.problem_type)
     datamodule.check_model_limits(n_positions(config))
     datamodule.n_positions = n_positions(config)  # the longest packed row (data.pack_examples)
+    datamodule.static_shapes = model_spec(cfg).compile  # packed batches: one shape, no recompiles
     return datamodule
 
 

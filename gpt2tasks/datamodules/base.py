@@ -154,6 +154,9 @@ class TaskDataModule(L.LightningDataModule):
     packable: bool = False
     #: the model's n_positions (set by build_datamodule): the longest packed row
     n_positions: int = 1024
+    #: packed training batches all of one shape (build_datamodule: model.compile, which would
+    #: recompile per shape); otherwise each batch takes only the rows it needs (less padding)
+    static_shapes: bool = False
 
     def __init__(self, spec: DataSpec, tokenizer, seed: int = 0, label_space: LabelSpace | None = None,
                  label_names: list[str] | None = None, problem_type: str = "auto"):
@@ -403,9 +406,15 @@ class TaskDataModule(L.LightningDataModule):
         lengths = [len(r["input_ids"]) for r in self.datasets[TRAIN].rows]
         sampler = PackedSampler(lengths, rows, row_len, max_examples=self.spec.batch_size, seed=self.seed,
                                 rank=rank, world_size=world)
-        log.info("Packed training batches: %d rows x %d tokens, %d batches per epoch (%.0f%% of the tokens real).",
-                 rows, row_len, sampler.num_batches, 100 * sum(lengths) / (sampler.num_batches * rows * row_len))
-        collator = PackedCollator(self.collator(), rows, row_len, self.tokenizer.pad_token_id)
+        if self.static_shapes:
+            log.info("Packed training batches: %d rows x %d tokens (one shape), %d batches per epoch (%.0f%% of the "
+                     "tokens real).", rows, row_len, sampler.num_batches,
+                     100 * sum(lengths) / (sampler.num_batches * rows * row_len))
+        else:
+            log.info("Packed training batches: %d batches per epoch, each in as few rows of up to %d tokens as it "
+                     "needs.", sampler.num_batches, row_len)
+        collator = PackedCollator(self.collator(), row_len, self.tokenizer.pad_token_id,
+                                  rows=rows if self.static_shapes else None, multiple=self.spec.pad_to_multiple_of or 1)
         return DataLoader(self.datasets[TRAIN], batch_sampler=RankBatchSampler(sampler), collate_fn=collator,
                           num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
 

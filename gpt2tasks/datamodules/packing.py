@@ -1,11 +1,12 @@
-"""Packed training batches (`data.pack_examples=true`): whole examples, several per row, one shape.
+"""Packed training batches (`data.pack_examples=true`): whole examples, several per row.
 
 Why: length-grouped batches (the sampler in batching.py) cut padding by making batches length-
 homogeneous, which makes them non-random (a measured accuracy cost, docs/benchmarks.md), and every
 batch has a new shape, which defeats static-shape `torch.compile` / CUDA graphs. Packing keeps the
-draw random and the shape fixed: every epoch draws the examples in a seeded random order, each
-exactly once, and packs them whole into `rows` rows of `row_len` tokens; only the tail of a row is
-padding. Every training batch is (rows, row_len) on every rank.
+draw random: every epoch draws the examples in a seeded random order, each exactly once, in
+batches that fit whole into `rows` rows of `row_len` tokens; only the tail of a row is padding.
+With model.compile=true every training batch is that one shape, (rows, row_len), on every rank;
+without it each batch is laid out in as few, evenly filled rows as its tokens need (PackedCollator).
 
 Each example sees only itself: position ids restart at 0 for every example (and for the padding
 tail), and the backbone gets no 2D attention mask. transformers (5.x) then builds a block-diagonal
@@ -224,20 +225,42 @@ class PackedSampler(Sampler[int]):
 
 class PackedCollator:
     """The unpacked collator's batch of the same examples (per-example labels, attention_mask,
-    ...), with `input_ids` replaced by the packed (rows, row_len) ids, plus `position_ids`
-    (rows, row_len) restarting at 0 per example and `pack_index` (E, T)."""
+    ...), with `input_ids` replaced by the packed ids, plus `position_ids` restarting at 0 per
+    example and `pack_index` (E, T).
 
-    def __init__(self, collator: Collator, rows: int, row_len: int, pad_token_id: int):
+    Two layouts of the same examples (the sampler decides which examples a batch holds, so both
+    train on the same batches):
+    - `rows` given (static shapes, for model.compile): every batch is (rows, row_len), the examples
+      in the sampler's rows, each row's tail padded -- one graph, no recompiles, CUDA graphs.
+    - `rows=None` (eager): each batch gets as few rows as its tokens need, the examples spread
+      longest first over them so that the rows end evenly, and the rows only as wide as the fullest
+      (rounded up to `multiple`). On SST-2 sentences that leaves under 1% of the positions as padding
+      where the fixed shape leaves about 23% (docs/benchmarks.md); shapes that change per batch
+      cost nothing without compile.
+    """
+
+    def __init__(self, collator: Collator, row_len: int, pad_token_id: int, rows: int | None = None,
+                 multiple: int = 1):
         self.collator, self.rows, self.row_len, self.pad_token_id = collator, rows, row_len, pad_token_id
+        self.multiple = multiple
+
+    def _layout(self, lengths: list[int]) -> tuple[list[list[int]], int]:
+        """(rows of example positions, tokens per row) of this batch."""
+        if self.rows is None:
+            rows = balanced_rows(lengths, self.row_len)
+            widest = max(sum(lengths[e] for e in row) for row in rows)
+            return rows, self.multiple * math.ceil(widest / self.multiple)
+        rows = next_fit(lengths, self.row_len)
+        if len(rows) > self.rows:
+            raise RuntimeError(f"{len(lengths)} examples need {len(rows)} rows, the batch has {self.rows}")
+        return rows + [[] for _ in range(self.rows - len(rows))], self.row_len
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.collator(features)
         lengths = [len(f["input_ids"]) for f in features]
-        rows = next_fit(lengths, self.row_len)
-        if len(rows) > self.rows:
-            raise RuntimeError(f"{len(features)} examples need {len(rows)} rows, the batch has {self.rows}")
-        ids = torch.full((self.rows, self.row_len), self.pad_token_id, dtype=torch.long)
-        positions = torch.arange(self.row_len).repeat(self.rows, 1)  # padding tails: their own sequence
+        rows, row_len = self._layout(lengths)
+        ids = torch.full((len(rows), row_len), self.pad_token_id, dtype=torch.long)
+        positions = torch.arange(row_len).repeat(len(rows), 1)  # padding tails: their own sequence
         width = batch["attention_mask"].shape[-1]
         index = torch.zeros((len(features), width), dtype=torch.long)
         for r, members in enumerate(rows):
@@ -246,12 +269,30 @@ class PackedCollator:
                 n = lengths[e]
                 ids[r, start:start + n] = torch.as_tensor(features[e]["input_ids"], dtype=torch.long)
                 positions[r, start:start + n] = torch.arange(n)
-                positions[r, start + n:] = torch.arange(self.row_len - start - n)
+                positions[r, start + n:] = torch.arange(row_len - start - n)
                 # past an example's end: its first token (any real index; masked by attention_mask)
-                index[e] = r * self.row_len + start + torch.arange(width).masked_fill(torch.arange(width) >= n, 0)
+                index[e] = r * row_len + start + torch.arange(width).masked_fill(torch.arange(width) >= n, 0)
                 start += n
         batch["input_ids"], batch["position_ids"], batch["pack_index"] = ids, positions, index
         return batch
+
+
+def balanced_rows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
+    """Positions of `lengths` in as few rows of at most row_len tokens as a longest-first spread
+    manages, starting from the fewest the total allows: each example, longest first, goes into the
+    emptiest row, so the rows end within about one example of each other (little tail padding)."""
+    order = sorted(range(len(lengths)), key=lambda e: -lengths[e])
+    count = max(1, math.ceil(sum(lengths) / row_len))
+    while True:
+        rows: list[list[int]] = [[] for _ in range(count)]
+        fills = [0] * count
+        for e in order:
+            r = min(range(count), key=fills.__getitem__)
+            rows[r].append(e)
+            fills[r] += lengths[e]
+        if max(fills) <= row_len:  # always true by len(lengths) rows: one example per row fits
+            return rows
+        count += 1
 
 
 def is_packed(batch: dict[str, torch.Tensor]) -> bool:

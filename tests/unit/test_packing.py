@@ -8,7 +8,7 @@ from transformers import (GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceC
 
 from gpt2tasks.datamodules.batching import Collator, RankBatchSampler
 from gpt2tasks.datamodules.labels import SINGLE, LabelSpace
-from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, default_layout, next_fit
+from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, balanced_rows, default_layout, next_fit
 from gpt2tasks.datamodules.seq_cls import SeqClsDataModule
 from gpt2tasks.errors import UserError
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec
@@ -128,6 +128,21 @@ def test_collator_packs_rows_with_restarting_positions():
     assert batch["pack_index"][:, 0].tolist() == [0, 3, 6]
 
 
+def test_collator_without_a_fixed_shape_takes_the_rows_the_batch_needs_filled_evenly():
+    lengths = [5, 9, 3, 12, 1, 7, 4]  # 41 tokens: 3 rows of 16 at least
+    rows = balanced_rows(lengths, 16)
+    assert len(rows) == 3 and sorted(e for r in rows for e in r) == list(range(7))
+    assert sorted(sum(lengths[e] for e in r) for r in rows) == [13, 13, 15]  # next_fit: 14, 16, 11 (+ tails)
+    assert [len(r) for r in balanced_rows([10, 10, 10], 16)] == [1, 1, 1]  # 30 tokens, but 2 rows cannot hold them
+    features = [{"input_ids": list(range(1, n + 1)), "labels": 0, "idx": i} for i, n in enumerate(lengths)]
+    batch = PackedCollator(Collator(PAD), row_len=16, pad_token_id=PAD, multiple=8)(features)
+    assert batch["input_ids"].shape == (3, 16)  # the fullest row (15) rounded up to a multiple of 8
+    assert PackedCollator(Collator(PAD), row_len=16, pad_token_id=PAD)(features)["input_ids"].shape == (3, 15)
+    flat = batch["input_ids"].flatten()
+    for e, n in enumerate(lengths):  # every example's tokens where pack_index says, in order
+        assert flat[batch["pack_index"][e, :n]].tolist() == list(range(1, n + 1))
+
+
 def test_max_tokens_per_row_below_the_longest_row_is_refused(tmp_path, tiny_tokenizer):
     rows = [{"text": "a fairly long sentence with several words in it", "label": "x"}, {"text": "b", "label": "y"}]
     with pytest.raises(UserError, match="data.max_tokens_per_row=2 must be between"):
@@ -179,9 +194,10 @@ KINDS = {
 }
 
 
+@pytest.mark.parametrize("fixed_rows", [3, None])  # one static shape (compile), or the rows each batch needs
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: our block mask; eager: transformers' own
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_packed_outputs_equal_each_example_alone_and_the_loss_the_unpacked_one(kind, attention):
+def test_packed_outputs_equal_each_example_alone_and_the_loss_the_unpacked_one(kind, attention, fixed_rows):
     torch.manual_seed(0)
     make, padded, fields = KINDS[kind]
     module = make()
@@ -189,8 +205,9 @@ def test_packed_outputs_equal_each_example_alone_and_the_loss_the_unpacked_one(k
     assert module.backbone.config._attn_implementation == attention
     rows = features(kind, [5, 9, 3, 12, 1, 7, 4])
     collator = Collator(PAD, padded=padded)
-    packed = PackedCollator(collator, rows=3, row_len=16, pad_token_id=PAD)(rows)
-    assert packed["input_ids"].shape == (3, 16) and packed["position_ids"].shape == (3, 16)
+    packed = PackedCollator(collator, rows=fixed_rows, row_len=16, pad_token_id=PAD)(rows)
+    shape = (3, 16) if fixed_rows else (3, 15)
+    assert packed["input_ids"].shape == shape and packed["position_ids"].shape == shape
     assert len(next_fit([len(r["input_ids"]) for r in rows], 16)) > 1 and max(
         len(m) for m in next_fit([len(r["input_ids"]) for r in rows], 16)) > 1  # rows really hold several
     with torch.no_grad():
@@ -220,10 +237,15 @@ def test_packed_outputs_equal_each_example_alone_and_the_loss_the_unpacked_one(k
 def test_packed_training_batches_from_a_datamodule_feed_the_module(tmp_path, tiny_tokenizer):
     rows = [{"text": " ".join(["word"] * (1 + i % 7)), "label": "xyz"[i % 3]} for i in range(40)]
     dm = file_datamodule(SeqClsDataModule, tmp_path, tiny_tokenizer, rows, pack_examples=True, batch_size=8)
-    loader = dm.train_dataloader()
-    shapes = {tuple(b["input_ids"].shape) for b in loader}
-    assert len(shapes) == 1  # one fixed shape: static-shape compile, CUDA graphs
-    assert sum(len(b["idx"]) for b in loader) == 40
+    tokens = sum(len(r["input_ids"]) for r in dm.datasets["train"].rows)
+    dm.static_shapes = True
+    static = list(dm.train_dataloader())
+    assert len({tuple(b["input_ids"].shape) for b in static}) == 1  # one fixed shape: static-shape compile, CUDA graphs
+    dm.static_shapes = False
+    eager = list(dm.train_dataloader())
+    assert [b["idx"].tolist() for b in eager] == [b["idx"].tolist() for b in static]  # the same batches, laid out tighter
+    assert sum(len(b["idx"]) for b in eager) == 40
+    assert tokens / sum(b["input_ids"].numel() for b in eager) > 0.9 > tokens / sum(b["input_ids"].numel() for b in static)
 
 
 @pytest.mark.parametrize("overrides, packed", [
@@ -239,6 +261,16 @@ def test_which_training_batches_are_packed(cfg_factory, overrides, packed):
     datamodule, _, _ = build_for_training(cfg_factory(*overrides, "data.max_train_samples=40", "data.max_eval_samples=8"))
     batch = next(iter(datamodule.train_dataloader()))
     assert ("pack_index" in batch) == packed
+
+
+def test_packed_batches_have_one_shape_when_the_model_is_compiled(cfg_factory):
+    from gpt2tasks.build import build_for_training
+
+    for compile_, shapes in (("false", "several"), ("true", "one")):
+        datamodule, _, _ = build_for_training(cfg_factory(f"model.compile={compile_}", "data.max_train_samples=200",
+                                                          "data.max_eval_samples=8"))
+        seen = {tuple(b["input_ids"].shape) for b in datamodule.train_dataloader()}
+        assert datamodule.static_shapes == (compile_ == "true") and (len(seen) == 1) == (shapes == "one")
 
 
 def test_packed_batches_compile_to_one_static_graph():
