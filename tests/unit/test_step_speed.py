@@ -134,3 +134,40 @@ def test_progress_bar_redraws_at_the_logging_interval_on_cuda(monkeypatch):
     bar = build.progress_bar({"enable_progress_bar": True, "log_every_n_steps": 25})
     assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 25
     assert build.progress_bar({"enable_progress_bar": False}) is None
+
+
+def test_gpt2_gelu_runs_as_one_fused_kernel_with_the_same_outputs_gradients_and_config(tmp_path, cfg_factory):
+    """backbone.fuse_gelu: gelu_new's six-op formula -> torch's fused tanh GELU, the same function
+    (outputs and gradients within float rounding); the config, state dict and export keep gelu_new."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from gpt2tasks.backbone import fuse_gelu
+
+    torch.manual_seed(0)
+    plain = GPT2ForSequenceClassification(config(num_labels=3))  # dropout off: the two forwards comparable
+    fused = GPT2ForSequenceClassification(plain.config)
+    fused.load_state_dict(plain.state_dict())
+    fuse_gelu(fused)
+    assert [type(b.mlp.act) for b in fused.transformer.h] == [GELUTanh] * 2
+    assert all(type(b.mlp.act) is NewGELUActivation for b in plain.transformer.h)
+    ids = torch.randint(1, 1000, (3, 20), generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 2, 1])
+    losses = []
+    for model in (plain, fused):
+        out = model(input_ids=ids, labels=labels)
+        out.loss.backward()
+        losses.append((out.logits, out.loss))
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=1e-5)
+    for (name, a), b in zip(plain.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    fused.save_pretrained(tmp_path)
+    assert GPT2ForSequenceClassification.from_pretrained(tmp_path).config.activation_function == "gelu_new"
+    other = GPT2ForSequenceClassification(config(num_labels=3, activation_function="relu"))
+    fuse_gelu(other)  # a user's own activation stays
+    assert type(other.transformer.h[0].mlp.act) is torch.nn.ReLU
+
+    from gpt2tasks.build import build_for_training  # what a run trains: fused
+
+    _, module, _ = build_for_training(cfg_factory("data.max_train_samples=8", "data.max_eval_samples=8"))
+    assert {type(m) for m in module.modules()} & {GELUTanh, NewGELUActivation} == {GELUTanh}
