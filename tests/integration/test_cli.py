@@ -43,24 +43,39 @@ def test_help_and_cfg_job():
     assert cfg.returncode == 0 and "name: sst2" in cfg.stdout and "openai-community/gpt2" in cfg.stdout
 
 
-def test_bad_inputs_exit_non_zero_with_one_message_and_leave_nothing(tmp_path):
-    cases = {
-        ("task=nope",): "Available options in 'task'",
-        ("model=gpt3",): "Available options in 'model'",
-        ("precision=fp8",): "precision='fp8' is not one of 32-true, 16-mixed, bf16-mixed, bf16-true",
-        ("task=text_classification", f"data.train_file={tmp_path / 'missing.csv'}"): "data.train_file=",
-    }
-    for i, (args, expected) in enumerate(cases.items()):
+BAD_INPUTS = {  # overrides -> what stderr must say
+    ("task=nope",): "Available options in 'task'",
+    ("model=gpt3",): "Available options in 'model'",
+    ("precision=fp8",): "precision='fp8' is not one of 32-true, 16-mixed, bf16-mixed, bf16-true",
+    ("task=text_classification", "data.train_file={tmp}/missing.csv"): "data.train_file=",
+}
+
+
+def test_bad_inputs_exit_non_zero_with_one_message_and_leave_nothing(tmp_path, cli):
+    # in-process (the same entry point; a fresh interpreter per case cost seconds each): the
+    # subprocess test below proves the real exit status and stderr end to end
+    for i, args in enumerate(BAD_INPUTS):
         out = tmp_path / f"out{i}"
-        done = run_cli("train", f"output_dir={out}", *args)
+        done = cli("train", f"output_dir={out}", *(a.format(tmp=tmp_path) for a in args))
         assert done.returncode != 0, args
-        assert expected in done.stderr, (args, done.stderr[-2000:])
+        assert BAD_INPUTS[args] in done.stderr, (args, done.stderr[-2000:])
         assert "Traceback" not in done.stderr
         assert not out.exists(), f"{args} left {out} behind"
-    unknown = run_cli("frobnicate")
+    unknown = cli("frobnicate")
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
-    missing = run_cli("eval", f"ckpt={tmp_path / 'nope.ckpt'}")
+    missing = cli("eval", f"ckpt={tmp_path / 'nope.ckpt'}")
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_bad_input_in_a_real_process_exits_2_with_one_message_and_leaves_nothing(tmp_path):
+    # the end-to-end form of the test above, for an error found after Hydra started the job (its
+    # folder made, logging configured): the interpreter's exit status, no traceback, no folder
+    out = tmp_path / "out"
+    done = run_cli("train", f"output_dir={out}", "precision=fp8")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert BAD_INPUTS[("precision=fp8",)] in done.stderr and done.stderr.count("gpt2tasks: error: ") == 1
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
 
 
 @pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
