@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real subprocesses, exit codes, files on disk."""
+"""The command line as a user runs it: exit codes, stdout/stderr, files on disk (in-process through
+the `cli` fixture where a fresh interpreter adds only import time; real subprocesses below)."""
 
 import json
 
