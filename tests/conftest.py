@@ -100,3 +100,43 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "gpt2tasks", *args], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def _logging_state():
+    import logging
+
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [(lg, list(lg.handlers), lg.level, lg.disabled, lg.propagate) for lg in loggers]
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`python -m gpt2tasks <args>` run in this process: the same entry point, exit status and
+    stdout/stderr (a CompletedProcess, like run_cli) without a fresh interpreter's imports (seconds
+    per call). For command-line checks that fail or finish early; subprocess tests (run_cli) still
+    prove the real exit status and the absence of a traceback end to end
+    (tests/integration/test_cli.py)."""
+    import subprocess
+
+    from gpt2tasks.__main__ import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "argv", [sys.argv[0], *args])  # `train` hands sys.argv to Hydra
+        saved = _logging_state()  # Hydra's job logging re-configures the root logger; undo it
+        capsys.readouterr()
+        code, message = 0, ""
+        try:
+            main(list(args))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            message = "" if stop.code is None or isinstance(stop.code, int) else f"{stop.code}\n"  # as Python prints it
+        finally:
+            for logger, handlers, level, disabled, propagate in saved:
+                logger.handlers[:] = handlers
+                logger.setLevel(level)
+                logger.disabled, logger.propagate = disabled, propagate
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["gpt2tasks", *args], code, out.out, out.err + message)
+
+    return run

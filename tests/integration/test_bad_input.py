@@ -132,19 +132,19 @@ def test_eval_of_missing_or_foreign_checkpoints(tmp_path):
 
 
 # ---- keys and trainer values: refused before Hydra or before the run folder --------------------------
-def _cli_refuses(tmp_path, *args):
-    from tests.conftest import run_cli
-
+def _cli_refuses(cli, tmp_path, *args):
+    # `cli`: the command line's entry point in-process (tests/conftest.py); test_cli.py runs one
+    # bad input in a real process for the interpreter's exit status
     out = tmp_path / "out"
-    done = run_cli("train", f"output_dir={out}", *args)
+    done = cli("train", f"output_dir={out}", *args)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and done.stderr.count("gpt2tasks: error: ") == 1
     assert not out.exists(), f"{args} left {out} behind"
     return done.stderr.split("gpt2tasks: error: ")[1]  # the message (after any progress output)
 
 
-def test_cli_misspelt_keys_name_the_key_meant_with_or_without_plus(tmp_path):
-    err = _cli_refuses(tmp_path, "data.bach_size=8", "+trainer.max_epoch=3", "++optim.lrr=1e-4", "trainer.lr=1",
+def test_cli_misspelt_keys_name_the_key_meant_with_or_without_plus(tmp_path, cli):
+    err = _cli_refuses(cli, tmp_path, "data.bach_size=8", "+trainer.max_epoch=3", "++optim.lrr=1e-4", "trainer.lr=1",
                        "checkpoint.save_lst=false", "sed=3")
     assert "6 unknown keys" in err and "To append to your config use +" not in err
     for fix in ("data.batch_size=8", "trainer.max_epochs=3", "optim.lr=1e-4", "optim.lr=1", "checkpoint.save_last=false",
@@ -153,28 +153,28 @@ def test_cli_misspelt_keys_name_the_key_meant_with_or_without_plus(tmp_path):
     assert "Hydra's `+` does not help" in err
 
 
-def test_cli_bad_trainer_values_and_a_sweep_are_one_message_each(tmp_path):
-    err = _cli_refuses(tmp_path, "trainer.accumulate_grad_batches=0", "trainer.max_epochs=abc", "trainer.devices=0",
+def test_cli_bad_trainer_values_and_a_sweep_are_one_message_each(tmp_path, cli):
+    err = _cli_refuses(cli, tmp_path, "trainer.accumulate_grad_batches=0", "trainer.max_epochs=abc", "trainer.devices=0",
                        "trainer.gradient_clip_val=-1", "trainer.precision=bf16")
     assert err.startswith("5 problems in the config")
     assert "trainer.accumulate_grad_batches=0 must be an integer >= 1" in err
     assert "trainer.max_epochs='abc' must be an integer or null" in err and "trainer.devices=0" in err
     assert "trainer.gradient_clip_val=-1 must be >= 0" in err and "use precision=" in err
-    sweep = _cli_refuses(tmp_path, "-m", f"hydra.sweep.dir={tmp_path / 'out'}", "data.bach_size=8,16")
+    sweep = _cli_refuses(cli, tmp_path, "-m", f"hydra.sweep.dir={tmp_path / 'out'}", "data.bach_size=8,16")
     assert "did you mean data.batch_size?" in sweep
 
 
-def test_cli_val_check_interval_longer_than_the_epoch(tmp_path):
-    err = _cli_refuses(tmp_path, "data.max_train_samples=64", "data.batch_size=16", "trainer.val_check_interval=10")
+def test_cli_val_check_interval_longer_than_the_epoch(tmp_path, cli):
+    err = _cli_refuses(cli, tmp_path, "data.max_train_samples=64", "data.batch_size=16", "trainer.val_check_interval=10")
     assert "trainer.val_check_interval=10 is more than the 4 training batches of an epoch" in err
     assert "trainer.check_val_every_n_epoch=null" in err
 
 
-def test_cli_a_typo_label_is_refused_with_its_line(tmp_path):
+def test_cli_a_typo_label_is_refused_with_its_line(tmp_path, cli):
     rows = [f"review {i},{'positive' if i % 2 else 'negative'}" for i in range(300)]
     rows[41] = "review 41,postive"
     train_file = _csv(tmp_path / "train.csv", "text,label\n" + "\n".join(rows) + "\n")
-    err = _cli_refuses(tmp_path, "task=text_classification", f"data.train_file={train_file}",
+    err = _cli_refuses(cli, tmp_path, "task=text_classification", f"data.train_file={train_file}",
                        f"data.validation_file={train_file}")
     assert f"'postive' (1)" in err and f"data.train_file={train_file}, line 43" in err
     assert "data.allow_rare_labels=true" in err

@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real subprocesses, exit codes, files on disk."""
+"""The command line as a user runs it: exit codes, stdout/stderr, files on disk (in-process through
+the `cli` fixture where a fresh interpreter adds only import time; real subprocesses below)."""
 
 import json
 
@@ -6,17 +7,20 @@ import pytest
 
 from tests.conftest import run_cli
 
-QUICK = ["trainer.max_epochs=2", "data.max_train_samples=320", "data.max_eval_samples=64",
+# two epochs, so that the best checkpoint need not be the last; few samples: the check is equality
+QUICK = ["trainer.max_epochs=2", "data.max_train_samples=64", "data.max_eval_samples=32",
          "trainer.enable_progress_bar=false"]
 
 
-def test_train_then_eval_reproduces_validation_metrics(tmp_path):
+def test_train_then_eval_reproduces_validation_metrics(tmp_path, cli):
+    # in-process (`cli`: the same entry point, Hydra included, without a fresh interpreter's
+    # imports); the README commands test (slow tier) runs train and eval in real processes
     out = tmp_path / "run"
-    done = run_cli("train", f"output_dir={out}", *QUICK)
+    done = cli("train", f"output_dir={out}", *QUICK)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"run:        {out}" in done.stdout and "re-evaluate: python -m gpt2tasks eval" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    evaluated = run_cli("eval", f"ckpt={out / 'checkpoints' / 'best.ckpt'}", f"output={tmp_path / 'eval.json'}")
+    evaluated = cli("eval", f"ckpt={out / 'checkpoints' / 'best.ckpt'}", f"output={tmp_path / 'eval.json'}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     again = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
     assert again == metrics == json.loads((tmp_path / "eval.json").read_text())
@@ -43,24 +47,39 @@ def test_help_and_cfg_job():
     assert cfg.returncode == 0 and "name: sst2" in cfg.stdout and "openai-community/gpt2" in cfg.stdout
 
 
-def test_bad_inputs_exit_non_zero_with_one_message_and_leave_nothing(tmp_path):
-    cases = {
-        ("task=nope",): "Available options in 'task'",
-        ("model=gpt3",): "Available options in 'model'",
-        ("precision=fp8",): "precision='fp8' is not one of 32-true, 16-mixed, bf16-mixed, bf16-true",
-        ("task=text_classification", f"data.train_file={tmp_path / 'missing.csv'}"): "data.train_file=",
-    }
-    for i, (args, expected) in enumerate(cases.items()):
+BAD_INPUTS = {  # overrides -> what stderr must say
+    ("task=nope",): "Available options in 'task'",
+    ("model=gpt3",): "Available options in 'model'",
+    ("precision=fp8",): "precision='fp8' is not one of 32-true, 16-mixed, bf16-mixed, bf16-true",
+    ("task=text_classification", "data.train_file={tmp}/missing.csv"): "data.train_file=",
+}
+
+
+def test_bad_inputs_exit_non_zero_with_one_message_and_leave_nothing(tmp_path, cli):
+    # in-process (the same entry point; a fresh interpreter per case cost seconds each): the
+    # subprocess test below proves the real exit status and stderr end to end
+    for i, args in enumerate(BAD_INPUTS):
         out = tmp_path / f"out{i}"
-        done = run_cli("train", f"output_dir={out}", *args)
+        done = cli("train", f"output_dir={out}", *(a.format(tmp=tmp_path) for a in args))
         assert done.returncode != 0, args
-        assert expected in done.stderr, (args, done.stderr[-2000:])
+        assert BAD_INPUTS[args] in done.stderr, (args, done.stderr[-2000:])
         assert "Traceback" not in done.stderr
         assert not out.exists(), f"{args} left {out} behind"
-    unknown = run_cli("frobnicate")
+    unknown = cli("frobnicate")
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
-    missing = run_cli("eval", f"ckpt={tmp_path / 'nope.ckpt'}")
+    missing = cli("eval", f"ckpt={tmp_path / 'nope.ckpt'}")
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_bad_input_in_a_real_process_exits_2_with_one_message_and_leaves_nothing(tmp_path):
+    # the end-to-end form of the test above, for an error found after Hydra started the job (its
+    # folder made, logging configured): the interpreter's exit status, no traceback, no folder
+    out = tmp_path / "out"
+    done = run_cli("train", f"output_dir={out}", "precision=fp8")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert BAD_INPUTS[("precision=fp8",)] in done.stderr and done.stderr.count("gpt2tasks: error: ") == 1
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
 
 
 @pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default

@@ -310,8 +310,8 @@ def test_shared_lora_adapters_train_for_every_task_and_merge_per_head(tiny_gpt2_
     assert hasattr(module.tasks["sample_sentiment"].model.transformer, "peft_config")  # the others keep LoRA
 
 
-def test_cli_takes_task_keys_without_plus_and_eval_picks_a_head(tmp_path):
-    done = run_cli("train", "task=multitask", TASKS, f"output_dir={tmp_path / 'run'}", "logger=none",
+def test_cli_takes_task_keys_without_plus_and_eval_picks_a_head(tmp_path, cli):
+    done = cli("train", "task=multitask", TASKS, f"output_dir={tmp_path / 'run'}", "logger=none",
                    "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "data.max_train_samples=32",
                    "data.max_eval_samples=16", "tasks.sample_ner.data.max_length=24", "multitask.sampling=uniform",
                    "data.max_length=128")  # config.yaml's own value, over sample_sentiment's 64
@@ -322,7 +322,7 @@ def test_cli_takes_task_keys_without_plus_and_eval_picks_a_head(tmp_path):
     assert saved.tasks.sample_ner.data.max_train_samples == 32 == saved.tasks.sample_sentiment.data.max_train_samples
     assert saved.tasks.sample_sentiment.data.max_length == 128  # written, so it counts, though it is the default
     assert "one backbone of" in done.stdout + done.stderr and "shared by 2 heads" in done.stdout + done.stderr
-    bad = run_cli("eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "task=sample_lm")
+    bad = cli("eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "task=sample_lm")
     assert bad.returncode == 2 and "task=sample_lm: not a task of this multi-task checkpoint" in bad.stderr
     assert "Traceback" not in bad.stderr
 

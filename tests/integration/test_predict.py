@@ -21,7 +21,7 @@ from gpt2tasks.resources import DATA_DIR
 from gpt2tasks.runfile import EXPORT_INFO
 from gpt2tasks.tasks.token_cls import entity_spans, ner_metrics
 from gpt2tasks.train import train
-from tests.conftest import compose, run_cli
+from tests.conftest import compose
 
 N_ROWS = 24  # rows of each validation file to predict
 QUICK = ("trainer.max_steps=1", "data.batch_size=8")  # near the random init: varied predictions to compare
@@ -238,15 +238,15 @@ def test_a_failure_while_predicting_leaves_no_output(run, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []  # no output and no temporary file
 
 
-def test_cli_predict_writes_lines_and_reports_errors(run, tmp_path):
+def test_cli_predict_writes_lines_and_reports_errors(run, tmp_path, cli):
     ckpt, subset = run("sample_sentiment")
-    done = run_cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'p.jsonl'}", "batch_size=7",
+    done = cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'p.jsonl'}", "batch_size=7",
                    "trainer.enable_progress_bar=true")
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [line["index"] for line in lines] == list(range(N_ROWS)) and {"label", "scores"} <= set(lines[0])
     assert "Predicting" in done.stderr + done.stdout  # Lightning's progress bar
-    again = run_cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'p.jsonl'}")
+    again = cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'p.jsonl'}")
     assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
-    helped = run_cli("predict", "--help")
+    helped = cli("predict", "--help")
     assert helped.returncode == 0 and "ckpt=" in helped.stdout and "continuation" in helped.stdout

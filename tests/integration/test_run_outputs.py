@@ -153,10 +153,10 @@ def test_early_stopping_patience_must_be_a_count(cfg_factory):
         train(cfg_factory("early_stopping.patience=3x"))
 
 
-def test_fast_dev_run_writes_nothing_and_says_so(tmp_path):
+def test_fast_dev_run_writes_nothing_and_says_so(tmp_path, cli, monkeypatch):
     out = tmp_path / "debug"
-    result = run_cli("train", f"output_dir={out}", "+trainer.fast_dev_run=true", "trainer.enable_progress_bar=false",
-                     cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", f"output_dir={out}", "+trainer.fast_dev_run=true", "trainer.enable_progress_bar=false")
     assert result.returncode == 0, result.stderr
     assert "fast_dev_run: a debug run of 1 batch(es) per stage; nothing was written" in result.stdout
     assert "val/accuracy=" in result.stdout

@@ -2,14 +2,14 @@
 
 import json
 
-from tests.conftest import run_cli
 
-
-def test_two_job_sweep_prints_and_writes_a_summary_best_first(tmp_path):
+def test_two_job_sweep_prints_and_writes_a_summary_best_first(tmp_path, cli, monkeypatch):
+    # in-process (`cli`): Hydra's launcher runs the jobs one after the other in this process anyway
     sweep = tmp_path / "sweep"
-    result = run_cli("train", "-m", "optim.lr=1e-4,3e-3", f"hydra.sweep.dir={sweep}", "trainer.max_epochs=1",
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "-m", "optim.lr=1e-4,3e-3", f"hydra.sweep.dir={sweep}", "trainer.max_epochs=1",
                      "data.max_train_samples=64", "data.max_eval_samples=32", "data.batch_size=16",
-                     "trainer.enable_progress_bar=false", cwd=tmp_path)
+                     "trainer.enable_progress_bar=false")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((sweep / "summary.json").read_text())
     assert sorted(r["job"] for r in rows) == [0, 1]
