@@ -30,6 +30,7 @@ from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.datamodules.multitask import MultiTaskDataModule
 from gpt2tasks.errors import UserError
 from gpt2tasks.lora import LoraSpec
+from gpt2tasks.literal import check_file_name
 from gpt2tasks.strategies import build_strategy
 from gpt2tasks.tasks import KINDS
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
@@ -264,8 +265,12 @@ def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:
 
 
 def tokenizer_from_files(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a checkpoint's run information ({file name: content}). The names are
+    checked again here, where they become paths (runfile.load_checkpoint checked them on loading)."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, content in files.items():
+            check_file_name(name, "the checkpoint's tokenizer_files", "use an unmodified checkpoint of a "
+                            "`gpt2tasks train` run.")
             Path(tmp, name).write_bytes(content)
         tokenizer = AutoTokenizer.from_pretrained(tmp, use_fast=True)
     tokenizer.padding_side = "right"

@@ -15,11 +15,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import OmegaConf
-
 from gpt2tasks import multitask
 from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
+from gpt2tasks.literal import literal_config
 from gpt2tasks.outputs import check_writable, save_atomic
 from gpt2tasks.runfile import TRUST_KEY, load_checkpoint
 
@@ -63,7 +62,7 @@ def combine(ckpts: list[str], out: str, overwrite: bool = False, trust_checkpoin
         _check_combinable(path, checkpoint["gpt2tasks"])
     info = _combined_info([c["gpt2tasks"] for _, c in checkpoints], ckpts)
 
-    cfg = OmegaConf.create(info["config"])
+    cfg = literal_config(info["config"])
     _, module = build_from_checkpoint(cfg, info, load_eval_sets=False)  # the base, every adapter set, every head
     state = module.state_dict()
     given: dict[str, torch.Tensor] = {}
@@ -122,7 +121,7 @@ def _combined_info(infos: list[dict], ckpts: list[str]) -> dict[str, Any]:
             config["multitask"][key] = {**config["multitask"][key], **info["config"]["multitask"][key]}
     config["multitask"].update(tasks=entries, monitor="mean")
     config["tasks"] = sections
-    cfg = OmegaConf.create(config)
+    cfg = literal_config(config)
     try:
         config["task"]["monitor"], config["task"]["mode"] = multitask.checkpoint_monitor(cfg, list(sections))
     except UserError:  # the tasks' metrics go different ways: monitor the first task's own

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from gpt2tasks import multitask
 from gpt2tasks.errors import UserError
 from gpt2tasks.keys import default_config, key_problems, own_key_problems, trainer_keywords
+from gpt2tasks.literal import file_name_problem
 
 # `train --help` imports this module: what imports torch (the kind registry, typed specs, lora,
 # strategies, lightning) is imported inside the functions that need it.
@@ -34,6 +35,7 @@ def normalize_precision(value) -> str:
 
 def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
 
 
 def spec_of(cls, node: DictConfig):
@@ -109,6 +111,11 @@ def task_problems(cfg: DictConfig) -> list[str]:
                                                       f"(null: {'no padding multiple' if key.startswith('pad') else 'every row'}).")
         need(0 <= data.max_bad_answer_fraction <= 1,
              f"data.max_bad_answer_fraction={data.max_bad_answer_fraction} must be a fraction in [0, 1].")
+    extra = data.get("extra_validation")
+    for name in extra if OmegaConf.is_dict(extra) else ():  # val_<name>_predictions.json, logged as val_<name>/...
+        problem = file_name_problem(name)
+        need(problem is None, f"data.extra_validation.{name}: the name {name!r} {problem}, and it becomes part of "
+                              "file names. Fix: name the eval set with letters, digits, '-' or '_'.")
     for key in ("train_file", "validation_file", "test_file"):
         path = data[key]
         if path and not os.path.isfile(os.path.expanduser(str(path))):

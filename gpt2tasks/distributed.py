@@ -20,6 +20,8 @@ from collections.abc import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from gpt2tasks.literal import literal_yaml
+
 #: the resolved config (YAML) that a rank Lightning re-launched must run
 RANK_CONFIG_ENV = "GPT2TASKS_RANK_CONFIG"
 
@@ -57,7 +59,7 @@ def ranks_run(cfg: DictConfig) -> Iterator[None]:
     import torch.distributed as dist
 
     before = {name: os.environ.get(name) for name in _LAUNCH_ENV}
-    os.environ[RANK_CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
+    os.environ[RANK_CONFIG_ENV] = literal_yaml(cfg)
     try:
         yield
     finally:

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 
 # torch, peft, gpt2tasks.build and the kind registry (gpt2tasks.tasks) are imported where used:
 # `export --help` answers without them.
 from gpt2tasks import multitask, runfile
 from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
+from gpt2tasks.literal import literal_config
 from gpt2tasks.outputs import check_writable
 from gpt2tasks.plots import PLOTS_DIR, run_name
 
@@ -96,7 +96,7 @@ def export(options: ExportOptions) -> Path:
     checkpoint = runfile.load_checkpoint(options.ckpt, options.trust_checkpoint)
     info = checkpoint["gpt2tasks"]
     task = runfile.select_task(info, options.task, "export", required=False)
-    cfg = OmegaConf.create(info["config"])
+    cfg = literal_config(info["config"])
     cfg.model.compile = False  # an export is eager weights; compiling would only cost time
     cfg.model.gradient_checkpointing = False
     _, _, module = restore(checkpoint, cfg, load_eval_sets=False)  # the run's model with its weights

@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gpt2tasks.errors import UserError
+from gpt2tasks.literal import literal_config
 from gpt2tasks.resources import CONF_DIR
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def task_view(cfg: DictConfig, name: str) -> DictConfig:
     section = container.pop("tasks")[name]
     container.pop("multitask")
     container.update(task=section["task"], data=section["data"])
-    view = OmegaConf.create(container)
+    view = literal_config(container)  # resolved: a "${" left in a value is text
     OmegaConf.set_struct(view, True)
     return view
 

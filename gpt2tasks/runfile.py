@@ -20,7 +20,7 @@ import logging
 import pickle
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 # torch is imported where a file is read: `eval --help` and `export --help` answer without it.
 from gpt2tasks.errors import UserError
 from gpt2tasks.multitask import MULTITASK
+from gpt2tasks.literal import check_file_names, config_file_names, literal_config
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,27 @@ def _check_run_info(path: str, ckpt: Any) -> None:
         raise UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing) or 'state_dict'}), "
                         "so the model cannot be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or "
                         "last.ckpt of a `gpt2tasks train` run.")
+    files = info["tokenizer_files"]
+    if not isinstance(files, dict) or not all(isinstance(content, bytes) for content in files.values()):
+        raise UserError(f"ckpt={path}: its run information's tokenizer_files is not a table of file names and "
+                        f"contents. Fix: {UNMODIFIED}")
+    check_file_names(run_info_file_names(info), f"ckpt={path}: run information", UNMODIFIED)
+
+
+UNMODIFIED = "pass an unmodified checkpoints/best.ckpt or last.ckpt of a `gpt2tasks train` run."
+
+
+def run_info_file_names(info: dict) -> Iterator[tuple[str, Any]]:
+    """(key, name) for every name of a checkpoint's run information that becomes part of a file or
+    folder name: the tokenizer's files (written to a folder to be loaded), the tasks (an export
+    folder each), and the names its configs give files (names.config_file_names)."""
+    for name in info["tokenizer_files"]:
+        yield "tokenizer_files", name
+    yield from config_file_names(info["config"], "config.")
+    tasks = info.get("tasks")
+    for name, task in (tasks.items() if isinstance(tasks, dict) else ()):
+        yield "tasks", name
+        yield from config_file_names(task.get("config") if isinstance(task, dict) else None, f"tasks.{name}.config.")
 
 
 def _unreadable(path: str, exc: Exception) -> UserError:
@@ -190,7 +212,7 @@ def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, 
 
 def apply_overrides(config: dict, overrides: Sequence[str], command: str, usage: str) -> DictConfig:
     """`config` with `key=value` overrides merged in; a key the config lacks is a UserError."""
-    cfg = OmegaConf.create(config)
+    cfg = literal_config(config)  # saved values are final: a "${" in one is text
     OmegaConf.set_struct(cfg, True)
     for item in overrides:
         if "=" not in item:
@@ -247,6 +269,8 @@ def read_export_info(folder: Path, path: str) -> dict:
         raise UserError(f"ckpt={path}: {info_file} is not a format-{EXPORT_FORMAT} gpt2tasks export (it needs "
                         f"format, kind (one of {', '.join(KINDS)}), config and label_space). Fix: export the run "
                         "again with this version of gpt2tasks.")
+    check_file_names(config_file_names(info["config"], "config."), f"ckpt={path}: {EXPORT_INFO}",
+                     "export the run again with `python -m gpt2tasks export`.")
     if info.get("adapter"):
         raise UserError(f"ckpt={path}: this is a LoRA adapter export (merge_lora=false): it holds the adapters, "
                         "not a model. Fix: pass the run's .ckpt, or export it merged (the default) and pass that "

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gpt2tasks import distributed, multitask, outputs
 from gpt2tasks.config import check_epoch_length, validate_config
+from gpt2tasks.literal import literal_yaml
 from gpt2tasks.errors import UserError
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
             kept = outputs.set_aside(output_dir)  # a new run (overwrite=true: the old one is kept aside)
             if kept is not None and start_from is not None and start_from.is_relative_to(output_dir):
                 start_from = kept / start_from.relative_to(output_dir)  # ckpt_path= into the run replaced
-        outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        outputs.write_atomic(output_dir / "config.yaml", literal_yaml(cfg))  # label names etc. stay literal
     # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
     devices = trainer.world_size
     log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d (%s)",
