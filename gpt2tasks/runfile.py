@@ -197,12 +197,15 @@ def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, 
     With task=<name> (one head of a multi-task run), data.* and task.* overrides are that task's.
     `eval_sets`: eval reads the eval sets only, so the training files are dropped after the
     overrides (even an overridden one is never read); otherwise (predict, which reads the caller's
-    input) every data file is dropped first: another machine may not have them."""
+    input) every data file is dropped first: another machine may not have them.
+    data.cache_dir is this machine's (its default, or the command's data.cache_dir=), never the
+    saved one: a folder named by a file is not where this command writes its cache."""
     from gpt2tasks.config import validate_config
 
     if task is not None:
         overrides = [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
-    cfg = apply_overrides(saved if eval_sets else _without_data_files(saved), overrides, command, usage)
+    dropped = {"cache_dir": None, **({} if eval_sets else DATA_FILES_DROPPED)}
+    cfg = apply_overrides(_with_data(saved, dropped), overrides, command, usage)
     if eval_sets:
         for section in [cfg, *(cfg.tasks[name] for name in cfg.get("tasks") or {})]:
             section.data.train_file = None
@@ -226,11 +229,14 @@ def apply_overrides(config: dict, overrides: Sequence[str], command: str, usage:
     return cfg
 
 
-def _without_data_files(config: dict) -> dict:
-    none = {"train_file": None, "validation_file": None, "test_file": None, "extra_validation": {}}
-    config = {**config, "data": {**config["data"], **none}}
+DATA_FILES_DROPPED = {"train_file": None, "validation_file": None, "test_file": None, "extra_validation": {}}
+
+
+def _with_data(config: dict, values: dict) -> dict:
+    """`config` with `values` set in its data block and in every task's."""
+    config = {**config, "data": {**config["data"], **values}}
     if config.get("tasks"):
-        config["tasks"] = {name: {**section, "data": {**section["data"], **none}}
+        config["tasks"] = {name: {**section, "data": {**section["data"], **values}}
                            for name, section in config["tasks"].items()}
     return config
 

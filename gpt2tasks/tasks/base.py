@@ -113,7 +113,8 @@ class TaskModule(L.LightningModule):
 
     def diagnostics(self, outputs: dict[str, np.ndarray], eval_set: str) -> dict[str, Any]:
         """Numbers behind the run's pictures, from the same gathered outputs as the metrics, e.g.
-        {"confusion": (C, C) counts, "labels": class names}; {} for kinds without any."""
+        plots.confusion's {"confusion": counts, "labels": class names, ...} (bounded whatever the
+        number of classes); {} for kinds without any."""
         return {}
 
     #: kinds with a fixed metric set: the names task.metrics may list, and what else is reported

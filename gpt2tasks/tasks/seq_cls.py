@@ -17,7 +17,7 @@ from scipy.special import expit, softmax
 from gpt2tasks.datamodules.labels import MULTI, REGRESSION
 from gpt2tasks.datamodules.packing import unpack
 from gpt2tasks.metrics import MULTI_LABEL_THRESHOLD, available_metrics, check_metric_names, compute_metrics
-from gpt2tasks.plots import confusion_counts
+from gpt2tasks.plots import confusion
 from gpt2tasks.tasks.base import TaskModule
 
 
@@ -78,7 +78,7 @@ class SeqClsModule(TaskModule):
         id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         names = [id2label[i] for i in range(len(id2label))]
         preds = outputs["logits"].argmax(-1)
-        return {"confusion": confusion_counts(outputs["labels"], preds, len(names)), "labels": names}
+        return confusion(outputs["labels"], preds, names)
 
     def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
         """Single-label: the argmax label + softmax scores per class; multi-label: the classes whose

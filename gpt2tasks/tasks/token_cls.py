@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from gpt2tasks.datamodules.base import PREDICT
 from gpt2tasks.datamodules.packing import unpack
 from gpt2tasks.errors import UserError
-from gpt2tasks.plots import confusion_counts
+from gpt2tasks.plots import confusion
 from gpt2tasks.tasks.base import TaskModule
 
 METRICS = ("precision", "recall", "f1", "accuracy")
@@ -86,7 +86,7 @@ class TokenClsModule(TaskModule):
         golds = words_by_example(outputs["example"], outputs["word_ids"], outputs["labels"])
         true = np.array([t for e in sorted(golds) for t in golds[e]], dtype=np.int64)
         pred = np.array([t for e in sorted(golds) for t in preds[e]], dtype=np.int64)
-        return {"confusion": confusion_counts(true, pred, len(names)), "labels": names, "what": "word tags"}
+        return confusion(true, pred, names, what="word tags")
 
     def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
         """One tag per input word (its first sub-token's prediction, across windows) and the entity
