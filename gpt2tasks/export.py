@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -187,12 +188,14 @@ def run_plots(ckpt: Path) -> list[Path]:
 
 
 def run_metrics(ckpt: Path) -> dict[str, float]:
-    """The run's metrics.json (checkpoints/ sits beside it), or {} when it is not there."""
+    """The run's metrics.json (checkpoints/ sits beside it), or {} when it is not there or holds
+    no table (the card lists only its numbers: card_metrics)."""
     path = ckpt.expanduser().absolute().parent.parent / "metrics.json"
     try:
-        return json.loads(path.read_text())
+        metrics = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -337,6 +340,7 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
         meta["base_model"] = hub_base
     if cfg.data.get("hub_path"):
         meta["datasets"] = [str(cfg.data.hub_path)]
+    metrics, more = card_metrics(metrics)
     if metrics:
         meta["model-index"] = [{"name": title, "results": [{
             "task": {"type": kind.pipeline_tag},
@@ -351,23 +355,23 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
              "max length": cfg.data.max_length, "precision": cfg.precision, "seed": cfg.seed}
     if cfg.get("peft") is not None and cfg.peft.method == "lora":
         hyper["LoRA"] = f"r={cfg.peft.r}, alpha={cfg.peft.alpha}, dropout={cfg.peft.dropout}, targets={cfg.peft.targets}"
-    rows = "\n".join(f"| {k} | {v} |" for k, v in hyper.items())
-    scores = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items()) or "| (no metrics.json beside the run) | |"
+    rows = "\n".join(f"| {k} | {md_text(v)} |" for k, v in hyper.items())
+    scores = "\n".join(f"| {md_text(k)} | {v:.4f} |" for k, v in metrics.items()) or "| (no metrics.json beside the run) | |"
+    if more:
+        scores += f"\n| ({more} more in the run's metrics.json) | |"
     command = info.get("command") or "(trained from Python; no command line recorded)"
     shown = "".join(f"\n![{Path(name).stem}]({PLOTS_DIR}/{name})\n" for name in pictures)
     figures = f"\n## Training curves and evaluation pictures\n{shown}" if pictures else ""
     return f"""---
 {front}---
 
-# {title}
+# {md_text(title)}
 
-GPT-2 fine-tuned for `{cfg.task.name}` ({kind.pipeline_tag}) with gpt2tasks.
+GPT-2 fine-tuned for {md_code(cfg.task.name)} ({kind.pipeline_tag}) with gpt2tasks.
 {usage_snippet(kind, adapter, base)}
 ## Training
 
-```
-{command}
-```
+{fenced(command)}
 
 | hyperparameter | value |
 |---|---|
@@ -381,19 +385,56 @@ GPT-2 fine-tuned for `{cfg.task.name}` ({kind.pipeline_tag}) with gpt2tasks.
 {figures}"""
 
 
+# The card's text comes from the run (task and model names, the command line, metric names with
+# entity types from the user's tags): every piece is written as literal text, never as markup.
+# Up to MAX_CARD_METRICS metrics are listed (a run with thousands of entity types reports four
+# per type); metrics.json keeps them all.
+MAX_CARD_METRICS = 50
+PER_TYPE = ("_precision", "_recall", "_f1", "_number")  # token classification's metrics per entity type
+_MARKUP = re.compile(r"([\\`*_\[\]<>|~&$#!])")  # what starts inline markup, HTML, tables or math
+
+
+def md_text(value: Any) -> str:
+    """`value` as literal markdown text on one line (also inside a table cell)."""
+    return _MARKUP.sub(r"\\\1", " ".join(str(value).splitlines()))
+
+
+def md_code(value: Any) -> str:
+    """`value` as inline code, delimited by more backticks than it holds (one line)."""
+    text = " ".join(str(value).splitlines())
+    ticks = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{ticks} {text} {ticks}" if "`" in text else f"`{text}`"
+
+
+def fenced(text: str, language: str = "") -> str:
+    """`text` as a fenced code block whose fence is longer than any backtick run inside it."""
+    fence = "`" * max(3, max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence}{language}\n{text}\n{fence}"
+
+
+def card_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], int]:
+    """The metrics the card lists (finite numbers only, at most MAX_CARD_METRICS: the run's overall
+    ones before the per-entity-type ones such as `val/PER_f1`), and how many are left out."""
+    numbers = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    order = sorted(numbers, key=lambda name: name.endswith(PER_TYPE))  # stable: overall metrics first
+    kept = set(order[:MAX_CARD_METRICS])
+    return {k: v for k, v in numbers.items() if k in kept}, len(numbers) - len(kept)
+
+
 def usage_snippet(kind, adapter: bool, base: str | None) -> str:
     """How to load the export (`kind`: its registry entry, gpt2tasks.tasks.KINDS)."""
     cls = kind.auto_class
     if adapter:
         return f"""
-A LoRA adapter (PEFT) over `{base}`:
+A LoRA adapter (PEFT) over {md_code(base)}:
 
 ```python
 from peft import PeftModel
 from transformers import AutoConfig, AutoTokenizer, {cls}
 
 config = AutoConfig.from_pretrained("<this folder>")  # the task head's labels and pad token
-base = {cls}.from_pretrained("{base}", config=config)
+base = {cls}.from_pretrained({json.dumps(base)}, config=config)
 model = PeftModel.from_pretrained(base, "<this folder>")
 tokenizer = AutoTokenizer.from_pretrained("<this folder>")
 ```
