@@ -75,17 +75,23 @@ def markdown(rows: list[dict[str, Any]], folder: Path, common: list[str] = (), m
     monitor = rows[0]["monitor"]
     names = sorted({k for r in rows for k in r["metrics"]} - {monitor}, key=lambda k: (not k.startswith("val"), k))
     names = [monitor, *names][:max_columns] if max_columns else [monitor, *names]
-    header = ["#", "job", "overrides", *names, "folder"]
+    header = ["#", "job", "overrides", *(cell(n) for n in names), "folder"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, row in enumerate(rows, start=1):
         values = [f"{row['metrics'][n]:.4f}" if n in row["metrics"] else "" for n in names]
         if row["status"] != "COMPLETED":
             values = [row["status"].lower(), *values[1:]]
         own = [o for o in row["overrides"] if o not in common]
-        cells = [str(rank), str(row["job"]), " ".join(own) or "(none)", *values,
-                 os.path.relpath(row["output_dir"], folder)]
+        cells = [str(rank), str(row["job"]), cell(" ".join(own)) or "(none)", *values,
+                 cell(os.path.relpath(row["output_dir"], folder))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def cell(text: str) -> str:
+    """Text as one table cell: on one line, its `|` not a column break (entity types in metric
+    names and overrides are the user's text)."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
 def sweep_folder(jobs: list[dict[str, Any]]) -> Path:
