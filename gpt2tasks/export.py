@@ -376,7 +376,7 @@ GPT-2 fine-tuned for {md_code(cfg.task.name)} ({kind.pipeline_tag}) with gpt2tas
 | hyperparameter | value |
 |---|---|
 {rows}
-
+{labels_section(info.get("label_space") or {})}
 ## Evaluation (the run's best checkpoint)
 
 | metric | value |
@@ -410,6 +410,23 @@ def fenced(text: str, language: str = "") -> str:
     """`text` as a fenced code block whose fence is longer than any backtick run inside it."""
     fence = "`" * max(3, max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     return f"{fence}{language}\n{text}\n{fence}"
+
+
+def labels_section(label_space: dict) -> str:
+    """The classes (config.json's id2label), at most MAX_CARD_METRICS of them; "" for kinds without
+    class names (regression, QA, LM; multiple choice's are the choice numbers)."""
+    names = label_space.get("names") or []
+    if not names or label_space.get("problem_type") == "multiple_choice":
+        return ""
+    rows = "\n".join(f"| {i} | {md_text(name)} |" for i, name in enumerate(names[:MAX_CARD_METRICS]))
+    more = f"\n| | ({len(names) - MAX_CARD_METRICS} more in config.json's id2label) |" if len(names) > MAX_CARD_METRICS else ""
+    return f"""
+## Labels
+
+| id | label |
+|---|---|
+{rows}{more}
+"""
 
 
 def card_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], int]:

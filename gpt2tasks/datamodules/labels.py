@@ -46,7 +46,8 @@ class LabelSpace:
 
 
 def _scalar(value: Any) -> Any:
-    """CSV gives strings: '1' -> 1, '3.8' -> 3.8, 'pos' -> 'pos'; 2.0 stays a float."""
+    """CSV gives strings: '1' -> 1, '3.8' -> 3.8, 'pos' -> 'pos'; 2.0 stays a float. Text that is
+    not a number is kept exactly as written (spaces included): class names are the user's data."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, str):
@@ -57,9 +58,9 @@ def _scalar(value: Any) -> Any:
             pass
         try:
             number = float(text)
-            return number if math.isfinite(number) else text
+            return number if math.isfinite(number) else value
         except ValueError:
-            return text
+            return value
     return value
 
 
@@ -213,6 +214,8 @@ def encode_labels(values: Sequence[Any], space: LabelSpace, split_key: str) -> l
     index = {name: i for i, name in enumerate(space.names)}
 
     def class_id(value: Any) -> int | None:
+        if isinstance(value, str) and value in index:  # a name as written, even one that reads as a number ("1e3")
+            return index[value]
         value = _scalar(value)
         if isinstance(value, float) and value.is_integer():
             value = int(value)

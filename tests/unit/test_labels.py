@@ -157,3 +157,12 @@ def test_inputs_that_are_not_text_are_refused_with_their_rows(tmp_path, tiny_tok
     rows[4]["text"] = ["a", "list"]
     with pytest.raises(UserError, match=r"1 rows have a data.text_column='text' that is not text \(.*line 5;"):
         file_datamodule(SeqClsDataModule, tmp_path, tiny_tokenizer, rows)
+
+
+def test_text_labels_are_kept_exactly():
+    """Class names are data: spaces kept, and a name that reads as a number matches task.label_names as written."""
+    space = infer_label_space([" a", "a", "b "])
+    assert space.names == [" a", "a", "b "]
+    assert encode_labels(["a", " a", "b "], space, "k") == [1, 0, 2]
+    named = infer_label_space(["1e3", "yes"], label_names=["yes", "1e3", "null"])
+    assert encode_labels(["1e3", "null", "yes"], named, "k") == [1, 2, 0]
