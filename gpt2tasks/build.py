@@ -272,7 +272,12 @@ def tokenizer_from_files(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
             check_file_name(name, "the checkpoint's tokenizer_files", "use an unmodified checkpoint of a "
                             "`gpt2tasks train` run.")
             Path(tmp, name).write_bytes(content)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, use_fast=True)
+        try:  # no trust_remote_code: a tokenizer_config.json asking for code of its own is refused here
+            tokenizer = AutoTokenizer.from_pretrained(tmp, use_fast=True)
+        except Exception as exc:  # noqa: BLE001 -- whatever the edited files hold, they are not a tokenizer
+            raise UserError(f"the checkpoint's tokenizer_files do not make a tokenizer ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Fix: use an unmodified "
+                            "checkpoint of a `gpt2tasks train` run.") from None
     tokenizer.padding_side = "right"
     return tokenizer
 

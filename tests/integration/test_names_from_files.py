@@ -160,3 +160,15 @@ def test_eval_reads_a_checkpoint_whose_config_holds_dollar_braces(sandbox):
     data = str(shutil.copy(INPUT, sandbox / "val.csv"))
     expected = json.loads((OLD / "metrics.json").read_text())
     assert evaluate_checkpoint(str(ckpt), [f"data.validation_file={data}"]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_tokenizer_files_that_make_no_tokenizer_are_one_message(sandbox, cli):
+    def edit(info):
+        info["tokenizer_files"]["tokenizer.json"] = b"{not json"
+        info["tokenizer_files"]["tokenizer_config.json"] = b'{"auto_map": {"AutoTokenizer": ["x.X", null]}}'
+
+    ckpt = hostile_checkpoint(sandbox, edit)
+    result = cli("predict", *args_of("predict", ckpt, sandbox / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the checkpoint's tokenizer_files do not make a tokenizer" in result.stderr, result.stderr
+    assert not (sandbox / "out").exists() and left_in_tmp(sandbox) == []
