@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -144,11 +145,11 @@ def output_problems(cfg: DictConfig) -> list[str]:
     problems.need(bool(out), "output_dir is empty. Fix: output_dir=<folder for this run>, or leave it out "
                              "(outputs/<task>/<time>).")
     if cfg.overwrite is True and out:
-        here, path = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser(out))
-        problems.need(not (here == path or here.startswith(path.rstrip(os.sep) + os.sep)
-                           or path == os.path.realpath(os.path.expanduser("~"))),
-                      f"output_dir={cfg.output_dir} is the current directory, one that holds it, or the home folder: "
-                      "overwrite=true would delete everything in it. Fix: output_dir=<a folder of its own>.")
+        from gpt2tasks.outputs import protected_reason  # the one policy of what is never replaced
+
+        reason = protected_reason(Path(out))
+        problems.need(reason is None, f"output_dir={cfg.output_dir} is {reason}: overwrite=true never empties it. "
+                                      "Fix: output_dir=<a folder of its own>.")
     return problems
 
 
