@@ -148,7 +148,7 @@ def output_problems(cfg: DictConfig) -> list[str]:
         from gpt2tasks.outputs import protected_reason  # the one policy of what is never replaced
 
         reason = protected_reason(Path(out))
-        problems.need(reason is None, f"output_dir={cfg.output_dir} is {reason}: overwrite=true never empties it. "
+        problems.need(reason is None, f"output_dir={cfg.output_dir} is {reason}: overwrite=true would delete everything in it. "
                                       "Fix: output_dir=<a folder of its own>.")
     return problems
 
@@ -184,7 +184,8 @@ def run_problems(cfg: DictConfig) -> list[str]:
                                                    "Fix: e.g. optim.betas=[0.9,0.999].")
         need(optim.eps > 0, f"optim.eps={optim.eps} must be positive. Fix: e.g. optim.eps=1e-8.")
     problems += model_problems(cfg)
-    need(_is_int(cfg.seed), f"seed={cfg.seed!r} must be an integer. Fix: e.g. seed=42.")
+    need(_is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED,
+         f"seed={cfg.seed!r} must be an integer from 0 to {MAX_SEED} (2**32 - 1). Fix: e.g. seed=42.")
     for key in ("overwrite", "resume"):
         need(isinstance(cfg[key], bool), f"{key}={cfg[key]!r} must be true or false.")
     checkpoint = cfg.get("checkpoint") or {}
@@ -206,6 +207,10 @@ def run_problems(cfg: DictConfig) -> list[str]:
     need(cfg.logger.kind in LOGGERS, f"logger.kind={cfg.logger.kind!r} is not one of {LOGGERS}.")
     need(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other. Fix: pick one.")
     return problems
+
+
+#: the largest seed numpy's RandomState and Lightning's seed_everything accept (uint32; 0 is the smallest)
+MAX_SEED = 2**32 - 1
 
 
 def _is_int(value) -> bool:

@@ -318,6 +318,31 @@ def save_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
         raise
 
 
+#: errors of the filesystem that the user fixes, and how
+FILESYSTEM_FIXES = {
+    errno.ENOSPC: "free space on that filesystem, or write elsewhere",
+    errno.EDQUOT: "free space within your quota, or write elsewhere",
+    errno.EROFS: "write to a folder on a writable filesystem",
+    errno.EACCES: "choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "choose a folder you can write to, or fix its permissions",
+    errno.ENOTDIR: "a file stands where the path needs a folder: choose another path",
+}
+
+
+def filesystem_problem(exc: OSError) -> str | None:
+    """The message of an OSError the user fixes (full disk, quota, read-only or forbidden folder, a
+    file where a folder is expected), None for others. Writers write to temporary names renamed
+    when complete (save_atomic, resume.save_atomic, export's staging folder), so such a failure
+    leaves the previous file or checkpoint as it was."""
+    fix = FILESYSTEM_FIXES.get(exc.errno)
+    if fix is None:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return (f"{where}{exc.strerror or os.strerror(exc.errno)}. Nothing half-written was kept (files are written under a "
+            f"temporary name and renamed once complete; what was there before is as it was). Fix: {fix}, then run "
+            "again (a train run: resume=true continues from its last checkpoint).")
+
+
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:
     write_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
@@ -345,16 +370,31 @@ def check_writable(path: Path, key: str, shown: Path | None = None) -> None:
     path = path.expanduser().absolute()
     if path.is_dir():
         raise UserError(f"{key}={path} is a folder. Fix: give a file path, e.g. {key}={path / 'out.json'}.")
-    parent = path.parent
-    while not parent.exists():
+    _check_can_create_in(path.parent, key, shown or path)
+
+
+def check_folder_writable(folder: Path, key: str) -> None:
+    """Refuse an output folder (`key`=`folder`) that cannot be made or written in, before any work:
+    a file, a file on its path, a folder where files cannot be created. Nothing is left behind."""
+    folder = folder.expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{key}={folder} is a file. Fix: choose a folder path.")
+    _check_can_create_in(folder, key, folder)
+
+
+def _check_can_create_in(folder: Path, key: str, shown: Path) -> None:
+    """Files can be created in `folder` (or, while it does not exist, in the closest existing folder
+    above it, where it would be made): probed with a temporary file, removed at once."""
+    parent = folder
+    while not parent.exists() and not parent.is_symlink():
         parent = parent.parent
     if not parent.is_dir():
-        raise UserError(f"{key}={shown or path}: {parent} is a file, so no file can be written below it. Fix: choose "
+        raise UserError(f"{key}={shown}: {parent} is a file, so no file can be written below it. Fix: choose "
                         "another path.")
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=".gpt2tasks-write-check-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"{key}={shown or path}: cannot write in {parent} ({exc.strerror or type(exc).__name__}). Fix: "
+        raise UserError(f"{key}={shown}: cannot write in {parent} ({exc.strerror or type(exc).__name__}). Fix: "
                         "choose a folder you can write to, or fix its permissions.") from None

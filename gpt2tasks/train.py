@@ -42,6 +42,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     rank_zero = distributed.is_rank_zero()
     # trainer.fast_dev_run: a few batches to check the code path; it writes nothing to output_dir.
     debug = bool(cfg.trainer.get("fast_dev_run", False))
+    if rank_zero and not debug:
+        outputs.check_folder_writable(output_dir, "output_dir")  # a read-only or impossible path: said up front
     # One run folder, one writer: held from before the first check to the end (outputs.run_lock).
     with outputs.run_lock(output_dir) if rank_zero and not debug else contextlib.nullcontext():
         return _train(cfg, callbacks, output_dir, rank_zero, debug)
@@ -243,6 +245,10 @@ def main() -> None:
 
     # tasks.<name>.<key>=... and lightning.Trainer keywords without Hydra's ++; unknown keys refused
     sys.argv[1:] = run_and_report(lambda: check_overrides(multitask.cli_overrides(sys.argv[1:])))
+    # Hydra makes output_dir before the job starts; a path it cannot make is said here, not in its traceback.
+    given = [a.partition("=")[2] for a in sys.argv[1:] if a.lstrip("+").startswith("output_dir=")]
+    if given and "${" not in given[-1]:
+        run_and_report(lambda: outputs.check_folder_writable(Path(given[-1]), "output_dir"))
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:
