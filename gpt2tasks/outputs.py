@@ -55,6 +55,12 @@ def previous_dir(output_dir: Path) -> Path:
     return output_dir.with_name(f"{output_dir.name}.previous")
 
 
+def holds_files(output_dir: Path) -> bool:
+    """Whether the run folder holds anything besides RUN_MARKER (all a run killed right after it
+    started leaves: nothing to keep)."""
+    return output_dir.is_dir() and any(p.name != RUN_MARKER for p in output_dir.iterdir())
+
+
 def check_output_dir(output_dir: Path, overwrite: bool, resume: bool) -> Path | None:
     """Refuse a conflicting output_dir early (before any work). Returns the checkpoint to resume.
 
@@ -72,11 +78,11 @@ def check_output_dir(output_dir: Path, overwrite: bool, resume: bool) -> Path | 
                         "Then run again.")
     if resume:
         return resume_checkpoint(output_dir)
-    if overwrite and output_dir.is_dir() and any(output_dir.iterdir()):
+    if overwrite and holds_files(output_dir):
         problem = replace_problem(output_dir, "output_dir", is_run, "run")
         if problem:
             raise UserError(problem)
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+    if holds_files(output_dir) and not overwrite:
         if (checkpoints_dir(output_dir) / "last.ckpt").exists():
             raise UserError(f"output_dir={output_dir} holds a previous run. Fix: pick a new output_dir, or add "
                             "overwrite=true to replace it, or resume=true to continue that run from its last "
@@ -106,7 +112,7 @@ def resume_checkpoint(output_dir: Path) -> Path:
 def set_aside(output_dir: Path) -> Path | None:
     """overwrite=true: move the previous run's files to <output_dir>.previous (returned), to be put
     back if the new run fails before its first checkpoint (`put_back`) or deleted once it has one."""
-    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+    if not holds_files(output_dir):
         output_dir.mkdir(parents=True, exist_ok=True)
         return None
     kept = previous_dir(output_dir)
