@@ -353,10 +353,16 @@ def test_export_refuses_bad_input_and_never_half_writes(trained, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="overwrite=true"):
         export(ExportOptions(ckpt=str(ckpt), out=str(out)))
+    with pytest.raises(UserError, match="not written by gpt2tasks"):  # not an export: never replaced
+        export(ExportOptions(ckpt=str(ckpt), out=str(out), overwrite=True))
     assert os.listdir(out) == ["keep.txt"]
-    export(ExportOptions(ckpt=str(ckpt), out=str(out), overwrite=True))
-    assert "keep.txt" not in os.listdir(out) and (out / "model.safetensors").is_file()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+    exported = tmp_path / "exported"
+    export(ExportOptions(ckpt=str(ckpt), out=str(exported)))
+    (exported / "stale.txt").write_text("from the export replaced")
+    export(ExportOptions(ckpt=str(ckpt), out=str(exported), overwrite=True))
+    assert "stale.txt" not in os.listdir(exported) and (exported / "model.safetensors").is_file()
+    assert (exported / ".gpt2tasks-export").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith("-export")] == []  # no staging left behind
 
 
 @pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default
