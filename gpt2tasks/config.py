@@ -148,8 +148,8 @@ def output_problems(cfg: DictConfig) -> list[str]:
         from gpt2tasks.outputs import protected_reason  # the one policy of what is never replaced
 
         reason = protected_reason(Path(out))
-        problems.need(reason is None, f"output_dir={cfg.output_dir} is {reason}: overwrite=true would delete everything in it. "
-                                      "Fix: output_dir=<a folder of its own>.")
+        problems.need(reason is None, f"output_dir={cfg.output_dir} is {reason}: overwrite=true would delete everything "
+                                      "in it. Fix: output_dir=<a folder of its own>.")
     return problems
 
 

@@ -193,8 +193,9 @@ def replace_problem(folder: Path, key: str, marked: Callable[[Path], bool], what
         return (f"{shown} is {reason}; gpt2tasks never replaces or empties it, whatever it holds. Fix: choose a "
                 f"folder of its own, e.g. {key}={folder / f'my-{what}'}.")
     if not marked(folder):
-        return (f"{shown} is not empty and was not written by gpt2tasks (no {RUN_MARKER if what == 'run' else EXPORT_MARKER} "
-                f"file, nor the layout of a gpt2tasks {what}), so overwrite=true does not replace it. Fix: choose "
+        mark = RUN_MARKER if what == "run" else EXPORT_MARKER
+        return (f"{shown} is not empty and was not written by gpt2tasks (no {mark} file, nor the layout of a "
+                f"gpt2tasks {what}), so overwrite=true does not replace it. Fix: choose "
                 f"another {key}, or move what is in {folder} away yourself.")
     return None
 
@@ -344,9 +345,9 @@ def filesystem_problem(exc: OSError) -> str | None:
     if fix is None:
         return None
     where = f"{exc.filename}: " if exc.filename else ""
-    return (f"{where}{exc.strerror or os.strerror(exc.errno)}. Nothing half-written was kept (files are written under a "
-            f"temporary name and renamed once complete; what was there before is as it was). Fix: {fix}, then run "
-            "again (a train run: resume=true continues from its last checkpoint).")
+    return (f"{where}{exc.strerror or os.strerror(exc.errno)}. Nothing half-written was kept (files are written "
+            "under a temporary name and renamed once complete; what was there before is as it was). Fix: "
+            f"{fix}, then run again (a train run: resume=true continues from its last checkpoint).")
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:

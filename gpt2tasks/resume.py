@@ -66,7 +66,8 @@ def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> No
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not another plugin (XLA, async, a user's)
         trainer.strategy.checkpoint_io = DirectCheckpointIO()
     try:
-        trainer.save_checkpoint(str(tmp), weights_only=weights_only)  # collective; rank 0 writes (a folder under DeepSpeed)
+        # collective; rank 0 writes (a folder under DeepSpeed)
+        trainer.save_checkpoint(str(tmp), weights_only=weights_only)
     except OSError as exc:
         if tmp.is_dir():  # no partial checkpoint left behind
             shutil.rmtree(tmp, ignore_errors=True)

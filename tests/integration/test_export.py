@@ -268,12 +268,12 @@ class FakeHub:
     def create_repo(self, repo_id, private=None, exist_ok=False):
         FakeHub.calls.append(("create_repo", repo_id, private))
 
-    def upload_folder(self, repo_id, folder_path, commit_message=None):
-        FakeHub.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+    def upload_folder(self, repo_id, folder_path, commit_message=None, ignore_patterns=()):
+        FakeHub.calls.append(("upload_folder", repo_id, sorted(set(os.listdir(folder_path)) - set(ignore_patterns))))
 
 
 class FailingHub(FakeHub):
-    def upload_folder(self, repo_id, folder_path, commit_message=None):
+    def upload_folder(self, repo_id, folder_path, commit_message=None, ignore_patterns=()):
         raise RuntimeError(f"401 Unauthorized for token {os.environ['HF_TOKEN']}")
 
 
@@ -299,7 +299,9 @@ def test_push_uploads_the_export_and_never_leaks_the_token(trained, hub, tmp_pat
                               "hub.private=true"]))
     assert hub.calls[0] == ("init", SECRET)  # the token goes to the API client, and nowhere else
     assert hub.calls[1] == ("create_repo", "alice/gpt2-sst2", True)
-    assert hub.calls[2] == ("upload_folder", "alice/gpt2-sst2", sorted(os.listdir(out)))
+    # everything but the local folder's mark (.gpt2tasks-export)
+    assert hub.calls[2] == ("upload_folder", "alice/gpt2-sst2", sorted(set(os.listdir(out)) - {".gpt2tasks-export"}))
+    assert (out / ".gpt2tasks-export").is_file()
     captured = capsys.readouterr()
     assert SECRET not in captured.out + captured.err + caplog.text
     assert not any(SECRET in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
