@@ -223,6 +223,15 @@ def test_a_second_train_into_a_live_run_is_refused_until_the_first_is_gone(tmp_p
     assert f'"pid": {os.getpid()}' in (out / outputs.RUN_MARKER).read_text()  # the marker names the last writer
 
 
+def test_ranks_other_than_zero_are_not_refused_by_their_own_runs_lock(tmp_path, cfg_factory, monkeypatch):
+    from gpt2tasks import distributed
+
+    out = tmp_path / "run"
+    with outputs.run_lock(out):  # rank 0 of this run holds it
+        monkeypatch.setattr(distributed, "is_rank_zero", lambda: False)  # a rank Lightning or torchrun started
+        assert "val/accuracy" in train(cfg_factory(*TINY, output_dir=out))
+
+
 def test_the_lock_survives_overwrite_moving_the_runs_files(tmp_path):
     run = _a_run(tmp_path / "run")
     with outputs.run_lock(run):
