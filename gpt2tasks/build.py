@@ -188,7 +188,10 @@ def training_command() -> str | None:
 
     if not HydraConfig.initialized():
         return None
-    return " ".join(["python -m gpt2tasks train", *HydraConfig.get().overrides.task])
+    from gpt2tasks.errors import redact_args
+
+    # recorded in checkpoints and model cards: a secret given on the command line is not
+    return " ".join(["python -m gpt2tasks train", *redact_args(HydraConfig.get().overrides.task)])
 
 
 def lean_checkpoint_base(cfg: DictConfig, new_token_ids: list[int]) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from gpt2tasks.errors import UserError
+from gpt2tasks.errors import UserError, redact
 
 
 def setup_logging() -> None:
@@ -23,14 +23,20 @@ def setup_logging() -> None:
 
 
 def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> Any:
+    """`job()`; a UserError -- or an OSError the user fixes (a full disk, a read-only or forbidden
+    folder: outputs.filesystem_problem), from any writer -- ends it with one paragraph on stderr,
+    secrets hidden (errors.redact), and exit 2."""
+    from gpt2tasks.outputs import filesystem_problem, remove_if_empty
+
     try:
         return job()
-    except UserError as err:
+    except (UserError, OSError) as err:
+        message = str(err) if isinstance(err, UserError) else filesystem_problem(err)
+        if message is None:
+            raise
         if cleanup_dir is not None:
-            from gpt2tasks.outputs import remove_if_empty
-
             remove_if_empty(cleanup_dir)  # the folder Hydra made for a run that never started
-        print(f"gpt2tasks: error: {err}", file=sys.stderr)
+        print(f"gpt2tasks: error: {redact(message)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -19,7 +19,7 @@ from gpt2tasks import multitask
 from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.literal import literal_config
-from gpt2tasks.outputs import check_writable, save_atomic
+from gpt2tasks.outputs import check_output_file, save_atomic
 from gpt2tasks.runfile import TRUST_KEY, load_checkpoint
 
 if TYPE_CHECKING:
@@ -53,10 +53,7 @@ def combine(ckpts: list[str], out: str, overwrite: bool = False, trust_checkpoin
     if len(ckpts) < 2 or not out:
         raise UserError(f"combine needs two or more ckpt= and an out=. Fix: e.g. combine ckpt=a/best.ckpt "
                         f"ckpt=b/best.ckpt out=combined.ckpt.\n{USAGE}")
-    target = Path(out).expanduser().absolute()
-    if target.exists() and not overwrite:
-        raise UserError(f"out={out} exists. Fix: choose another path, or add overwrite=true.")
-    check_writable(target, "out")
+    target = check_output_file(Path(out), "out", overwrite, shown=out)
     checkpoints = [(path, load_checkpoint(path, trust_checkpoint)) for path in ckpts]
     for path, checkpoint in checkpoints:
         _check_combinable(path, checkpoint["gpt2tasks"])

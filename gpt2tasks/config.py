@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -151,11 +152,11 @@ def output_problems(cfg: DictConfig) -> list[str]:
     problems.need(bool(out), "output_dir is empty. Fix: output_dir=<folder for this run>, or leave it out "
                              "(outputs/<task>/<time>).")
     if cfg.overwrite is True and out:
-        here, path = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser(out))
-        problems.need(not (here == path or here.startswith(path.rstrip(os.sep) + os.sep)
-                           or path == os.path.realpath(os.path.expanduser("~"))),
-                      f"output_dir={cfg.output_dir} is the current directory, one that holds it, or the home folder: "
-                      "overwrite=true would delete everything in it. Fix: output_dir=<a folder of its own>.")
+        from gpt2tasks.outputs import protected_reason  # the one policy of what is never replaced
+
+        reason = protected_reason(Path(out))
+        problems.need(reason is None, f"output_dir={cfg.output_dir} is {reason}: overwrite=true would delete everything "
+                                      "in it. Fix: output_dir=<a folder of its own>.")
     return problems
 
 
@@ -190,7 +191,8 @@ def run_problems(cfg: DictConfig) -> list[str]:
                                                    "Fix: e.g. optim.betas=[0.9,0.999].")
         need(optim.eps > 0, f"optim.eps={optim.eps} must be positive. Fix: e.g. optim.eps=1e-8.")
     problems += model_problems(cfg)
-    need(_is_int(cfg.seed), f"seed={cfg.seed!r} must be an integer. Fix: e.g. seed=42.")
+    need(_is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED,
+         f"seed={cfg.seed!r} must be an integer from 0 to {MAX_SEED} (2**32 - 1). Fix: e.g. seed=42.")
     for key in ("overwrite", "resume"):
         need(isinstance(cfg[key], bool), f"{key}={cfg[key]!r} must be true or false.")
     checkpoint = cfg.get("checkpoint") or {}
@@ -212,6 +214,10 @@ def run_problems(cfg: DictConfig) -> list[str]:
     need(cfg.logger.kind in LOGGERS, f"logger.kind={cfg.logger.kind!r} is not one of {LOGGERS}.")
     need(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other. Fix: pick one.")
     return problems
+
+
+#: the largest seed numpy's RandomState and Lightning's seed_everything accept (uint32; 0 is the smallest)
+MAX_SEED = 2**32 - 1
 
 
 def _is_int(value) -> bool:

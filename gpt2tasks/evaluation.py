@@ -14,13 +14,14 @@ from typing import Any
 # torch, lightning and gpt2tasks.build are imported where used: `eval --help` answers without them.
 from gpt2tasks import runfile
 from gpt2tasks.cli import Command, Option, run_command
-from gpt2tasks.outputs import check_writable, write_metrics, write_predictions
+from gpt2tasks.outputs import check_output_file, prediction_path, write_metrics, write_predictions
 
 EVAL = Command(
     "eval",
     (Option("ckpt", metavar="<path.ckpt>", help="a checkpoint of a `train` run (checkpoints/best.ckpt or last.ckpt)"),
      Option("output", metavar="<metrics.json>",
             help="also write the metrics there (and, for QA, predictions.json beside them)"),
+     Option("overwrite", "bool", False, "replace an existing output="),
      Option("task", metavar="<name>", help="one task of a multi-task checkpoint (default: every task)"),
      Option(runfile.TRUST_KEY, "bool", False, "load a checkpoint holding more than plain data (see below)")),
     about="""Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as
@@ -57,15 +58,17 @@ def inference_trainer_kwargs(cfg) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None = None,
-                        task: str | None = None, trust_checkpoint: bool = False) -> dict[str, float]:
+                        task: str | None = None, trust_checkpoint: bool = False,
+                        overwrite: bool = False) -> dict[str, float]:
     """`task`: one head of a multi-task checkpoint (evaluated as that task alone); default: all.
-    `trust_checkpoint`: load a checkpoint that holds more than plain data (see runfile.load_checkpoint)."""
+    `trust_checkpoint`: load a checkpoint that holds more than plain data (see runfile.load_checkpoint).
+    `overwrite`: replace an existing `output` file."""
     import lightning as L
 
     from gpt2tasks.build import restore
 
     if output:
-        check_writable(Path(output), "output")  # before any work
+        check_output_file(Path(output), "output", overwrite, shown=output)  # before any work
     checkpoint = runfile.load_checkpoint(ckpt, trust_checkpoint)
     info = checkpoint["gpt2tasks"]
     task = runfile.select_task(info, task, "eval", required=False)
@@ -77,6 +80,9 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
         trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = dict(sorted(module.latest_metrics.items()))
     if output:
+        for eval_set in getattr(module, "latest_predictions", {}):  # QA: predictions.json beside output= too
+            check_output_file(prediction_path(Path(output).expanduser().absolute().parent, eval_set), "output",
+                              overwrite)
         write_metrics(Path(output), metrics)
         write_predictions(Path(output).parent, getattr(module, "latest_predictions", {}))
     return metrics
@@ -85,7 +91,7 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
 def main(argv: list[str]) -> None:
     def job(options: dict[str, Any], overrides: list[str]) -> None:
         metrics = evaluate_checkpoint(options["ckpt"], overrides, options["output"], options["task"],
-                                      options[runfile.TRUST_KEY])
+                                      options[runfile.TRUST_KEY], options["overwrite"])
         print(json.dumps(metrics, indent=2))
 
     run_command(argv, EVAL, job)

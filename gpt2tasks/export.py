@@ -9,7 +9,9 @@ heads that generate, and a model card. `gpt2tasks.json` beside them lets `gpt2ta
 LoRA runs export merged (a plain model) by default, or as a PEFT adapter folder.
 Everything is written to `<out>.partial-export` beside `out` and moved into place at the end, so a
 failure never leaves a half-written export, and a failed push leaves the local export intact. A
-staging folder left by a killed export is removed by the next export to the same `out`.
+staging folder left by a killed export is removed by the next export to the same `out`. Every export
+carries `.gpt2tasks-export` (outputs.EXPORT_MARKER): overwrite=true replaces only a folder that
+carries it (or an export of a version before it), and staging folders are removed only with it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from gpt2tasks import multitask, runfile
 from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.literal import literal_config
-from gpt2tasks.outputs import check_writable
+from gpt2tasks.outputs import (EXPORT_MARKER, MULTITASK_EXPORT_TITLE, check_writable, is_export, protected_reason,
+                               remove_marked, replace_problem)
 from gpt2tasks.plots import PLOTS_DIR, run_name
 
 log = logging.getLogger(__name__)
@@ -171,7 +174,7 @@ def multitask_card(names: list[str], adapter: bool, cfg) -> str:
     layout = ("`base/` is the frozen GPT-2 backbone; each task folder is a PEFT adapter (LoRA + the task's head) "
               "over it, loadable as its README shows." if adapter else
               "Each task folder is a complete Hugging Face model: the shared backbone and that task's head.")
-    return f"""# Multi-task GPT-2 export (gpt2tasks)
+    return f"""{MULTITASK_EXPORT_TITLE}
 
 One GPT-2 backbone was trained with one head per task. {layout}
 
@@ -200,11 +203,23 @@ def run_metrics(ckpt: Path) -> dict[str, float]:
 
 # ---- writing ----------------------------------------------------------------------------------
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"out={out} is a file. Fix: choose a directory path for the export.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"out={out} is not empty. Fix: pick a new out= folder, or add overwrite=true to "
-                        "replace its contents.")
+    """An existing `out` is replaced as a whole (renamed aside, then removed): it must be a real folder,
+    never the working directory, home or a root (even empty), and, when not empty, an export
+    (outputs.replace_problem) replaced only with overwrite=true."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        what = f"a symbolic link (to {os.readlink(out)})" if out.is_symlink() else "a file"
+        raise UserError(f"out={out} is {what}. Fix: choose a new folder path for the export.")
+    reason = protected_reason(out) if out.exists() else None
+    if reason:
+        raise UserError(f"out={out} is {reason}; an export replaces its out= folder as a whole. Fix: choose a folder "
+                        f"of its own, e.g. out={out / 'my-model'}.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"out={out} is not empty. Fix: pick a new out= folder, or add overwrite=true to "
+                            "replace its contents.")
+        problem = replace_problem(out, "out", is_export, "export")
+        if problem:
+            raise UserError(problem)
     check_writable(out.parent / f"{out.name}{STAGING_SUFFIX}", "out", shown=out)  # staged beside out
 
 
@@ -216,14 +231,12 @@ def clean_stale_staging(out: Path) -> None:
     """What a killed export left beside `out`: its staging folder (removed), and a previous export
     moved aside for replacement while `out` itself is missing (put back, as before that export)."""
     partial, previous = out.parent / f"{out.name}{STAGING_SUFFIX}", out.parent / f"{out.name}{PREVIOUS_SUFFIX}"
-    # Hidden staging folders of gpt2tasks versions before the visible name.
-    stale = [p for p in out.parent.glob(f".{out.name}.export-*") if p.is_dir()]
-    for path in ([partial] if partial.is_dir() else []) + stale:
-        log.warning("removing %s, left by an export that did not finish", path)
-        shutil.rmtree(path)
-    if previous.is_dir():
-        if out.exists():
-            shutil.rmtree(previous)  # the replacement had finished: this is the old export
+    if partial.exists() or partial.is_symlink():
+        log.warning("removing %s, left by an export that did not finish", partial)
+        remove_marked(partial, is_export, "export")  # only with the export marker staging_dir writes first
+    if previous.exists() or previous.is_symlink():
+        if out.exists() or out.is_symlink() or previous.is_symlink():
+            remove_marked(previous, is_export, "export")  # the replacement had finished: this is the old export
         else:
             log.warning("restoring %s from %s (an export replacing it did not finish)", out, previous)
             previous.rename(out)
@@ -234,10 +247,10 @@ def staging_dir(out: Path, overwrite: bool):
     """`<out>.partial-export` beside `out`, which replaces `out` only when the block succeeds."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f"{out.name}{STAGING_SUFFIX}"
-    if tmp.exists():  # left by a killed export (clean_stale_staging ran at the start)
-        shutil.rmtree(tmp)
+    remove_marked(tmp, is_export, "export")  # left by a killed export (clean_stale_staging ran at the start)
     tmp.mkdir()
     try:
+        (tmp / EXPORT_MARKER).write_text("written by gpt2tasks export\n")  # first: the staging folder is ours
         yield tmp
         # Some writers make owner-only files; an export is meant to be shared.
         umask = os.umask(0)
@@ -250,8 +263,7 @@ def staging_dir(out: Path, overwrite: bool):
         if out.exists():
             out.rename(old)
         tmp.rename(out)
-        if old.exists():
-            shutil.rmtree(old)
+        remove_marked(old, is_export, "export")  # checked to be an export before it was moved aside
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         clean_stale_staging(out)  # puts the previous export back if it was moved aside
@@ -494,7 +506,8 @@ def push(folder: Path, repo_id: str, private: bool, message: str, token: str) ->
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message,
+                                   ignore_patterns=[EXPORT_MARKER])  # the local folder's mark, not the model's
     except Exception as exc:  # network, auth, permissions: all leave the local export as it is
         detail = str(exc).replace(token, "***").splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"push_to_hub: uploading {folder} to {repo_id} failed ({detail}). The local export is "

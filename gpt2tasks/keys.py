@@ -175,6 +175,11 @@ def check_overrides(argv: list[str]) -> list[str]:
     `++` so that they are taken without it. Group choices (task=sst2) and hydra.* are Hydra's."""
     out, problems = [], []
     for arg in argv:
+        if "=" in arg and not arg.startswith("-"):  # not Hydra's flags (--cfg job, -m)
+            problem = _syntax_problem(arg)
+            if problem:
+                problems.append(problem)
+                continue
         key, eq, value = arg.partition("=")
         name = key.lstrip("+")
         plus = len(key) - len(name)
@@ -201,3 +206,26 @@ def check_overrides(argv: list[str]) -> list[str]:
             raise UserError(f"{problems[0]} ({listing})")
         raise UserError(f"{len(problems)} unknown keys:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{listing}")
     return out
+
+
+@functools.cache
+def _override_parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def _syntax_problem(arg: str) -> str | None:
+    """Hydra's grammar check of one override, as our message (cli.run_and_report hides secrets in it;
+    Hydra's own error would print the override as typed)."""
+    from hydra.errors import OverrideParseException
+
+    try:
+        _override_parser().parse_overrides([arg])
+    except OverrideParseException as exc:
+        detail = str(exc).splitlines()
+        why = next((line for line in detail if line.strip() and not line.startswith(("Error parsing", "See "))
+                    and arg not in line and line.strip() != "^"), "")
+        return (f"{arg!r} is not a valid override{f' ({why.strip()})' if why else ''}. Fix: key=value; quote a "
+                "value holding special characters, e.g. key='a,b' (see Hydra's override grammar).")
+    return None

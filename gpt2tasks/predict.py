@@ -17,7 +17,7 @@ from typing import Any
 
 from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
-from gpt2tasks.outputs import check_writable, write_atomic
+from gpt2tasks.outputs import check_output_file, write_atomic
 from gpt2tasks.runfile import TRUST_KEY
 
 log = logging.getLogger("gpt2tasks")
@@ -103,13 +103,9 @@ def check_paths(input: str, output: str, overwrite: bool) -> Path:
     if not Path(input).expanduser().is_file():
         raise UserError(f"input={input}: {'a folder' if Path(input).expanduser().is_dir() else 'file not found'} "
                         f"(cwd is {Path.cwd()}). Fix: pass the file to predict, e.g. input=data/test.csv.")
-    path = Path(output).expanduser()
-    if path.is_dir():
-        raise UserError(f"output={output} is a folder. Fix: give a file path, e.g. output=predictions.jsonl.")
-    if path.exists() and not overwrite:
-        raise UserError(f"output={output} already exists. Fix: choose another output file, or add "
-                        "overwrite=true to replace it.")
-    check_writable(path, "output")
+    path = check_output_file(Path(output), "output", overwrite, shown=output)
+    if path.exists() and path.samefile(Path(input).expanduser()):
+        raise UserError(f"output={output} is the input file. Fix: write the predictions to another file.")
     return path
 
 

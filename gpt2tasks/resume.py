@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import (Callback, Checkpoint, ModelCheckpoint, 
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
 from gpt2tasks.errors import UserError
+from gpt2tasks.outputs import FILESYSTEM_FIXES, filesystem_problem
 
 log = logging.getLogger("gpt2tasks")
 
@@ -52,7 +53,10 @@ class DirectCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             return super().save_checkpoint(checkpoint, path, storage_options)  # its refusal
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        torch.save(checkpoint, path)
+        # Through a Python file: a failed write (e.g. a full disk) is then an OSError with its errno,
+        # where torch's own path writer reports a RuntimeError that does not say why.
+        with open(path, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> None:
@@ -61,7 +65,21 @@ def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> No
     tmp = target.with_name(f".{target.name}.partial")
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not another plugin (XLA, async, a user's)
         trainer.strategy.checkpoint_io = DirectCheckpointIO()
-    trainer.save_checkpoint(str(tmp), weights_only=weights_only)  # collective; rank 0 writes (a folder under DeepSpeed)
+    try:
+        # collective; rank 0 writes (a folder under DeepSpeed)
+        trainer.save_checkpoint(str(tmp), weights_only=weights_only)
+    except OSError as exc:
+        if tmp.is_dir():  # no partial checkpoint left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        problem = filesystem_problem(exc)
+        if problem is None:
+            raise
+        kept = f"the previous {target.name} is kept" if target.exists() else f"no {target.name} was written"
+        raise UserError(f"checkpoint {target} could not be written ({exc.strerror}); {kept}. Fix: "
+                        f"{FILESYSTEM_FIXES[exc.errno]}, then run again (resume=true continues from the last "
+                        "checkpoint on disk, if the run has one).") from None
     if trainer.is_global_zero:
         if tmp.is_dir():  # DeepSpeed: folders cannot be renamed over each other
             old = target.with_name(f".{target.name}.old")

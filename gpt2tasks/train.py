@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -33,11 +33,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     """Fine-tune per `cfg`; returns the best checkpoint's metrics (also written to metrics.json).
 
     `callbacks` are extra Lightning callbacks (for programmatic use and tests)."""
-    # Imported here, not at module scope: `train --help` answers without loading torch.
-    from gpt2tasks import resume, runfile
-    from gpt2tasks.build import absolute_data_paths, build_for_training, build_logger, build_trainer, model_spec
-    from gpt2tasks.callbacks import report_run, run_callbacks
-    from gpt2tasks.throughput import ThroughputMonitor
+    from gpt2tasks.build import absolute_data_paths  # not at module scope: `train --help` answers without torch
 
     multitask.expand(cfg)  # several tasks: each one's full task/data blocks, under tasks.<name>
     validate_config(cfg, training=True)
@@ -45,10 +41,25 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     output_dir = Path(cfg.output_dir).absolute()
     # Several processes (multi-device): rank 0 alone checks, clears and writes the run folder.
     rank_zero = distributed.is_rank_zero()
-    if not rank_zero:
-        logging.getLogger("gpt2tasks").setLevel(logging.WARNING)  # rank 0 reports
     # trainer.fast_dev_run: a few batches to check the code path; it writes nothing to output_dir.
     debug = bool(cfg.trainer.get("fast_dev_run", False))
+    if rank_zero and not debug:
+        outputs.check_folder_writable(output_dir, "output_dir")  # a read-only or impossible path: said up front
+    # One run folder, one writer: held from before the first check to the end (outputs.run_lock).
+    with outputs.run_lock(output_dir) if rank_zero and not debug else contextlib.nullcontext():
+        return _train(cfg, callbacks, output_dir, rank_zero, debug)
+
+
+def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, rank_zero: bool, debug: bool
+           ) -> dict[str, float]:
+    # Imported here, not at module scope: `train --help` answers without loading torch.
+    from gpt2tasks import resume, runfile
+    from gpt2tasks.build import build_for_training, build_logger, build_trainer, model_spec
+    from gpt2tasks.callbacks import report_run, run_callbacks
+    from gpt2tasks.throughput import ThroughputMonitor
+
+    if not rank_zero:
+        logging.getLogger("gpt2tasks").setLevel(logging.WARNING)  # rank 0 reports
     start_from, source = (None, "") if debug else _start_checkpoint(cfg, output_dir, rank_zero)
 
     # Everything that can fail on bad input happens before the output directory is touched.
@@ -71,7 +82,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         nonlocal committed, kept
         committed = True
         if rank_zero and kept is not None:
-            shutil.rmtree(kept, ignore_errors=True)
+            outputs.remove_marked(kept, outputs.is_run, "run")  # the replaced run, set aside by this run
             kept = None
 
     logger = False if debug else build_logger(cfg, output_dir)
@@ -100,6 +111,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
             kept = outputs.set_aside(output_dir)  # a new run (overwrite=true: the old one is kept aside)
             if kept is not None and start_from is not None and start_from.is_relative_to(output_dir):
                 start_from = kept / start_from.relative_to(output_dir)  # ckpt_path= into the run replaced
+        outputs.write_run_marker(output_dir)  # gpt2tasks' mark on its run folder; names this process
         outputs.write_atomic(output_dir / "config.yaml", literal_yaml(cfg))  # label names etc. stay literal
     # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
     devices = trainer.world_size
@@ -234,6 +246,10 @@ def main() -> None:
 
     # tasks.<name>.<key>=... and lightning.Trainer keywords without Hydra's ++; unknown keys refused
     sys.argv[1:] = run_and_report(lambda: check_overrides(multitask.cli_overrides(sys.argv[1:])))
+    # Hydra makes output_dir before the job starts; a path it cannot make is said here, not in its traceback.
+    given = [a.partition("=")[2] for a in sys.argv[1:] if a.lstrip("+").startswith("output_dir=")]
+    if given and "${" not in given[-1]:
+        run_and_report(lambda: outputs.check_folder_writable(Path(given[-1]), "output_dir"))
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:

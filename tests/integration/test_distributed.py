@@ -37,7 +37,8 @@ def test_ddp_run_has_one_folder_and_equals_single_process_eval_then_resumes_on_o
     runs = list((tmp_path / "outputs" / "sample_sentiment").iterdir())
     assert len(runs) == 1, runs
     run = runs[0]
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.json", "checkpoints", "logs", "plots"}
+    assert {p.name for p in run.iterdir()} == {".gpt2tasks-run", "config.yaml", "metrics.json", "checkpoints", "logs",
+                                               "plots"}
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert done.stdout.count("Done.") == 1  # rank 0 reports
     log = done.stdout + done.stderr

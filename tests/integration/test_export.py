@@ -268,12 +268,12 @@ class FakeHub:
     def create_repo(self, repo_id, private=None, exist_ok=False):
         FakeHub.calls.append(("create_repo", repo_id, private))
 
-    def upload_folder(self, repo_id, folder_path, commit_message=None):
-        FakeHub.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+    def upload_folder(self, repo_id, folder_path, commit_message=None, ignore_patterns=()):
+        FakeHub.calls.append(("upload_folder", repo_id, sorted(set(os.listdir(folder_path)) - set(ignore_patterns))))
 
 
 class FailingHub(FakeHub):
-    def upload_folder(self, repo_id, folder_path, commit_message=None):
+    def upload_folder(self, repo_id, folder_path, commit_message=None, ignore_patterns=()):
         raise RuntimeError(f"401 Unauthorized for token {os.environ['HF_TOKEN']}")
 
 
@@ -299,7 +299,9 @@ def test_push_uploads_the_export_and_never_leaks_the_token(trained, hub, tmp_pat
                               "hub.private=true"]))
     assert hub.calls[0] == ("init", SECRET)  # the token goes to the API client, and nowhere else
     assert hub.calls[1] == ("create_repo", "alice/gpt2-sst2", True)
-    assert hub.calls[2] == ("upload_folder", "alice/gpt2-sst2", sorted(os.listdir(out)))
+    # everything but the local folder's mark (.gpt2tasks-export)
+    assert hub.calls[2] == ("upload_folder", "alice/gpt2-sst2", sorted(set(os.listdir(out)) - {".gpt2tasks-export"}))
+    assert (out / ".gpt2tasks-export").is_file()
     captured = capsys.readouterr()
     assert SECRET not in captured.out + captured.err + caplog.text
     assert not any(SECRET in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
@@ -353,10 +355,16 @@ def test_export_refuses_bad_input_and_never_half_writes(trained, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="overwrite=true"):
         export(ExportOptions(ckpt=str(ckpt), out=str(out)))
+    with pytest.raises(UserError, match="not written by gpt2tasks"):  # not an export: never replaced
+        export(ExportOptions(ckpt=str(ckpt), out=str(out), overwrite=True))
     assert os.listdir(out) == ["keep.txt"]
-    export(ExportOptions(ckpt=str(ckpt), out=str(out), overwrite=True))
-    assert "keep.txt" not in os.listdir(out) and (out / "model.safetensors").is_file()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+    exported = tmp_path / "exported"
+    export(ExportOptions(ckpt=str(ckpt), out=str(exported)))
+    (exported / "stale.txt").write_text("from the export replaced")
+    export(ExportOptions(ckpt=str(ckpt), out=str(exported), overwrite=True))
+    assert "stale.txt" not in os.listdir(exported) and (exported / "model.safetensors").is_file()
+    assert (exported / ".gpt2tasks-export").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith("-export")] == []  # no staging left behind
 
 
 @pytest.mark.slow  # CI runs -m slow too (.ci/run); a lighter test covers this by default

@@ -303,10 +303,11 @@ def test_a_folder_where_files_cannot_be_created_is_refused(tmp_path, monkeypatch
 
 def test_export_stages_visibly_and_cleans_up_after_a_killed_export(run, tmp_path, capsys):
     out = tmp_path / "model"
-    # what exports killed mid-way leave: the staging folder (now visible; hidden in older versions)
-    for stale in (tmp_path / "model.partial-export", tmp_path / ".model.export-abc123"):
-        stale.mkdir()
-        (stale / "config.json").write_text("{half")
+    # what an export killed mid-way leaves: its staging folder, marked as gpt2tasks' first thing
+    stale = tmp_path / "model.partial-export"
+    stale.mkdir()
+    (stale / ".gpt2tasks-export").write_text("")
+    (stale / "config.json").write_text("{half")
     code, _, err = cli("export", f"ckpt={run['ckpt']}", f"out={out}", capsys=capsys)
     assert code == 0, err[-2000:]
     assert {p.name for p in tmp_path.iterdir()} == {"model"} and (out / "model.safetensors").is_file()
