@@ -49,6 +49,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     # trainer.fast_dev_run: a few batches to check the code path; it writes nothing to output_dir.
     debug = bool(cfg.trainer.get("fast_dev_run", False))
     start_from, source = (None, "") if debug else _start_checkpoint(cfg, output_dir, rank_zero)
+    # resume=true: the run's config.yaml, and which keys this command changes (those that would change
+    # what the run computes are refused here: runfile.RESUME_MAY_CHANGE)
+    started_as = runfile.saved_run_config(output_dir) if cfg.resume and not debug else None
+    changes = runfile.resume_changes(started_as, cfg) if started_as is not None else {}
 
     # Everything that can fail on bad input happens before the output directory is touched.
     datamodule, module, tokenizer = build_for_training(cfg)
@@ -57,6 +61,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     log.info("model: %s", module.parameter_summary())
     saved = runfile.peek(start_from, source) if start_from is not None else {}
     resume.check_compatible(saved, module, source)
+    if cfg.resume and saved:
+        runfile.check_same_data(saved["gpt2tasks"], datamodule.file_digests, source)
+    module.run_info["data_files"] = runfile.data_files_info(datamodule.file_digests)  # checked by a later resume
 
     ckpt_dir = outputs.checkpoints_dir(output_dir)
     best_checkpoint = resume.BestCheckpoint(
@@ -99,7 +106,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
             kept = outputs.set_aside(output_dir)  # a new run (overwrite=true: the old one is kept aside)
             if kept is not None and start_from is not None and start_from.is_relative_to(output_dir):
                 start_from = kept / start_from.relative_to(output_dir)  # ckpt_path= into the run replaced
-        outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if started_as is None:
+            outputs.write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        else:  # the settings a resume changed are recorded, the previous ones kept as config.<n>.yaml
+            runfile.record_resume(output_dir, cfg, changes)
     # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
     devices = trainer.world_size
     log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d (%s)",
@@ -237,9 +247,16 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:
         # In a -m sweep every job gets its own folder; Hydra knows it, the config does not.
-        cfg.output_dir = HydraConfig.get().runtime.output_dir
+        hydra_cfg = HydraConfig.get()
+        cfg.output_dir = hydra_cfg.runtime.output_dir
         quiet_known_noise()
-        run_and_report(lambda: train(cfg), cleanup_dir=Path(cfg.output_dir))
+        from gpt2tasks.runfile import resume_base
+
+        # resume=true: the run's own config.yaml with only what this command line typed on top, not the defaults
+        def job() -> dict[str, float]:
+            return train(resume_base(cfg, hydra_cfg.overrides.task, list(hydra_cfg.runtime.choices)) if cfg.resume else cfg)
+
+        run_and_report(job, cleanup_dir=Path(cfg.output_dir))
         if not distributed.is_rank_zero():
             # torchrun/srun without output_dir=: this rank's own ${now} folder may differ from
             # rank 0's by a second; Hydra made it, nothing was written to it.
