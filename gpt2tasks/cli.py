@@ -23,13 +23,21 @@ def setup_logging() -> None:
 
 
 def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> Any:
+    """Run a command's job: a UserError ends it with one paragraph and exit 2; SIGTERM / SIGINT
+    (gpt2tasks/signals.py) with one line (how to resume, for train) and exit 143 / 130."""
+    from gpt2tasks.signals import Interrupted, stop_on_signals
+
     try:
-        return job()
-    except UserError as err:
+        with stop_on_signals():
+            return job()
+    except (UserError, Interrupted) as err:
         if cleanup_dir is not None:
             from gpt2tasks.outputs import remove_if_empty
 
             remove_if_empty(cleanup_dir)  # the folder Hydra made for a run that never started
+        if isinstance(err, Interrupted):
+            print(f"gpt2tasks: stopped by {err.name}" + (f": {err.note}" if err.note else "."), file=sys.stderr)
+            sys.exit(err.code)
         print(f"gpt2tasks: error: {err}", file=sys.stderr)
         sys.exit(2)
 

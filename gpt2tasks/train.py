@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from gpt2tasks import distributed, multitask, outputs
+from gpt2tasks import distributed, multitask, outputs, signals
 from gpt2tasks.config import check_epoch_length, validate_config
 from gpt2tasks.errors import UserError
 
@@ -86,12 +86,15 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
     own_monitor = [] if any(isinstance(c, ThroughputMonitor) for c in callbacks) else [ThroughputMonitor.from_config(cfg)]
     all_callbacks = [*own_monitor, resume.ResumeExactly(), resume.ValidateAtEnd(),
                      *run_callbacks(cfg, has_logger=bool(logger)), *callbacks]
+    last_checkpoint = None
     if not debug:
         all_callbacks.append(best_checkpoint)
         if cfg.checkpoint.save_last:
-            all_callbacks.append(resume.LastCheckpoint(
+            last_checkpoint = resume.LastCheckpoint(
                 ckpt_dir / "last.ckpt", every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
-                every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit))
+                every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit)
+            all_callbacks.append(last_checkpoint)
+    all_callbacks.append(resume.StopOnSignal(last_checkpoint))  # SIGTERM/SIGINT: last.ckpt written, then exit 143/130
     quiet = {} if "enable_model_summary" in cfg.trainer else {"enable_model_summary": False}  # the model line says it
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).
@@ -129,11 +132,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
             # (every run with validation has one: the last step validates).
             best = None if debug else best_checkpoint.best_model_path or None
             metrics = _evaluate(trainer, module, datamodule, best, in_memory=not debug and best_checkpoint.holds_current(trainer))
-    except BaseException:
+    except BaseException as exc:
         if rank_zero and not committed and not cfg.resume:
             # Failed before its first checkpoint: nothing of it is worth keeping; the replaced run returns.
             outputs.put_back(output_dir, kept)
             outputs.remove_if_empty(output_dir)
+        if isinstance(exc, signals.Interrupted) and rank_zero and not debug:
+            exc.note = _how_to_resume(output_dir, kept_run=committed or bool(cfg.resume))
         raise
     if debug:
         if trainer.is_global_zero:
@@ -150,6 +155,17 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
         report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
         _report(output_dir, best, module.headline(metrics), trainer.global_step, cfg.task.monitor)
     return metrics
+
+
+def _how_to_resume(output_dir: Path, kept_run: bool) -> str:
+    """What a run stopped by a signal leaves, and the command that continues it."""
+    last = outputs.checkpoints_dir(output_dir) / "last.ckpt"
+    if kept_run and last.exists():
+        return (f"{last} holds step {_saved_step(str(last))}. Continue the run with:\n"
+                f"  python -m gpt2tasks train resume=true output_dir={output_dir}")
+    if kept_run:
+        return f"no last.ckpt was written (checkpoint.save_last=false): {output_dir} cannot be resumed."
+    return f"it stopped before its first checkpoint, so nothing was kept in {output_dir}; start it again."
 
 
 def _start_checkpoint(cfg: DictConfig, output_dir: Path, rank_zero: bool) -> tuple[Path | None, str]:
