@@ -334,12 +334,26 @@ def resume_base(composed: DictConfig, typed: Sequence[str], groups: Sequence[str
             if isinstance(node, DictConfig) and leaf in node:
                 del node[leaf]
             continue
-        # A group (task=, model=, logger=, ...) brings its block; a key its composed value.
-        value = composed.get(key) if key in groups else OmegaConf.select(composed, key)
-        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+        # A key: its composed value. A group (task=, model=, trainer=ddp, logger=wandb, ...): the keys
+        # that choosing it sets, each with its composed value.
+        for changed in _group_keys(key, typed) if key in groups else [key]:
+            OmegaConf.update(cfg, changed, OmegaConf.select(composed, changed), merge=False, force_add=True)
     cfg.output_dir = composed.output_dir
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _group_keys(group: str, typed: Sequence[str]) -> list[str]:
+    """The keys whose (unresolved) value the typed choice of config group `group` changes: the
+    config composed with only that choice against the one composed with no override at all.
+    Hydra's compose API, inside the running `train` app (its config path is registered)."""
+    from hydra import compose
+
+    choice = [o for o in typed if o.lstrip("+").split("=", 1)[0] == group][-1:]
+    with_choice, default = (_leaves(OmegaConf.to_container(compose("config", overrides=choice), resolve=False)),
+                            _leaves(OmegaConf.to_container(compose("config", overrides=[]), resolve=False)))
+    return sorted(k for k in with_choice if k != "hydra" and not k.startswith("hydra.")
+                  and with_choice[k] != default.get(k, _ABSENT))
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
