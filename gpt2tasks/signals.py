@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -57,12 +58,21 @@ class _State:
         self.writing = 0
         self.pending: int | None = None
         self.forward: Callable[[int], None] | None = None
+        self.owner = os.getpid()  # the process whose command this is (set by install)
 
 
 _state = _State()
 
 
 def _handle(signum: int, frame) -> None:
+    if os.getpid() != _state.owner:
+        # A forked child (a DataLoader worker) inherits the handler: it behaves as Python's default
+        # (torch's workers end quietly on KeyboardInterrupt); the parent decides when to stop.
+        if signum == signal.SIGINT:
+            signal.default_int_handler(signum, frame)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     if _state.forward is not None:
         _state.forward(signum)  # the ranks Lightning launched stop too (each agrees on the step: StopOnSignal)
     if not _state.deferring:
@@ -81,6 +91,7 @@ def _handle(signum: int, frame) -> None:
 def install() -> None:
     """Our handler for SIGTERM and SIGINT (main thread only: Python allows no other)."""
     if threading.current_thread() is threading.main_thread():
+        _state.owner = os.getpid()
         for signum in SIGNALS:
             signal.signal(signum, _handle)
 

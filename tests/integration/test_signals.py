@@ -215,7 +215,7 @@ def test_ddp_ranks_stop_at_the_same_step_whichever_rank_is_signalled(rank, tmp_p
     out = tmp_path / "run"
     env = {**os.environ, "SIGNAL_RANK": str(rank), "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)])}
     done = subprocess.run([sys.executable, "-m", "gpt2tasks", "train", f"output_dir={out}", "trainer=ddp",
-                           "trainer.accelerator=cpu", "trainer.devices=2", *SHORT[:3], "logger=none",
+                           "trainer.accelerator=cpu", "trainer.devices=2", *SHORT[:4], "logger=none",
                            "trainer.enable_progress_bar=false"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 143, done.stderr[-3000:]
