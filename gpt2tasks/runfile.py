@@ -300,9 +300,9 @@ def saved_run_config(output_dir: Path) -> dict | None:
         return None
     import yaml
 
-    try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    try:  # OmegaConf's YAML reading, as it wrote the file (plain data: no interpolation is resolved)
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
         raise UserError(f"resume=true: {path} is not readable YAML ({type(exc).__name__}), so the run's settings are "
                         "unknown. Fix: restore the run's config.yaml, or start a new run (overwrite=true or a new "
                         "output_dir).") from None
