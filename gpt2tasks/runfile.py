@@ -323,7 +323,8 @@ def resume_base(composed: DictConfig, typed: Sequence[str], groups: Sequence[str
     saved = saved_run_config(Path(composed.output_dir).absolute())
     if saved is None:
         return composed
-    cfg = OmegaConf.create(saved)
+    # Keys the run's config.yaml lacks (added to gpt2tasks since the run started) keep their defaults.
+    cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(composed, resolve=False)), saved)
     for override in OverridesParser.create().parse_overrides(list(typed)):
         key = override.key_or_group
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
@@ -370,8 +371,9 @@ def resume_changes(saved: dict, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
     """{key: (the run's value, this command's)} for every key that differs; a UserError naming each
     one that `resume=true` may not change (see RESUME_MAY_CHANGE), with the fix."""
     old, new = _leaves(saved), _leaves(OmegaConf.to_container(cfg, resolve=True))
-    changed = {key: (old.get(key, _ABSENT), new.get(key, _ABSENT)) for key in sorted(set(old) | set(new))
-               if old.get(key, _ABSENT) != new.get(key, _ABSENT)}
+    # A key the run's config.yaml lacks was added to gpt2tasks since the run started: its default
+    # stands for what the run did then, so it is not compared.
+    changed = {key: (old[key], new.get(key, _ABSENT)) for key in sorted(old) if old[key] != new.get(key, _ABSENT)}
     refused = {key: values for key, values in changed.items() if not may_change_on_resume(key)}
     if refused:
         listed = "; ".join(f"{key}: the run has {old!r}, this command {new!r}" for key, (old, new) in refused.items())
