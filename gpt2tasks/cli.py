@@ -23,19 +23,25 @@ def setup_logging() -> None:
 
 
 def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> Any:
-    """`job()`; a UserError -- or an OSError the user fixes (a full disk, a read-only or forbidden
-    folder: outputs.filesystem_problem), from any writer -- ends it with one paragraph on stderr,
-    secrets hidden (errors.redact), and exit 2."""
+    """Run a command's job: a UserError -- or an OSError the user fixes (a full disk, a read-only or
+    forbidden folder: outputs.filesystem_problem), from any writer -- ends it with one paragraph on
+    stderr, secrets hidden (errors.redact), and exit 2; SIGTERM / SIGINT (gpt2tasks/signals.py) with
+    one line (how to resume, for train) and exit 143 / 130."""
     from gpt2tasks.outputs import filesystem_problem, remove_if_empty
+    from gpt2tasks.signals import Interrupted, stop_on_signals
 
     try:
-        return job()
-    except (UserError, OSError) as err:
-        message = str(err) if isinstance(err, UserError) else filesystem_problem(err)
+        with stop_on_signals():
+            return job()
+    except (UserError, OSError, Interrupted) as err:
+        message = str(err) if isinstance(err, (UserError, Interrupted)) else filesystem_problem(err)
         if message is None:
             raise
         if cleanup_dir is not None:
             remove_if_empty(cleanup_dir)  # the folder Hydra made for a run that never started
+        if isinstance(err, Interrupted):
+            print(f"gpt2tasks: stopped by {err.name}" + (f": {err.note}" if err.note else "."), file=sys.stderr)
+            sys.exit(err.code)
         print(f"gpt2tasks: error: {redact(message)}", file=sys.stderr)
         sys.exit(2)
 

@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import (Callback, Checkpoint, ModelCheckpoint, 
                                          WeightAveraging)
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
+from gpt2tasks import signals
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import FILESYSTEM_FIXES, filesystem_problem
 
@@ -60,7 +61,13 @@ class DirectCheckpointIO(TorchCheckpointIO):
 
 
 def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> None:
-    """trainer.save_checkpoint into a temporary name beside `path`, renamed onto it once complete."""
+    """trainer.save_checkpoint into a temporary name beside `path`, renamed onto it once complete.
+    A signal during the write takes effect once it is done (signals.writing)."""
+    with signals.writing():
+        _save_atomic(trainer, path, weights_only)
+
+
+def _save_atomic(trainer: L.Trainer, path: str, weights_only: bool) -> None:
     target = Path(path)
     tmp = target.with_name(f".{target.name}.partial")
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not another plugin (XLA, async, a user's)
@@ -80,6 +87,10 @@ def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> No
         raise UserError(f"checkpoint {target} could not be written ({exc.strerror}); {kept}. Fix: "
                         f"{FILESYSTEM_FIXES[exc.errno]}, then run again (resume=true continues from the last "
                         "checkpoint on disk, if the run has one).") from None
+    except BaseException:
+        if trainer.is_global_zero:  # e.g. a signal mid-write: no partial file beside the previous one
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
     if trainer.is_global_zero:
         if tmp.is_dir():  # DeepSpeed: folders cannot be renamed over each other
             old = target.with_name(f".{target.name}.old")
@@ -198,6 +209,74 @@ class LastCheckpoint(Checkpoint):
             self._finished = {"finished": True, "max_steps": trainer.max_steps, "max_epochs": trainer.max_epochs}
             self._save(trainer)
             self._finished = None
+
+
+class StopOnSignal(Checkpoint):
+    """SIGTERM / SIGINT during training (see gpt2tasks/signals.py): training stops at the next point
+    where `last.ckpt` is written as the resume machinery writes it -- after an optimizer step that no
+    validation or epoch end follows (written here, as `checkpoint.every_n_train_steps` would), else
+    after that validation or epoch end (LastCheckpoint writes it) -- and then raises
+    signals.Interrupted, so a resumed run goes on exactly as the uninterrupted one.
+
+    Every rank stops at the same step: at each of those points the ranks agree (a max-reduce of the
+    signal each received), so a signal that reached one rank only, or the ranks at different
+    moments, stops them all together. A `Checkpoint` placed after LastCheckpoint: Lightning runs
+    checkpoint callbacks last and in order, so LastCheckpoint has written at a point before this
+    decides there."""
+
+    def __init__(self, last: LastCheckpoint | None):
+        self.last = last
+        self.signum = 0  # agreed by every rank: the signal training stops for (0: none)
+        self._step_at_batch_start = -1
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        launcher = trainer.strategy.launcher  # Lightning-launched ranks: forwarded to them, as Lightning does
+        signals.defer(forward=launcher.kill if launcher is not None else None)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step == self._step_at_batch_start:
+            return  # a micro-batch of gradient accumulation: not a step boundary
+        if self._agreed(trainer) and not _is_last_batch(trainer) and not _validates_after_this_batch(trainer):
+            self._stop(trainer)
+        # else the validation or epoch end right after this batch writes last.ckpt; it stops there
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._agreed(trainer) \
+                and not _training_ends(trainer):
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._agreed(trainer) and not _training_ends(trainer):
+            self._stop(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # training is over and last.ckpt (marked finished) written: the final evaluation is skipped
+        if self._agreed(trainer):
+            self._stop(trainer)
+        signals.undefer()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        signals.undefer()
+
+    def _agreed(self, trainer: L.Trainer) -> int:
+        if not self.signum:
+            local = signals.requested() or 0
+            if trainer.world_size > 1:  # collective: every rank calls it at the same point
+                from torch.distributed import ReduceOp
+
+                local = int(trainer.strategy.reduce(torch.tensor(local, device=trainer.strategy.root_device),
+                                                    reduce_op=ReduceOp.MAX).item())
+            self.signum = local
+        return self.signum
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        if self.last is not None and self.last._saved_step != trainer.global_step and self.last._fitting(trainer):
+            self.last._save(trainer)
+        signals.undefer()
+        raise signals.Interrupted(self.signum)
 
 
 def _training_ends(trainer: L.Trainer) -> bool:

@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 # torch is imported where a file is read: `eval --help` and `export --help` answer without it.
 from gpt2tasks.errors import UserError
 from gpt2tasks.multitask import MULTITASK
-from gpt2tasks.literal import check_file_names, config_file_names, literal_config
+from gpt2tasks.literal import check_file_names, config_file_names, literal_config, literal_yaml
 
 log = logging.getLogger(__name__)
 
@@ -282,3 +282,171 @@ def read_export_info(folder: Path, path: str) -> dict:
                         "not a model. Fix: pass the run's .ckpt, or export it merged (the default) and pass that "
                         "folder.")
     return info
+
+
+# ---- resume=true: the run's own config, changed only where that cannot change what it computes ----
+# The keys `resume=true` may change, each with why it is safe: none changes the data, the batches,
+# the model, the optimizer or the schedule of the steps trained, so the resumed run is the run that
+# was started, continued (train.py refuses every other key that differs from the run's
+# config.yaml, unknown ones included). A key ending in "." covers everything below it.
+RESUME_MAY_CHANGE = {
+    # what the command itself is and where the run lives
+    "resume": "continuing is what the command does",
+    "overwrite": "ignored with resume=true (nothing is replaced)",
+    "ckpt_path": "which checkpoint of this run to continue from (e.g. back to its best.ckpt)",
+    "output_dir": "the run's folder: the command names it",
+    # how long: extending (or ending sooner) changes where training stops, not the steps before
+    "trainer.max_epochs": "to train longer (the schedule stretches to the new end from here on)",
+    "trainer.max_steps": "as trainer.max_epochs",
+    "early_stopping.patience": "when to stop, not what a step computes",
+    "early_stopping.min_delta": "as early_stopping.patience",
+    # what is shown, logged and saved
+    "logger.": "where metrics are logged",
+    "trainer.enable_progress_bar": "display only",
+    "trainer.enable_model_summary": "display only",
+    "trainer.log_every_n_steps": "how often metrics are logged",
+    "throughput.peak_tflops": "only the MFU shown",
+    "checkpoint.every_n_train_steps": "how often last.ckpt is written; resume is exact from any of them",
+    "checkpoint.every_n_minutes": "as checkpoint.every_n_train_steps",
+    "data.cache_dir": "where tokenized rows are cached (keyed by content)",
+    "data.num_workers": "how many processes load the same batches",
+    # where it runs (README "Resume on another device count"): the start-up log says the new effective batch
+    "trainer.devices": "where the run continues",
+    "trainer.num_nodes": "as trainer.devices",
+    "trainer.accelerator": "as trainer.devices",
+}
+#: keys whose change alone does not make config.yaml worth a new version (they name the command)
+_COMMAND_KEYS = ("resume", "overwrite", "ckpt_path", "output_dir")
+
+
+def may_change_on_resume(key: str) -> bool:
+    return any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in RESUME_MAY_CHANGE)
+
+
+def saved_run_config(output_dir: Path) -> dict | None:
+    """The run's config.yaml as plain data (None when the folder has none), read as YAML data only."""
+    path = output_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:  # OmegaConf's YAML reading, as it wrote the file (plain data: no interpolation is resolved)
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
+        raise UserError(f"resume=true: {path} is not readable YAML ({type(exc).__name__}), so the run's settings are "
+                        "unknown. Fix: restore the run's config.yaml, or start a new run (overwrite=true or a new "
+                        "output_dir).") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"resume=true: {path} holds no settings. Fix: restore the run's config.yaml, or start a new "
+                        "run (overwrite=true or a new output_dir).")
+    return saved
+
+
+def resume_base(composed: DictConfig, typed: Sequence[str], groups: Sequence[str]) -> DictConfig:
+    """`resume=true` from the command line: the run's config.yaml with only the keys the user typed on
+    top (their values as Hydra composed them), so whatever the command line omits is the run's own
+    setting, not a default. `groups`: the config groups (task, model, logger, ...); a typed group
+    brings its whole block. train() then refuses the keys that would change what the run computes.
+    Without a config.yaml in output_dir, Hydra's composition is returned (train says what is wrong)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    saved = saved_run_config(Path(composed.output_dir).absolute())
+    if saved is None:
+        return composed
+    # Keys the run's config.yaml lacks (added to gpt2tasks since the run started) keep their defaults.
+    cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(composed, resolve=False)), saved)
+    for override in OverridesParser.create().parse_overrides(list(typed)):
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        if override.is_delete():
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            if isinstance(node, DictConfig) and leaf in node:
+                del node[leaf]
+            continue
+        # A key: its composed value. A group (task=, model=, trainer=ddp, logger=wandb, ...): the keys
+        # that choosing it sets, each with its composed value.
+        for changed in _group_keys(key, typed) if key in groups else [key]:
+            OmegaConf.update(cfg, changed, OmegaConf.select(composed, changed), merge=False, force_add=True)
+    cfg.output_dir = composed.output_dir
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _group_keys(group: str, typed: Sequence[str]) -> list[str]:
+    """The keys whose (unresolved) value the typed choice of config group `group` changes: the
+    config composed with only that choice against the one composed with no override at all.
+    Hydra's compose API, inside the running `train` app (its config path is registered)."""
+    from hydra import compose
+
+    choice = [o for o in typed if o.lstrip("+").split("=", 1)[0] == group][-1:]
+    with_choice, default = (_leaves(OmegaConf.to_container(compose("config", overrides=choice), resolve=False)),
+                            _leaves(OmegaConf.to_container(compose("config", overrides=[]), resolve=False)))
+    return sorted(k for k in with_choice if k != "hydra" and not k.startswith("hydra.")
+                  and with_choice[k] != default.get(k, _ABSENT))
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a nested dict (lists are values)."""
+    if isinstance(node, dict) and node:
+        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+_ABSENT = "<absent>"
+
+
+def resume_changes(saved: dict, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """{key: (the run's value, this command's)} for every key that differs; a UserError naming each
+    one that `resume=true` may not change (see RESUME_MAY_CHANGE), with the fix."""
+    old, new = _leaves(saved), _leaves(OmegaConf.to_container(cfg, resolve=True))
+    # A key the run's config.yaml lacks was added to gpt2tasks since the run started: its default
+    # stands for what the run did then, so it is not compared.
+    changed = {key: (old[key], new.get(key, _ABSENT)) for key in sorted(old) if old[key] != new.get(key, _ABSENT)}
+    refused = {key: values for key, values in changed.items() if not may_change_on_resume(key)}
+    if refused:
+        listed = "; ".join(f"{key}: the run has {old!r}, this command {new!r}" for key, (old, new) in refused.items())
+        raise UserError(f"resume=true continues the run as it was started, and {'this key differs' if len(refused) == 1 else 'these keys differ'} "
+                        f"from its config.yaml in a way that changes what it computes: {listed}. Fix: drop "
+                        f"{', '.join(f'{key}=' for key in refused)} from the command to continue the run, or start a new "
+                        "run with the new values (overwrite=true instead of resume=true, or a new output_dir). "
+                        f"resume=true may change only: {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUME_MAY_CHANGE)}.")
+    return changed
+
+
+def record_resume(output_dir: Path, cfg: DictConfig, changed: dict[str, tuple[Any, Any]]) -> Path | None:
+    """A resume that changed settings (beyond naming the command): the previous config.yaml is kept as
+    config.<n>.yaml (n = 1, 2, ...: config.1.yaml holds the settings the run started with) and
+    config.yaml gets the new ones. Returns the copy, or None when nothing was worth recording."""
+    from gpt2tasks.outputs import write_atomic
+
+    settings = {key: values for key, values in changed.items() if key not in _COMMAND_KEYS}
+    if not settings:
+        return None
+    n = 1
+    while (output_dir / f"config.{n}.yaml").exists():
+        n += 1
+    kept = output_dir / f"config.{n}.yaml"
+    write_atomic(kept, (output_dir / "config.yaml").read_text(encoding="utf-8"))
+    write_atomic(output_dir / "config.yaml", literal_yaml(cfg))
+    for key, (old, new) in settings.items():
+        log.info("resume: %s %r -> %r (the previous settings: %s)", key, old, new, kept.name)
+    return kept
+
+
+def check_same_data(saved_info: dict, digests: dict[str, tuple[str, str]], source: str) -> None:
+    """The data files of a resumed run hold what they held when it started (content hashes of the
+    checkpoint's run information, `data_files`; a checkpoint from before they were recorded has none)."""
+    for key, recorded in (saved_info.get("data_files") or {}).items():
+        now = digests.get(key)
+        if isinstance(recorded, dict) and now is not None and recorded.get("blake2b") != now[1]:
+            raise UserError(f"{key}={now[0]} changed since the run started (its content hash was "
+                            f"{str(recorded.get('blake2b'))[:12]}..., it is {now[1][:12]}... now): resuming would "
+                            f"continue {source} on other data. Fix: put the file back as it was, or train on the new "
+                            "data in a new run (overwrite=true instead of resume=true, or a new output_dir).")
+
+
+def data_files_info(digests: dict[str, tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """The run information's `data_files`: {config key: {path, blake2b}} (datamodules.files.content_digest)."""
+    return {key: {"path": path, "blake2b": digest} for key, (path, digest) in digests.items()}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from gpt2tasks import distributed, multitask, outputs
+from gpt2tasks import distributed, multitask, outputs, signals
 from gpt2tasks.config import check_epoch_length, validate_config
 from gpt2tasks.literal import literal_yaml
 from gpt2tasks.errors import UserError
@@ -61,6 +61,10 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
     if not rank_zero:
         logging.getLogger("gpt2tasks").setLevel(logging.WARNING)  # rank 0 reports
     start_from, source = (None, "") if debug else _start_checkpoint(cfg, output_dir, rank_zero)
+    # resume=true: the run's config.yaml, and which keys this command changes (those that would change
+    # what the run computes are refused here: runfile.RESUME_MAY_CHANGE)
+    started_as = runfile.saved_run_config(output_dir) if cfg.resume and not debug else None
+    changes = runfile.resume_changes(started_as, cfg) if started_as is not None else {}
 
     # Everything that can fail on bad input happens before the output directory is touched.
     datamodule, module, tokenizer = build_for_training(cfg)
@@ -69,6 +73,9 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
     log.info("model: %s", module.parameter_summary())
     saved = runfile.peek(start_from, source) if start_from is not None else {}
     resume.check_compatible(saved, module, source)
+    if cfg.resume and saved:
+        runfile.check_same_data(saved["gpt2tasks"], datamodule.file_digests, source)
+    module.run_info["data_files"] = runfile.data_files_info(datamodule.file_digests)  # checked by a later resume
 
     ckpt_dir = outputs.checkpoints_dir(output_dir)
     best_checkpoint = resume.BestCheckpoint(
@@ -91,12 +98,15 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
     own_monitor = [] if any(isinstance(c, ThroughputMonitor) for c in callbacks) else [ThroughputMonitor.from_config(cfg)]
     all_callbacks = [*own_monitor, resume.ResumeExactly(), resume.ValidateAtEnd(),
                      *run_callbacks(cfg, has_logger=bool(logger)), *callbacks]
+    last_checkpoint = None
     if not debug:
         all_callbacks.append(best_checkpoint)
         if cfg.checkpoint.save_last:
-            all_callbacks.append(resume.LastCheckpoint(
+            last_checkpoint = resume.LastCheckpoint(
                 ckpt_dir / "last.ckpt", every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
-                every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit))
+                every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit)
+            all_callbacks.append(last_checkpoint)
+    all_callbacks.append(resume.StopOnSignal(last_checkpoint))  # SIGTERM/SIGINT: last.ckpt written, then exit 143/130
     quiet = {} if "enable_model_summary" in cfg.trainer else {"enable_model_summary": False}  # the model line says it
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).
@@ -112,7 +122,10 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
             if kept is not None and start_from is not None and start_from.is_relative_to(output_dir):
                 start_from = kept / start_from.relative_to(output_dir)  # ckpt_path= into the run replaced
         outputs.write_run_marker(output_dir)  # gpt2tasks' mark on its run folder; names this process
-        outputs.write_atomic(output_dir / "config.yaml", literal_yaml(cfg))  # label names etc. stay literal
+        if started_as is None:
+            outputs.write_atomic(output_dir / "config.yaml", literal_yaml(cfg))  # label names etc. stay literal
+        else:  # the settings a resume changed are recorded, the previous ones kept as config.<n>.yaml
+            runfile.record_resume(output_dir, cfg, changes)
     # world_size = devices x num_nodes, known once the Trainer resolved devices="auto"
     devices = trainer.world_size
     log.info("effective batch: %d = data.batch_size %d x %d device(s) x accumulate_grad_batches %d (%s)",
@@ -132,11 +145,13 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
             # (every run with validation has one: the last step validates).
             best = None if debug else best_checkpoint.best_model_path or None
             metrics = _evaluate(trainer, module, datamodule, best, in_memory=not debug and best_checkpoint.holds_current(trainer))
-    except BaseException:
+    except BaseException as exc:
         if rank_zero and not committed and not cfg.resume:
             # Failed before its first checkpoint: nothing of it is worth keeping; the replaced run returns.
             outputs.put_back(output_dir, kept)
             outputs.remove_if_empty(output_dir)
+        if isinstance(exc, signals.Interrupted) and rank_zero and not debug:
+            exc.note = _how_to_resume(output_dir, kept_run=committed or bool(cfg.resume))
         raise
     if debug:
         if trainer.is_global_zero:
@@ -153,6 +168,17 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
         report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
         _report(output_dir, best, module.headline(metrics), trainer.global_step, cfg.task.monitor)
     return metrics
+
+
+def _how_to_resume(output_dir: Path, kept_run: bool) -> str:
+    """What a run stopped by a signal leaves, and the command that continues it."""
+    last = outputs.checkpoints_dir(output_dir) / "last.ckpt"
+    if kept_run and last.exists():
+        return (f"{last} holds step {_saved_step(str(last))}. Continue the run with:\n"
+                f"  python -m gpt2tasks train resume=true output_dir={output_dir}")
+    if kept_run:
+        return f"no last.ckpt was written (checkpoint.save_last=false): {output_dir} cannot be resumed."
+    return f"it stopped before its first checkpoint, so nothing was kept in {output_dir}; start it again."
 
 
 def _start_checkpoint(cfg: DictConfig, output_dir: Path, rank_zero: bool) -> tuple[Path | None, str]:
@@ -254,9 +280,16 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:
         # In a -m sweep every job gets its own folder; Hydra knows it, the config does not.
-        cfg.output_dir = HydraConfig.get().runtime.output_dir
+        hydra_cfg = HydraConfig.get()
+        cfg.output_dir = hydra_cfg.runtime.output_dir
         quiet_known_noise()
-        run_and_report(lambda: train(cfg), cleanup_dir=Path(cfg.output_dir))
+        from gpt2tasks.runfile import resume_base
+
+        # resume=true: the run's own config.yaml with only what this command line typed on top, not the defaults
+        def job() -> dict[str, float]:
+            return train(resume_base(cfg, hydra_cfg.overrides.task, list(hydra_cfg.runtime.choices)) if cfg.resume else cfg)
+
+        run_and_report(job, cleanup_dir=Path(cfg.output_dir))
         if not distributed.is_rank_zero():
             # torchrun/srun without output_dir=: this rank's own ${now} folder may differ from
             # rank 0's by a second; Hydra made it, nothing was written to it.

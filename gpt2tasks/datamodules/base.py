@@ -33,7 +33,7 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
-from gpt2tasks.datamodules.files import read_records, require_columns
+from gpt2tasks.datamodules.files import content_digest, read_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, default_layout
 from gpt2tasks.errors import UserError
@@ -106,7 +106,7 @@ class DataSpec:
 @dataclass
 class RawSplit:
     rows: list[dict]
-    identity: str  # what the cache key depends on: file path + size + mtime, or Hub fingerprint
+    identity: str  # what the cache key depends on: the file's content hash, or the Hub fingerprint
     key: str  # the config key it came from, for error messages
     where: str  # the file path or Hub split, for error messages
     lines: list[int] | None = None  # the file line each row starts on, when the format has lines
@@ -171,6 +171,8 @@ class TaskDataModule(L.LightningDataModule):
         self.examples: dict[str, list[dict]] = {}  # raw rows per split, as limited by max_*_samples
         self.eval_sets: list[str] = []  # names of validation sets, "val" first
         self._prepared_stages: set[str] = set()
+        #: config key -> (absolute path, content_digest) of every data file read (run info: resume checks them)
+        self.file_digests: dict[str, tuple[str, str]] = {}
 
     # ---- hooks a task kind implements -------------------------------------------------------
     def required_columns(self, labelled: bool) -> dict[str, str]:
@@ -233,8 +235,9 @@ class TaskDataModule(L.LightningDataModule):
             if not rows:  # every reader's formats (e.g. an empty TXT file for LM)
                 raise UserError(f"{key}={path}: the file has no data rows, so this split is empty. "
                                 "Fix: point it at a file with examples.")
-            stat = os.stat(path)
-            return RawSplit(rows, f"{path}:{stat.st_size}:{stat.st_mtime_ns}", key, path, lines)
+            digest = content_digest(path)  # read just now: from the page cache
+            self.file_digests[key] = (path, digest)
+            return RawSplit(rows, f"file:{digest}", key, path, lines)
         if hub_split:
             ds = _load_hub_split(self.spec.hub_path, self.spec.hub_name, hub_split, key)
             where = f"{self.spec.hub_path}/{self.spec.hub_name or ''}:{hub_split}"
@@ -292,8 +295,7 @@ class TaskDataModule(L.LightningDataModule):
         (ignored when present). Errors name `key` (the CLI's input=)."""
         file = os.path.abspath(os.path.expanduser(path))
         rows, lines = self.read_file(file, key)
-        stat = os.stat(file)
-        part = RawSplit(rows, f"{file}:{stat.st_size}:{stat.st_mtime_ns}", key, file, lines, labelled=False)
+        part = RawSplit(rows, f"file:{content_digest(file)}", key, file, lines, labelled=False)
         require_columns(rows, self.required_columns(labelled=False), file, key)
         self.examples[PREDICT] = rows
         self.datasets[PREDICT] = self._tokenize(PREDICT, rows, part)
@@ -341,6 +343,8 @@ class TaskDataModule(L.LightningDataModule):
         # its barrier cannot be used; a file lock works for every launcher. (Ranks Lightning itself
         # launches start after rank 0 has tokenized, and only read the cache.)
         with FileLock(str(cache_dir / f"{fingerprint}.lock")):
+            if (cache_dir / f"{fingerprint}.arrow").exists():
+                log.info("tokenized cache reused for %s (%s)", part.where, fingerprint)
             ds = ds.map(tokenize, batched=True, batch_size=batch_size, remove_columns=list(columns),
                         desc=f"Tokenizing {split}",
                         cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,

@@ -7,6 +7,7 @@ of being skipped or mis-parsed, because a silently shifted column trains a wrong
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -16,6 +17,20 @@ from pathlib import Path
 from gpt2tasks.errors import UserError
 
 SUPPORTED = (".csv", ".tsv", ".json", ".jsonl", ".ndjson")
+CHUNK = 1 << 20  # 1 MiB reads: the hash keeps up with the disk, memory stays flat for any file size
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """A hash of the file's bytes (BLAKE2b, 128-bit hex): what a data file *is*, whatever its path,
+    size or mtime say. The tokenization cache is keyed by it (an edit that keeps the size and the
+    mtime, as `cp -p` or `rsync -a` do, still changes the key), and a run records it per data file
+    so that `resume=true` refuses a file edited since the run started. One function for both, so the
+    two can never disagree about whether a file changed."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_records(path: str | os.PathLike, key: str, column_names: Sequence[str] | None = None,

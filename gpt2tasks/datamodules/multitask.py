@@ -137,6 +137,11 @@ class MultiTaskDataModule(L.LightningDataModule):
         for dm in self.tasks.values():
             dm.setup(stage)
 
+    @property
+    def file_digests(self) -> dict[str, tuple[str, str]]:
+        """Every task's data files, by their config key (tasks.<name>.data.*): see TaskDataModule."""
+        return {f"tasks.{name}.{key}": found for name, dm in self.tasks.items() for key, found in dm.file_digests.items()}
+
     def _attach(self) -> None:
         # The task datamodules shard batches by the Trainer's rank and world size.
         for dm in self.tasks.values():
