@@ -178,14 +178,62 @@ def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, 
     input) every data file is dropped first: another machine may not have them."""
     from gpt2tasks.config import validate_config
 
-    if task is not None:
-        overrides = [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+    overrides = task_overrides(overrides, task)
     cfg = apply_overrides(saved if eval_sets else _without_data_files(saved), overrides, command, usage)
     if eval_sets:
         for section in [cfg, *(cfg.tasks[name] for name in cfg.get("tasks") or {})]:
             section.data.train_file = None
     validate_config(cfg)
     return cfg
+
+
+def task_overrides(overrides: Sequence[str], task: str | None) -> list[str]:
+    """With task=<name> (one head of a multi-task run), its data.* and task.* overrides, as that
+    task's keys (tasks.<name>.data.*)."""
+    if task is None:
+        return list(overrides)
+    return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+
+
+# data.* keys that choose an eval set's rows -> the eval set they choose (extra_validation: per name)
+EVAL_SET_KEYS = {"validation_file": "val", "validation_split": "val", "test_file": "test", "test_split": "test"}
+
+
+def named_eval_sets(cfg: DictConfig, overrides: Sequence[str], task: str | None = None) -> dict[str, list[str]]:
+    """Per task (its name, as multitask.task_views names it), the eval sets `eval`'s command line
+    chose on purpose: their file (or Hub split) is given there. Such a set is scored whole, not cut
+    to the run's data.max_eval_samples (meant for the run's own files, e.g. a quick run's 32 rows);
+    the run's own sets keep that limit, so `eval ckpt=` reproduces the run's metrics. Where the same
+    command line sets that task's data.max_eval_samples, it applies to every set (nothing here).
+    `cfg`: the config with the overrides applied; `task`: eval's task= (see task_overrides)."""
+    from gpt2tasks.multitask import is_multitask
+
+    named: dict[str, set[str]] = {}
+    limited: set[str] = set()
+    for item in task_overrides(overrides, task):
+        parts = item.split("=", 1)[0].lstrip("+").split(".")
+        if parts[0] == "tasks" and len(parts) > 2:  # tasks.<name>.data.<key>
+            name, parts = parts[1], parts[2:]
+        elif is_multitask(cfg):
+            continue  # the run's own data: block, which no task of a multi-task run reads
+        else:
+            name = str(cfg.task.name)
+        if parts[0] != "data" or len(parts) < 2:
+            continue
+        key, sets = parts[1], named.setdefault(name, set())
+        section = cfg.tasks[name] if is_multitask(cfg) and name in (cfg.get("tasks") or {}) else cfg
+        extra = [f"val_{n}" for n in (section.data.get("extra_validation") or {})]
+        if key == "max_eval_samples":
+            limited.add(name)
+        elif key in EVAL_SET_KEYS:
+            sets.add(EVAL_SET_KEYS[key])
+        elif key == "extra_validation" and len(parts) == 2:  # the whole block
+            sets.update(extra)
+        elif key == "extra_validation" and (len(parts) == 3 or parts[3] in ("file", "split")):
+            sets.add(f"val_{parts[2]}")
+        elif key in ("hub_path", "hub_name"):  # another dataset: every eval set is new
+            sets.update(["val", "test", *extra])
+    return {name: sorted(sets) for name, sets in named.items() if sets and name not in limited}
 
 
 def apply_overrides(config: dict, overrides: Sequence[str], command: str, usage: str) -> DictConfig:
