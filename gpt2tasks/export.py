@@ -214,7 +214,7 @@ def trained_for(checkpoint: dict) -> str:
     step = int(checkpoint.get("global_step", 0))
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs = loop.get("epoch_progress", {}).get("current", {})
-    batches = loop.get("epoch_loop.batch_progress", {}).get("current", {}).get("completed")
+    batches = loop.get("epoch_loop.batch_progress", {}).get("current", {}).get("processed")
     if not epochs:  # not a training checkpoint of Lightning's format: its epoch counter alone
         return f"step {step}, epoch {int(checkpoint.get('epoch', 0))}"
     done = int(epochs.get("completed", 0))
