@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 # torch is imported where a file is read: `eval --help` and `export --help` answer without it.
 from gpt2tasks.errors import UserError
-from gpt2tasks.multitask import MULTITASK
+from gpt2tasks.multitask import DATA_FILES, MULTITASK
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, 
     input) every data file is dropped first: another machine may not have them."""
     from gpt2tasks.config import validate_config
 
-    overrides = task_overrides(overrides, task)
+    overrides = task_overrides(overrides, task, list(saved.get("tasks") or {}))
     cfg = apply_overrides(saved if eval_sets else _without_data_files(saved), overrides, command, usage)
     if eval_sets:
         for section in [cfg, *(cfg.tasks[name] for name in cfg.get("tasks") or {})]:
@@ -187,12 +187,25 @@ def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, 
     return cfg
 
 
-def task_overrides(overrides: Sequence[str], task: str | None) -> list[str]:
-    """With task=<name> (one head of a multi-task run), its data.* and task.* overrides, as that
-    task's keys (tasks.<name>.data.*)."""
-    if task is None:
+def task_overrides(overrides: Sequence[str], task: str | None, tasks: Sequence[str] = ()) -> list[str]:
+    """The overrides as keys of the run's config. With task=<name> (one head of a multi-task run),
+    its data.* and task.* overrides are that task's (tasks.<name>.data.*). On every task of a
+    multi-task run (`tasks`, task= not given), a data.* key applies to each task, as in `train`
+    (no task reads the run's own data: block): a data file there is refused, it would give every
+    task the same file."""
+    if task is not None:
+        return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+    if not tasks:
         return list(overrides)
-    return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+    expanded = []
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key.split(".")[:2] in [["data", k] for k in (*DATA_FILES, "extra_validation")]:
+            raise UserError(f"{item}: this checkpoint has several tasks ({', '.join(tasks)}), and a data file is one "
+                            f"task's. Fix: pick the task, task={tasks[0]} {item}, or write "
+                            f"tasks.{tasks[0]}.{item}.")
+        expanded += [f"tasks.{name}.{item}" for name in tasks] if key.startswith("data.") else [item]
+    return expanded
 
 
 # data.* keys that choose an eval set's rows -> the eval set they choose (extra_validation: per name)
@@ -210,12 +223,10 @@ def named_eval_sets(cfg: DictConfig, overrides: Sequence[str], task: str | None 
 
     named: dict[str, set[str]] = {}
     limited: set[str] = set()
-    for item in task_overrides(overrides, task):
+    for item in task_overrides(overrides, task, list(cfg.get("tasks") or {})):
         parts = item.split("=", 1)[0].lstrip("+").split(".")
         if parts[0] == "tasks" and len(parts) > 2:  # tasks.<name>.data.<key>
             name, parts = parts[1], parts[2:]
-        elif is_multitask(cfg):
-            continue  # the run's own data: block, which no task of a multi-task run reads
         else:
             name = str(cfg.task.name)
         if parts[0] != "data" or len(parts) < 2:

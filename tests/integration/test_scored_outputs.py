@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from gpt2tasks import runfile
+from gpt2tasks.errors import UserError
 from gpt2tasks.evaluation import evaluate, evaluate_checkpoint
 from gpt2tasks.export import ExportOptions, export
 from gpt2tasks.predict import predict
@@ -207,10 +208,22 @@ def test_named_eval_sets_extra_validation_and_hub(overrides, expected):
      None, {"a": ["test"]}),
     (["data.validation_file=new.csv"], "b", {"b": ["val"]}),  # task=b: its data.* keys
     (["data.validation_file=new.csv", "data.max_eval_samples=2"], "b", {}),
+    # without task=, a data.* key is every task's, as in train
+    (["tasks.a.data.validation_file=v.csv", "data.max_eval_samples=3"], None, {}),
+    (["tasks.a.data.validation_file=v.csv", "data.eval_batch_size=3"], None, {"a": ["val"]}),
 ])
 def test_named_eval_sets_multi_task(overrides, task, expected):
     from tests.conftest import compose
 
-    cfg = compose("task=multitask", "multitask.tasks=[a:sample_sentiment,b:sample_ner]")
-    cfg = runfile.apply_overrides(OmegaConf.to_container(cfg, resolve=True), runfile.task_overrides(overrides, task), "eval", "")
+    saved = OmegaConf.to_container(compose("task=multitask", "multitask.tasks=[a:sample_sentiment,b:sample_ner]"),
+                                   resolve=True)
+    cfg = runfile.apply_overrides(saved, runfile.task_overrides(overrides, task, ["a", "b"]), "eval", "")
     assert runfile.named_eval_sets(cfg, overrides, task) == expected
+    if "data.max_eval_samples=3" in overrides:
+        assert cfg.tasks.a.data.max_eval_samples == cfg.tasks.b.data.max_eval_samples == 3
+
+
+def test_a_data_file_for_every_task_of_a_multi_task_checkpoint_is_refused():
+    with pytest.raises(UserError, match=r"data.validation_file=v.csv: this checkpoint has several tasks \(a, b\).*"
+                                        r"Fix: pick the task, task=a data.validation_file=v.csv"):
+        runfile.task_overrides(["data.validation_file=v.csv"], None, ["a", "b"])
