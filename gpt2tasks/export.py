@@ -68,6 +68,9 @@ EXPORT = Command(
 `transformers` loads. LoRA runs are merged into plain weights (merge_lora=true, default) or saved as
 a PEFT adapter (merge_lora=false). push_to_hub=true uploads the folder to hub.repo_id with the token
 from HF_TOKEN or `hf auth login`. An existing non-empty out= is replaced only with overwrite=true.
+The model card reports the exported checkpoint's own step, epoch and metrics (the run's metrics.json
+only when it scored these weights; a checkpoint saved between validations is evaluated on the run's
+eval files if they are here, else the card says it has no metrics and why).
 A multi-task checkpoint exports one folder per task, out/<task>/ (task=<name>: that one only), each
 loadable with its task's AutoModelFor... class; with merge_lora=false, out/base/ (the frozen backbone)
 plus one PEFT adapter folder per task. The .ckpt is loaded as plain data; trust_checkpoint=true loads
