@@ -206,7 +206,8 @@ class Scores:
 
     metrics: dict[str, float]
     note: str
-    trained: str  # how far training had gone at these weights, e.g. "step 12, 2 epochs"
+    trained: str  # how far training had gone at these weights, e.g. "step 12, after 2 epochs"
+    weights: dict[str, Any]  # {"checkpoint": its file name, "step": global_step, "epoch": Lightning's epoch}
     of_run: bool = False
 
 
@@ -234,33 +235,39 @@ def restore_scored(checkpoint: dict, cfg, ckpt: Path):
     from gpt2tasks.build import restore
     from gpt2tasks.evaluation import score
 
-    weights, trained = f"{ckpt.name}, {trained_for(checkpoint)}", trained_for(checkpoint)
+    trained = trained_for(checkpoint)
+    weights = {"checkpoint": ckpt.name, "step": int(checkpoint.get("global_step", 0)),
+               "epoch": int(checkpoint.get("epoch", 0))}
+
+    def scores(metrics: dict[str, float], source: str, of_run: bool = False) -> Scores:
+        return Scores(metrics, f"Metrics of these weights ({ckpt.name}, {trained}): {source}", trained, weights, of_run)
+
     saved = checkpoint["gpt2tasks"].get("validation") or {}
     if saved.get("step") == checkpoint.get("global_step") and saved.get("metrics"):
         module = restore(checkpoint, cfg, load_eval_sets=False)[2]
         run = run_metrics(ckpt)
-        if run and all(run.get(k) == v for k, v in saved["metrics"].items()):
-            return module, Scores(run, f"Metrics of these weights ({weights}): the run's final evaluation "
-                                       "(its metrics.json).", trained, of_run=True)
-        return module, Scores(dict(sorted(saved["metrics"].items())), f"Metrics of these weights ({weights}): "
-                              "the validation of training that scored them, stored in the checkpoint.", trained)
+        if run and all(run.get(k) == v for k, v in saved["metrics"].items()):  # it scored these weights
+            return module, scores(run, "the run's final evaluation (its metrics.json).", of_run=True)
+        return module, scores(dict(sorted(saved["metrics"].items())),
+                              "the validation of training that scored them, stored in the checkpoint.")
     problems = missing_eval_files(cfg)
     if not problems:
-        log.info("export: %s was saved between validations: evaluating it on the run's eval data", weights)
+        log.info("export: no evaluation of %s (%s) is stored in it: evaluating it on the run's eval data",
+                 ckpt.name, trained)
         try:
             _, datamodule, module = restore(checkpoint, cfg)
             metrics = score(cfg, module, datamodule)
         except UserError as exc:  # data unreadable here, the run's accelerator absent, ...
             problems = [str(exc).split(" Fix:")[0].rstrip(".")]
         else:
-            return module, Scores(metrics, f"Metrics of these weights ({weights}): evaluated when exporting, on the "
-                                           f"run's eval data ({eval_data(cfg)}).", trained)
+            return module, scores(metrics, f"evaluated when exporting, on the run's eval data ({eval_data(cfg)}).")
     module = restore(checkpoint, cfg, load_eval_sets=False)[2]
-    why = (f"No metrics: these weights ({weights}) were saved between validations, so no evaluation of them "
-           f"was stored, and they could not be evaluated here ({'; '.join(problems)}). To score them: "
-           f"`python -m gpt2tasks eval ckpt={ckpt}` where the run's data is, or add data.validation_file=<file>.")
+    why = (f"No metrics: no evaluation of these weights ({ckpt.name}, {trained}) is stored in the checkpoint "
+           "(it was saved between validations, or by an older gpt2tasks), and they could not be evaluated here "
+           f"({'; '.join(problems)}). To score them: `python -m gpt2tasks eval ckpt={ckpt}` where the run's data "
+           "is, or add data.validation_file=<file>.")
     log.warning("export: %s", why)
-    return module, Scores({}, why, trained)
+    return module, Scores({}, why, trained, weights)
 
 
 def eval_files(cfg) -> list[tuple[str, str]]:
@@ -445,9 +452,9 @@ def model_card(cfg, info: dict, scores: Scores, adapter: bool, options: ExportOp
         meta["model-index"] = [{"name": title, "results": [{
             "task": {"type": kind.pipeline_tag},
             "dataset": {"name": str(cfg.data.get("hub_path") or cfg.task.name), "type": str(cfg.task.name)},
-            "metrics": [{"type": name.split("/", 1)[1], "name": name, "value": float(value)}
-                        for name, value in metrics.items() if "/" in name],
-            "source": {"name": scores.note}}]}]
+            # args: which weights each number scores (the Hub's schema has no other place for it)
+            "metrics": [{"type": name.split("/", 1)[1], "name": name, "value": float(value), "args": scores.weights}
+                        for name, value in metrics.items() if "/" in name]}]}]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     hyper = {"task": cfg.task.name, "model": base or "random init (model.pretrained=false)",
              "learning rate": cfg.optim.lr, "batch size (per device)": cfg.data.batch_size,

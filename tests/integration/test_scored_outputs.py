@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
@@ -113,8 +114,11 @@ def _card(folder: Path) -> tuple[dict, str]:
     return yaml.safe_load(text.split("---\n")[1]), text
 
 
-def _reported(meta: dict) -> dict[str, float]:
-    return {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+def _reported(meta: dict, step: int | None = None) -> dict[str, float]:
+    """model-index's metrics; `step`: each must say it scores the weights of that step."""
+    metrics = meta["model-index"][0]["results"][0]["metrics"]
+    assert step is None or all(m["args"]["step"] == step for m in metrics)
+    return {m["name"]: m["value"] for m in metrics}
 
 
 def test_export_of_last_reports_last_metrics_and_step_and_best_reports_metrics_json(run, tmp_path):
@@ -122,18 +126,21 @@ def test_export_of_last_reports_last_metrics_and_step_and_best_reports_metrics_j
     assert _step(last) == 12 and _step(best) in (3, 6, 9)  # the run this test needs: best is not last
     saved = json.loads((run / "metrics.json").read_text())
 
-    meta, text = _card(export(ExportOptions(ckpt=str(last), out=str(tmp_path / "last"))))
+    folder = export(ExportOptions(ckpt=str(last), out=str(tmp_path / "last")))
+    meta, text = _card(folder)
     own = evaluate_checkpoint(str(last))  # what last.ckpt's weights score on the run's (cut) eval sets
-    assert _reported(meta) == {k: v for k, v in own.items() if k.startswith("val/")}
+    assert _reported(meta, step=12) == {k: v for k, v in own.items() if k.startswith("val/")}
     assert _reported(meta)["val/loss"] != saved["val/loss"]
-    assert "last.ckpt, step 12, after 2 epochs" in meta["model-index"][0]["results"][0]["source"]["name"]
+    assert "Metrics of these weights (last.ckpt, step 12, after 2 epochs): the validation of training" in text
     assert "| trained (these weights) | step 12, after 2 epochs |" in text and "best checkpoint" not in text
+    # The Hub's own reader takes the metadata (its schema: no result source without a URL).
+    assert len(ModelCard.load(folder / "README.md").data.eval_results) == len(_reported(meta))
     # Its pictures: the run's curves, not best.ckpt's confusion matrix.
     assert sorted(p.name for p in (tmp_path / "last" / "plots").iterdir()) == ["curves.png"]
 
     meta, text = _card(export(ExportOptions(ckpt=str(best), out=str(tmp_path / "best"))))
-    assert _reported(meta) == saved
     step = _step(best)  # a validation 3 or 6 batches into an epoch of 6
+    assert _reported(meta, step=step) == saved
     assert f"best.ckpt, step {step}, {(step - 1) % 6 + 1} batches into epoch {(step - 1) // 6 + 1}" in text
     assert "(its metrics.json)" in text
     assert "confusion_matrix.png" in {p.name for p in (tmp_path / "best" / "plots").iterdir()}
@@ -165,14 +172,14 @@ def test_a_checkpoint_between_validations_is_evaluated_at_export_or_has_no_metri
     assert "validation" not in torch.load(last, map_location="cpu", weights_only=True)["gpt2tasks"]
 
     meta, text = _card(export(ExportOptions(ckpt=str(last), out=str(tmp_path / "evaluated"))))
-    assert _reported(meta) == evaluate_checkpoint(str(last))  # these weights, val and test
+    assert _reported(meta, step=4) == evaluate_checkpoint(str(last))  # these weights, val and test
     assert "step 4, 4 batches into epoch 1" in text and "evaluated when exporting" in text
     assert "trainer.max_epochs=3" in text and "after 3 epochs" not in text
 
     val.unlink()
     meta, text = _card(export(ExportOptions(ckpt=str(last), out=str(tmp_path / "unscored"))))
     assert "model-index" not in meta and "| metric | value |" not in text
-    assert f"No metrics: these weights (last.ckpt, step 4, 4 batches into epoch 1)" in text
+    assert "No metrics: no evaluation of these weights (last.ckpt, step 4, 4 batches into epoch 1)" in text
     assert f"data.validation_file={val} does not exist" in text
 
 
