@@ -215,7 +215,9 @@ def trained_for(checkpoint: dict) -> str:
     """How far training had gone when a checkpoint was saved, from its own counters (Lightning's
     fit-loop progress, pinned lightning 2.6): "step 12, after 2 epochs" or "step 3, 3 batches into
     epoch 1"; never the config's limits, which a stopped run did not reach."""
-    step = int(checkpoint.get("global_step", 0))
+    if "global_step" not in checkpoint:  # `combine` joins the heads of several runs: no one training step
+        return "training step not recorded (a combined checkpoint)"
+    step = int(checkpoint["global_step"])
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs = loop.get("epoch_progress", {}).get("current", {})
     batches = loop.get("epoch_loop.batch_progress", {}).get("current", {}).get("processed")
@@ -236,14 +238,13 @@ def restore_scored(checkpoint: dict, cfg, ckpt: Path):
     from gpt2tasks.evaluation import score
 
     trained = trained_for(checkpoint)
-    weights = {"checkpoint": ckpt.name, "step": int(checkpoint.get("global_step", 0)),
-               "epoch": int(checkpoint.get("epoch", 0))}
+    weights = {"checkpoint": ckpt.name, "step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
 
     def scores(metrics: dict[str, float], source: str, of_run: bool = False) -> Scores:
         return Scores(metrics, f"Metrics of these weights ({ckpt.name}, {trained}): {source}", trained, weights, of_run)
 
     saved = checkpoint["gpt2tasks"].get("validation") or {}
-    if saved.get("step") == checkpoint.get("global_step") and saved.get("metrics"):
+    if saved.get("metrics") and saved.get("step") == checkpoint.get("global_step"):
         module = restore(checkpoint, cfg, load_eval_sets=False)[2]
         run = run_metrics(ckpt)
         if run and all(run.get(k) == v for k, v in saved["metrics"].items()):  # it scored these weights
