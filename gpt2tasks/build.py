@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,11 @@ def clamp_max_length(requested: int, config: GPT2Config) -> int:
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config: GPT2Config,
-                     label_space: LabelSpace | None = None) -> TaskDataModule:
+                     label_space: LabelSpace | None = None, whole_eval_sets: Sequence[str] = ()) -> TaskDataModule:
+    """`whole_eval_sets`: eval sets read whole, whatever data.max_eval_samples says (DataSpec)."""
     kind = KINDS[cfg.task.kind]
     spec = data_spec(cfg, clamp_max_length(int(cfg.data.max_length), config))
+    spec.whole_eval_sets = tuple(whole_eval_sets)
     datamodule = kind.datamodule(spec, tokenizer, seed=int(cfg.seed), label_space=label_space,
                                  label_names=_plain(cfg.task.label_names), problem_type=cfg.task.problem_type)
     datamodule.check_model_limits(n_positions(config))
@@ -221,12 +224,14 @@ def absolute_data_paths(cfg: DictConfig) -> None:
                 extra.file = os.path.abspath(os.path.expanduser(str(extra.file)))
 
 
-def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True, tasks: list[str] | None = None
+def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True, tasks: list[str] | None = None,
+                          whole_eval_sets: dict[str, Sequence[str]] | None = None
                           ) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
     """The same objects from a checkpoint's saved run_info, with the weights of initialisation (load
     the checkpoint's state_dict next): no download, no training data needed. `load_eval_sets=False`
     (predict) reads no data: the caller gives its own input. `tasks`: of a multi-task run, whose
-    eval sets to load (default: all)."""
+    eval sets to load (default: all). `whole_eval_sets`: per task, the eval sets read whole
+    (`eval` with a file named on its command line: runfile.named_eval_sets)."""
     views, saved = multitask.task_views(cfg), multitask.task_infos(info)
     tokenizer = tokenizer_from_files(info["tokenizer_files"])
     configs = {name: GPT2Config.from_dict(task["hf_config"]) for name, task in zip(views, saved.values(), strict=True)}
@@ -237,19 +242,21 @@ def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = Tr
     datamodules, loaded = {}, {}
     for (name, view), task in zip(views.items(), saved.values()):
         label_space = LabelSpace(**task["label_space"])
-        datamodules[name] = build_datamodule(view, tokenizer, configs[name], label_space=label_space)
+        datamodules[name] = build_datamodule(view, tokenizer, configs[name], label_space=label_space,
+                                             whole_eval_sets=(whole_eval_sets or {}).get(name, ()))
         loaded[name] = load_eval_sets and (tasks is None or name in tasks)
         if loaded[name]:
             datamodules[name].setup("validate")
     return assemble(cfg, views, info, models, datamodules, check_monitor=loaded)
 
 
-def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eval_sets: bool = True
-            ) -> tuple[DictConfig, TaskDataModule, TaskModule]:
+def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eval_sets: bool = True,
+            whole_eval_sets: dict[str, Sequence[str]] | None = None) -> tuple[DictConfig, TaskDataModule, TaskModule]:
     """(config, datamodule, module) of a checkpoint, with its weights (lean checkpoints completed).
-    `task`: one head of a multi-task checkpoint, as that task alone (its view, datamodule, module)."""
+    `task`: one head of a multi-task checkpoint, as that task alone (its view, datamodule, module).
+    `whole_eval_sets`: see build_from_checkpoint."""
     datamodule, module = build_from_checkpoint(cfg, checkpoint["gpt2tasks"], load_eval_sets,
-                                               tasks=[task] if task else None)
+                                               tasks=[task] if task else None, whole_eval_sets=whole_eval_sets)
     module.complete_state_dict(checkpoint)
     try:
         module.load_state_dict(checkpoint["state_dict"])

@@ -2,7 +2,8 @@
 
 The checkpoint carries its run's config, tokenizer, HF config and label space, so evaluation needs
 no download and no training data, and reproduces the training run's validation metrics exactly.
-Overrides change data keys (e.g. data.validation_file=other.csv) on top of the saved config.
+Overrides change data keys (e.g. data.validation_file=other.csv) on top of the saved config; an
+eval file named there is scored whole (runfile.named_eval_sets), and the rows scored per set are said.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ EVAL = Command(
 JSON. key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
 data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu.
 It runs on one device, whatever the run trained on (metrics do not depend on the device count).
-Only the eval sets are read (the training file need not exist here). The checkpoint is loaded as
+Only the eval sets are read (the training file need not exist here). The run's own eval files keep
+its data.max_eval_samples (so its metrics are reproduced); a file given here is scored whole unless
+data.max_eval_samples=N is given too. A line above the JSON says how many rows each set scored
+(and how many its file holds where a limit cut it); output= holds them as <set>/rows (and
+<set>/rows_in_file). The checkpoint is loaded as
 plain data (tensors, numbers, strings): a file holding other Python objects is refused, since
 loading them can run code; trust_checkpoint=true loads such a file if you trust where it comes from.
 A multi-task checkpoint is evaluated on every task (<task>/val/<metric>, val/mean), or with
@@ -63,8 +68,17 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     """`task`: one head of a multi-task checkpoint (evaluated as that task alone); default: all.
     `trust_checkpoint`: load a checkpoint that holds more than plain data (see runfile.load_checkpoint).
     `overwrite`: replace an existing `output` file."""
-    import lightning as L
+    return evaluate(ckpt, overrides, output, task, trust_checkpoint, overwrite)[0]
 
+
+def evaluate(ckpt: str, overrides: list[str] = (), output: str | None = None, task: str | None = None,
+             trust_checkpoint: bool = False, overwrite: bool = False
+             ) -> tuple[dict[str, float], dict[str, tuple[int, int, str | None]]]:
+    """evaluate_checkpoint's metrics, and per eval set the rows it scored (`scored_rows`).
+
+    An eval file given in `overrides` is scored whole unless they also set data.max_eval_samples;
+    the run's own files keep the run's limit (runfile.named_eval_sets). `output` gets the metrics
+    and, per set, `<set>/rows` (and `<set>/rows_in_file` where a limit cut the set)."""
     from gpt2tasks.build import restore
 
     if output:
@@ -73,25 +87,68 @@ def evaluate_checkpoint(ckpt: str, overrides: list[str] = (), output: str | None
     info = checkpoint["gpt2tasks"]
     task = runfile.select_task(info, task, "eval", required=False)
     cfg = runfile.run_config(info["config"], overrides, "eval", USAGE, task)
-    cfg, datamodule, module = restore(checkpoint, cfg, task)
+    whole = runfile.named_eval_sets(cfg, overrides, task)
+    cfg, datamodule, module = restore(checkpoint, cfg, task, whole_eval_sets=whole)
+    metrics = score(cfg, module, datamodule)
+    rows = scored_rows(datamodule)
+    if output:
+        predictions = getattr(module, "latest_predictions", {})
+        for eval_set in predictions:  # QA: predictions.json beside output= too
+            check_output_file(prediction_path(Path(output).expanduser().absolute().parent, eval_set), "output",
+                              overwrite)
+        write_metrics(Path(output), {**metrics, **row_counts(rows)})
+        write_predictions(Path(output).parent, predictions)
+    return metrics, rows
+
+
+def score(cfg, module, datamodule) -> dict[str, float]:
+    """The metrics of `module`'s weights on the eval sets `datamodule` loaded (validation, then
+    test when there is one), on one device."""
     trainer = inference_trainer(cfg)
+    module.latest_metrics = {}
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if datamodule.has_test:
         trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = dict(sorted(module.latest_metrics.items()))
-    if output:
-        for eval_set in getattr(module, "latest_predictions", {}):  # QA: predictions.json beside output= too
-            check_output_file(prediction_path(Path(output).expanduser().absolute().parent, eval_set), "output",
-                              overwrite)
-        write_metrics(Path(output), metrics)
-        write_predictions(Path(output).parent, getattr(module, "latest_predictions", {}))
-    return metrics
+    return dict(sorted(module.latest_metrics.items()))
+
+
+def scored_rows(datamodule) -> dict[str, tuple[int, int, str | None]]:
+    """Per eval set, named as its metrics are (val, val_<name>, test; <task>/val in a multi-task
+    run): (rows scored, rows its file holds, the key that cut it or None)."""
+    from gpt2tasks.datamodules.multitask import MultiTaskDataModule
+
+    several = isinstance(datamodule, MultiTaskDataModule)
+    parts = datamodule.tasks.items() if several else [("", datamodule)]
+    rows = {}
+    for name, part in parts:
+        for eval_set, (scored, in_file) in part.scored_rows().items():
+            key = f"{f'tasks.{name}.' if several else ''}data.max_eval_samples={part.row_limit(eval_set)}"
+            rows[f"{name}/{eval_set}" if several else eval_set] = (scored, in_file, key if scored < in_file else None)
+    return rows
+
+
+def row_counts(rows: dict[str, tuple[int, int, str | None]]) -> dict[str, int]:
+    """scored_rows as flat keys for a metrics file: <set>/rows, and <set>/rows_in_file where cut."""
+    counts = {}
+    for eval_set, (scored, in_file, limit) in rows.items():
+        counts[f"{eval_set}/rows"] = scored
+        if limit:
+            counts[f"{eval_set}/rows_in_file"] = in_file
+    return counts
+
+
+def describe_rows(rows: dict[str, tuple[int, int, str | None]]) -> str:
+    """'scored val: 32 of 50,000 rows (data.max_eval_samples=32); test: 500 rows'."""
+    return "scored " + "; ".join(
+        f"{eval_set}: {scored:,} of {in_file:,} rows ({limit})" if limit else f"{eval_set}: {scored:,} rows"
+        for eval_set, (scored, in_file, limit) in rows.items())
 
 
 def main(argv: list[str]) -> None:
     def job(options: dict[str, Any], overrides: list[str]) -> None:
-        metrics = evaluate_checkpoint(options["ckpt"], overrides, options["output"], options["task"],
-                                      options[runfile.TRUST_KEY], options["overwrite"])
+        metrics, rows = evaluate(options["ckpt"], overrides, options["output"], options["task"],
+                                 options[runfile.TRUST_KEY], options["overwrite"])
+        print(describe_rows(rows))
         print(json.dumps(metrics, indent=2))
 
     run_command(argv, EVAL, job)

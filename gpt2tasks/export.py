@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,9 @@ EXPORT = Command(
 `transformers` loads. LoRA runs are merged into plain weights (merge_lora=true, default) or saved as
 a PEFT adapter (merge_lora=false). push_to_hub=true uploads the folder to hub.repo_id with the token
 from HF_TOKEN or `hf auth login`. An existing non-empty out= is replaced only with overwrite=true.
+The model card reports the exported checkpoint's own step, epoch and metrics (the run's metrics.json
+only when it scored these weights; a checkpoint saved between validations is evaluated on the run's
+eval files if they are here, else the card says it has no metrics and why).
 A multi-task checkpoint exports one folder per task, out/<task>/ (task=<name>: that one only), each
 loadable with its task's AutoModelFor... class; with merge_lora=false, out/base/ (the frozen backbone)
 plus one PEFT adapter folder per task. The .ckpt is loaded as plain data; trust_checkpoint=true loads
@@ -103,17 +106,18 @@ def export(options: ExportOptions) -> Path:
     cfg = literal_config(info["config"])
     cfg.model.compile = False  # an export is eager weights; compiling would only cost time
     cfg.model.gradient_checkpointing = False
-    _, _, module = restore(checkpoint, cfg, load_eval_sets=False)  # the run's model with its weights
+    module, scores = restore_scored(checkpoint, cfg, Path(options.ckpt))  # the run's model with its weights
     module.eval()
     with staging_dir(out, options.overwrite) as tmp:
-        export_tasks(module, cfg, info, task, Path(options.ckpt), options, tmp)
+        export_tasks(module, cfg, info, task, Path(options.ckpt), options, tmp, scores)
     log.info("exported %s -> %s", options.ckpt, out)
     if options.push_to_hub:
         push(out, options.hub_repo_id, options.hub_private, options.hub_commit_message, token)
     return out
 
 
-def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options: ExportOptions, folder: Path) -> None:
+def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options: ExportOptions, folder: Path,
+                 scores: Scores) -> None:
     """Every task of the run (or `task`) as a standard HF folder: a single-task run's is `folder`
     itself (with the run's pictures); a multi-task run's are `<folder>/<task>/` (its metrics the
     run's `<task>/...` ones) plus a README listing them, and with merge_lora=false `<folder>/base/`
@@ -126,7 +130,7 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
     if adapter:
         check_adapter_export(info)
     views, infos = multitask.task_views(cfg), multitask.task_infos(info)
-    mix, metrics = multitask.mixing(cfg), run_metrics(ckpt)
+    mix, metrics = multitask.mixing(cfg), scores.metrics
     names = [task] if task else list(views)
     for (name, view), view_info in zip(views.items(), infos.values(), strict=True):
         if name not in names:
@@ -136,11 +140,12 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
                                 KINDS[view.task.kind].module.head_modules)
         tokenizer = tokenizer_from_files(info["tokenizer_files"])
         if mix is None:
-            write_folder(folder, model, tokenizer, view, view_info, metrics, adapter, options, run_name(view),
-                         run_plots(ckpt))
+            write_folder(folder, model, tokenizer, view, view_info, scores, adapter, options, run_name(view),
+                         run_plots(ckpt, scores.of_run))
         else:
-            own_metrics = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
-            write_folder(folder / name, model, tokenizer, view, view_info, own_metrics, adapter, options, run_name(view))
+            own = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
+            write_folder(folder / name, model, tokenizer, view, view_info, replace(scores, metrics=own), adapter,
+                         options, run_name(view))
     if mix is not None:
         if adapter:
             lora.plain_backbone(module.backbone).save_pretrained(folder / "base")
@@ -148,7 +153,7 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
         (folder / "README.md").write_text(multitask_card(names, adapter, cfg))
 
 
-def write_folder(folder: Path, model, tokenizer, cfg, info: dict, metrics: dict[str, float], adapter: bool,
+def write_folder(folder: Path, model, tokenizer, cfg, info: dict, scores: Scores, adapter: bool,
                  options: ExportOptions, title: str, pictures: list[Path] = ()) -> None:
     """One task's export: weights (or adapter), tokenizer, gpt2tasks.json, model card (+ the run's
     pictures under plots/, shown in the card)."""
@@ -162,7 +167,7 @@ def write_folder(folder: Path, model, tokenizer, cfg, info: dict, metrics: dict[
         save_model(model, cfg, folder)
     save_tokenizer(tokenizer, cfg, folder)
     runfile.write_export_info(folder, cfg, info, adapter)
-    (folder / "README.md").write_text(model_card(cfg, info, metrics, adapter, options, title,
+    (folder / "README.md").write_text(model_card(cfg, info, scores, adapter, options, title,
                                                  [p.name for p in pictures]))
 
 
@@ -185,9 +190,114 @@ One GPT-2 backbone was trained with one head per task. {layout}
 
 
 # ---- loading ----------------------------------------------------------------------------------
-def run_plots(ckpt: Path) -> list[Path]:
-    """The run's pictures (plots/*.png beside checkpoints/), or [] when there are none."""
-    return sorted((ckpt.expanduser().absolute().parent.parent / PLOTS_DIR).glob("*.png"))
+# The run's pictures of its history (every validation, the train loss): true of any of its
+# checkpoints. The others (confusion matrix, per-class reports) show metrics.json's evaluation.
+HISTORY_PICTURES = ("curves.png", "perplexity.png")
+
+
+def run_plots(ckpt: Path, of_run: bool = True) -> list[Path]:
+    """The run's pictures (plots/*.png beside checkpoints/), or [] when there are none; those of the
+    run's final evaluation only when the exported weights are the ones it scored (`of_run`)."""
+    pictures = sorted((ckpt.expanduser().absolute().parent.parent / PLOTS_DIR).glob("*.png"))
+    return [p for p in pictures if of_run or p.name in HISTORY_PICTURES]
+
+
+@dataclass
+class Scores:
+    """What the model card reports of the exported weights: their metrics, one sentence saying which
+    weights (checkpoint, step, epoch) and where the numbers come from or why there are none, and
+    whether they are the run's metrics.json (so its evaluation pictures show these weights too)."""
+
+    metrics: dict[str, float]
+    note: str
+    trained: str  # how far training had gone at these weights, e.g. "step 12, after 2 epochs"
+    weights: dict[str, Any]  # {"checkpoint": its file name, "step": global_step, "epoch": Lightning's epoch}
+    of_run: bool = False
+
+
+def trained_for(checkpoint: dict) -> str:
+    """How far training had gone when a checkpoint was saved, from its own counters (Lightning's
+    fit-loop progress, pinned lightning 2.6): "step 12, after 2 epochs" or "step 3, 3 batches into
+    epoch 1"; never the config's limits, which a stopped run did not reach."""
+    if "global_step" not in checkpoint:  # `combine` joins the heads of several runs: no one training step
+        return "training step not recorded (a combined checkpoint)"
+    step = int(checkpoint["global_step"])
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = loop.get("epoch_progress", {}).get("current", {})
+    batches = loop.get("epoch_loop.batch_progress", {}).get("current", {}).get("processed")
+    if not epochs:  # not a training checkpoint of Lightning's format: its epoch counter alone
+        return f"step {step}, epoch {int(checkpoint.get('epoch', 0))}"
+    done = int(epochs.get("completed", 0))
+    if int(epochs.get("ready", 0)) > done and batches:  # saved inside an epoch
+        return f"step {step}, {int(batches)} batches into epoch {done + 1}"
+    return f"step {step}, after {done} epoch{'' if done == 1 else 's'}"
+
+
+def restore_scored(checkpoint: dict, cfg, ckpt: Path):
+    """(the checkpoint's module with its weights, the Scores of those weights). Only numbers of
+    exactly these weights are reported: the run's metrics.json where it scored them (best.ckpt),
+    else the validation stored in the checkpoint when it was saved right after one, else a new
+    evaluation on the run's eval data when it is here; otherwise none, and the card says why."""
+    from gpt2tasks.build import restore
+    from gpt2tasks.evaluation import score
+
+    trained = trained_for(checkpoint)
+    weights = {"checkpoint": ckpt.name, "step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
+
+    def scores(metrics: dict[str, float], source: str, of_run: bool = False) -> Scores:
+        return Scores(metrics, f"Metrics of these weights ({ckpt.name}, {trained}): {source}", trained, weights, of_run)
+
+    saved = checkpoint["gpt2tasks"].get("validation") or {}
+    if saved.get("metrics") and saved.get("step") == checkpoint.get("global_step"):
+        module = restore(checkpoint, cfg, load_eval_sets=False)[2]
+        run = run_metrics(ckpt)
+        if run and all(run.get(k) == v for k, v in saved["metrics"].items()):  # it scored these weights
+            return module, scores(run, "the run's final evaluation (its metrics.json).", of_run=True)
+        return module, scores(dict(sorted(saved["metrics"].items())),
+                              "the validation of training that scored them, stored in the checkpoint.")
+    problems = missing_eval_files(cfg)
+    if not problems:
+        log.info("export: no evaluation of %s (%s) is stored in it: evaluating it on the run's eval data",
+                 ckpt.name, trained)
+        try:
+            _, datamodule, module = restore(checkpoint, cfg)
+            metrics = score(cfg, module, datamodule)
+        except UserError as exc:  # data unreadable here, the run's accelerator absent, ...
+            problems = [str(exc).split(" Fix:")[0].rstrip(".")]
+        else:
+            return module, scores(metrics, f"evaluated when exporting, on the run's eval data ({eval_data(cfg)}).")
+    module = restore(checkpoint, cfg, load_eval_sets=False)[2]
+    why = (f"No metrics: no evaluation of these weights ({ckpt.name}, {trained}) is stored in the checkpoint "
+           "(it was saved between validations, or by an older gpt2tasks), and they could not be evaluated here "
+           f"({'; '.join(problems)}). To score them: `python -m gpt2tasks eval ckpt={ckpt}` where the run's data "
+           "is, or add data.validation_file=<file>.")
+    log.warning("export: %s", why)
+    return module, Scores({}, why, trained, weights)
+
+
+def eval_files(cfg) -> list[tuple[str, str]]:
+    """The run's eval files as (config key, path), every task's in a multi-task run. A set read
+    from the Hub (data.hub_path) has no file: it is loaded as in training."""
+    found = []
+    for name, view in multitask.task_views(cfg).items():
+        prefix = f"tasks.{name}.data." if multitask.is_multitask(cfg) else "data."
+        data = view.data
+        keys = [("validation_file", data.get("validation_file")), ("test_file", data.get("test_file")),
+                *((f"extra_validation.{n}.file", e.get("file")) for n, e in (data.get("extra_validation") or {}).items())]
+        found += [(prefix + key, str(file)) for key, file in keys if file]
+    return found
+
+
+def eval_data(cfg) -> str:
+    """The run's eval data in words, for the model card."""
+    files = eval_files(cfg)
+    return ", ".join(f"{key}={path}" for key, path in files) if files else f"the Hub dataset {cfg.data.get('hub_path')}"
+
+
+def missing_eval_files(cfg) -> list[str]:
+    """The run's eval files that are not here (e.g. the run came from another machine)."""
+    return [f"{key}={path} does not exist" for key, path in eval_files(cfg)
+            if not os.path.isfile(os.path.expanduser(path))]
 
 
 def run_metrics(ckpt: Path) -> dict[str, float]:
@@ -338,10 +448,12 @@ def add_template(tokenizer, single: str, pair: str, special_tokens: list) -> Non
 
 
 # ---- model card -------------------------------------------------------------------------------
-def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, options: ExportOptions, title: str,
+def model_card(cfg, info: dict, scores: Scores, adapter: bool, options: ExportOptions, title: str,
                pictures: list[str] = ()) -> str:
+    """`scores`: the exported weights' own metrics and where they come from (restore_scored)."""
     from gpt2tasks.tasks import KINDS
 
+    metrics = scores.metrics
     kind = KINDS[cfg.task.kind]
     model = cfg.model
     base = str(model.name_or_path) if model.get("pretrained", True) and model.get("name_or_path") else None
@@ -357,20 +469,23 @@ def model_card(cfg, info: dict, metrics: dict[str, float], adapter: bool, option
         meta["model-index"] = [{"name": title, "results": [{
             "task": {"type": kind.pipeline_tag},
             "dataset": {"name": str(cfg.data.get("hub_path") or cfg.task.name), "type": str(cfg.task.name)},
-            "metrics": [{"type": name.split("/", 1)[1], "name": name, "value": float(value)}
+            # args: which weights each number scores (the Hub's schema has no other place for it)
+            "metrics": [{"type": name.split("/", 1)[1], "name": name, "value": float(value), "args": scores.weights}
                         for name, value in metrics.items() if "/" in name]}]}]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     hyper = {"task": cfg.task.name, "model": base or "random init (model.pretrained=false)",
              "learning rate": cfg.optim.lr, "batch size (per device)": cfg.data.batch_size,
-             "epochs": cfg.trainer.max_epochs, "max steps": cfg.trainer.max_steps,
+             "trained (these weights)": scores.trained,
+             "limits": f"trainer.max_epochs={cfg.trainer.max_epochs}, trainer.max_steps={cfg.trainer.max_steps}",
              "warmup ratio": cfg.optim.warmup_ratio, "weight decay": cfg.optim.weight_decay,
              "max length": cfg.data.max_length, "precision": cfg.precision, "seed": cfg.seed}
     if cfg.get("peft") is not None and cfg.peft.method == "lora":
         hyper["LoRA"] = f"r={cfg.peft.r}, alpha={cfg.peft.alpha}, dropout={cfg.peft.dropout}, targets={cfg.peft.targets}"
     rows = "\n".join(f"| {k} | {md_text(v)} |" for k, v in hyper.items())
-    scores = "\n".join(f"| {md_text(k)} | {v:.4f} |" for k, v in metrics.items()) or "| (no metrics.json beside the run) | |"
+    table = "\n".join(f"| {md_text(k)} | {v:.4f} |" for k, v in metrics.items())
     if more:
-        scores += f"\n| ({more} more in the run's metrics.json) | |"
+        table += f"\n| ({more} more in the run's metrics.json) | |"
+    evaluation = f"{scores.note}\n\n| metric | value |\n|---|---|\n{table}\n" if metrics else f"{scores.note}\n"
     command = info.get("command") or "(trained from Python; no command line recorded)"
     shown = "".join(f"\n![{Path(name).stem}]({PLOTS_DIR}/{name})\n" for name in pictures)
     figures = f"\n## Training curves and evaluation pictures\n{shown}" if pictures else ""
@@ -389,12 +504,9 @@ GPT-2 fine-tuned for {md_code(cfg.task.name)} ({kind.pipeline_tag}) with gpt2tas
 |---|---|
 {rows}
 {labels_section(info.get("label_space") or {})}
-## Evaluation (the run's best checkpoint)
+## Evaluation
 
-| metric | value |
-|---|---|
-{scores}
-{figures}"""
+{evaluation}{figures}"""
 
 
 # The card's text comes from the run (task and model names, the command line, metric names with

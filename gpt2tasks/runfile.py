@@ -29,8 +29,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 # torch is imported where a file is read: `eval --help` and `export --help` answer without it.
 from gpt2tasks.errors import UserError
-from gpt2tasks.multitask import MULTITASK
 from gpt2tasks.literal import check_file_names, config_file_names, literal_config, literal_yaml
+from gpt2tasks.multitask import DATA_FILES, MULTITASK
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,7 @@ def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, 
     saved one: a folder named by a file is not where this command writes its cache."""
     from gpt2tasks.config import validate_config
 
-    if task is not None:
-        overrides = [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+    overrides = task_overrides(overrides, task, list(saved.get("tasks") or {}))
     dropped = {"cache_dir": None, **({} if eval_sets else DATA_FILES_DROPPED)}
     cfg = apply_overrides(_with_data(saved, dropped), overrides, command, usage)
     if eval_sets:
@@ -211,6 +210,66 @@ def run_config(saved: dict, overrides: Sequence[str], command: str, usage: str, 
             section.data.train_file = None
     validate_config(cfg)
     return cfg
+
+
+def task_overrides(overrides: Sequence[str], task: str | None, tasks: Sequence[str] = ()) -> list[str]:
+    """The overrides as keys of the run's config. With task=<name> (one head of a multi-task run),
+    its data.* and task.* overrides are that task's (tasks.<name>.data.*). On every task of a
+    multi-task run (`tasks`, task= not given), a data.* key applies to each task, as in `train`
+    (no task reads the run's own data: block): a data file there is refused, it would give every
+    task the same file."""
+    if task is not None:
+        return [f"tasks.{task}.{o}" if o.startswith(("data.", "task.")) else o for o in overrides]
+    if not tasks:
+        return list(overrides)
+    expanded = []
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key.split(".")[:2] in [["data", k] for k in (*DATA_FILES, "extra_validation")]:
+            raise UserError(f"{item}: this checkpoint has several tasks ({', '.join(tasks)}), and a data file is one "
+                            f"task's. Fix: pick the task, task={tasks[0]} {item}, or write "
+                            f"tasks.{tasks[0]}.{item}.")
+        expanded += [f"tasks.{name}.{item}" for name in tasks] if key.startswith("data.") else [item]
+    return expanded
+
+
+# data.* keys that choose an eval set's rows -> the eval set they choose (extra_validation: per name)
+EVAL_SET_KEYS = {"validation_file": "val", "validation_split": "val", "test_file": "test", "test_split": "test"}
+
+
+def named_eval_sets(cfg: DictConfig, overrides: Sequence[str], task: str | None = None) -> dict[str, list[str]]:
+    """Per task (its name, as multitask.task_views names it), the eval sets `eval`'s command line
+    chose on purpose: their file (or Hub split) is given there. Such a set is scored whole, not cut
+    to the run's data.max_eval_samples (meant for the run's own files, e.g. a quick run's 32 rows);
+    the run's own sets keep that limit, so `eval ckpt=` reproduces the run's metrics. Where the same
+    command line sets that task's data.max_eval_samples, it applies to every set (nothing here).
+    `cfg`: the config with the overrides applied; `task`: eval's task= (see task_overrides)."""
+    from gpt2tasks.multitask import is_multitask
+
+    named: dict[str, set[str]] = {}
+    limited: set[str] = set()
+    for item in task_overrides(overrides, task, list(cfg.get("tasks") or {})):
+        parts = item.split("=", 1)[0].lstrip("+").split(".")
+        if parts[0] == "tasks" and len(parts) > 2:  # tasks.<name>.data.<key>
+            name, parts = parts[1], parts[2:]
+        else:
+            name = str(cfg.task.name)
+        if parts[0] != "data" or len(parts) < 2:
+            continue
+        key, sets = parts[1], named.setdefault(name, set())
+        section = cfg.tasks[name] if is_multitask(cfg) and name in (cfg.get("tasks") or {}) else cfg
+        extra = [f"val_{n}" for n in (section.data.get("extra_validation") or {})]
+        if key == "max_eval_samples":
+            limited.add(name)
+        elif key in EVAL_SET_KEYS:
+            sets.add(EVAL_SET_KEYS[key])
+        elif key == "extra_validation" and len(parts) == 2:  # the whole block
+            sets.update(extra)
+        elif key == "extra_validation" and (len(parts) == 3 or parts[3] in ("file", "split")):
+            sets.add(f"val_{parts[2]}")
+        elif key in ("hub_path", "hub_name"):  # another dataset: every eval set is new
+            sets.update(["val", "test", *extra])
+    return {name: sorted(sets) for name, sets in named.items() if sets and name not in limited}
 
 
 def apply_overrides(config: dict, overrides: Sequence[str], command: str, usage: str) -> DictConfig:

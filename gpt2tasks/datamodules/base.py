@@ -101,6 +101,9 @@ class DataSpec:
     cache_dir: str | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # Not a config key: the eval sets (val, val_<name>, test) read whole whatever max_eval_samples
+    # says -- `eval` names here the sets whose file its command line gives (runfile.named_eval_sets).
+    whole_eval_sets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -169,6 +172,7 @@ class TaskDataModule(L.LightningDataModule):
         self.problem_type = problem_type
         self.datasets: dict[str, ListDataset] = {}
         self.examples: dict[str, list[dict]] = {}  # raw rows per split, as limited by max_*_samples
+        self.rows_in_source: dict[str, int] = {}  # rows per split before that limit (file or Hub split)
         self.eval_sets: list[str] = []  # names of validation sets, "val" first
         self._prepared_stages: set[str] = set()
         #: config key -> (absolute path, content_digest) of every data file read (run info: resume checks them)
@@ -282,13 +286,26 @@ class TaskDataModule(L.LightningDataModule):
         if self.label_space is None:
             self.label_space = self.fit_label_space(raw[TRAIN].rows)
         for split, part in usable.items():
-            limit = self.spec.max_train_samples if split == TRAIN else self.spec.max_eval_samples
-            self.examples[split] = part.rows[:limit] if limit else part.rows
+            self.examples[split] = part.rows[:self.row_limit(split)] if self.row_limit(split) else part.rows
+            self.rows_in_source[split] = len(part.rows)
             self.datasets[split] = self._tokenize(split, self.examples[split], part)
         self.eval_sets = [s for s in self.datasets if s.startswith(VAL)]
         if need_train and self.packs:
             self.packed_layout()  # refuses a data.max_tokens_per_row the data does not fit, before training
         self._prepared_stages.add(key)
+
+    def row_limit(self, split: str) -> int | None:
+        """How many first rows of `split` are used (None: all): data.max_train_samples for training,
+        data.max_eval_samples for each eval set, unless the set is to be read whole."""
+        if split == TRAIN:
+            return self.spec.max_train_samples
+        return None if split in self.spec.whole_eval_sets else self.spec.max_eval_samples
+
+    def scored_rows(self) -> dict[str, tuple[int, int]]:
+        """Per eval set loaded (val, val_<name>, test): (examples scored, examples its file or Hub
+        split holds); they differ where data.max_eval_samples cut the set."""
+        return {split: (len(self.examples[split]), self.rows_in_source[split])
+                for split in [*self.eval_sets, *([TEST] if self.has_test else [])]}
 
     def setup_predict(self, path: str, key: str = "input") -> None:
         """Read, check and tokenize a `predict` input file: the training formats, labels not needed

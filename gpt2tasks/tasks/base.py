@@ -69,6 +69,9 @@ class TaskModule(L.LightningModule):
         self.run_info = run_info or {}
         self._outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
         self.latest_metrics: dict[str, float] = {}  # "<eval set>/<metric>" of the last evaluation
+        # The optimizer step and epoch of the weights the last validation of training scored (None:
+        # that validation was a sanity check or not part of training); see `on_save_checkpoint`.
+        self.validated_at: tuple[int, int] | None = None
         self.latest_diagnostics: dict[str, dict] = {}  # per eval set, what the run's pictures show (plots.py)
         self.predict_options: dict[str, Any] = {}  # `predict` options this kind reads (predict_option_defaults)
         self.predicted: dict[str, np.ndarray] = {}  # the last predict run's outputs, sorted by idx
@@ -290,6 +293,9 @@ class TaskModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._outputs = {}
         self.latest_metrics = {}  # this validation's alone (a run's final numbers may be read from it)
+        trainer = self._trainer  # the weights do not change during a validation: they are this step's
+        training = trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
+        self.validated_at = (trainer.global_step, trainer.current_epoch) if training else None
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._collect(batch, dataloader_idx)
@@ -320,13 +326,29 @@ class TaskModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # RNG states make a resumed run continue exactly like an uninterrupted one (dropout, the
         # dataloader's base seed); run_info makes the checkpoint self-contained for `eval`.
-        checkpoint["gpt2tasks"] = {**self.run_info, "rng": _rng_state()}
+        checkpoint["gpt2tasks"] = {**self.run_info, "rng": _rng_state(), **self._validation_of_saved_weights()}
         if self.run_info.get("frozen_base_from"):
             # LoRA over a base loaded from a checkpoint: the frozen weights can be reloaded from
             # there, so they are not stored again (a gpt2-xl LoRA checkpoint: MBs, not 6 GB).
             frozen = {p.data_ptr() for p in self.parameters() if not p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                         if v.data_ptr() not in frozen}
+
+    def _validation_of_saved_weights(self) -> dict[str, Any]:
+        """{"validation": {step, epoch, metrics}} when the last validation scored exactly the weights
+        being saved (no optimizer step since): `export` reports these numbers for these weights
+        (best.ckpt's are always its own). {} otherwise (e.g. last.ckpt written between validations):
+        no other weights' numbers are ever attached to a checkpoint. Weight-averaging callbacks
+        score and save other weights than the trained ones: nothing is attached under them."""
+        from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
+
+        trainer = self._trainer
+        if (self.validated_at is None or trainer is None or self.validated_at[0] != trainer.global_step
+                or not self.latest_metrics
+                or any(isinstance(c, (WeightAveraging, StochasticWeightAveraging)) for c in trainer.callbacks)):
+            return {}
+        step, epoch = self.validated_at
+        return {"validation": {"step": step, "epoch": epoch, "metrics": dict(self.latest_metrics)}}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # (the RNG states are put back by gpt2tasks.resume.ResumeExactly when training continues)

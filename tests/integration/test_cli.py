@@ -23,7 +23,9 @@ def test_train_then_eval_reproduces_validation_metrics(tmp_path, cli):
     evaluated = cli("eval", f"ckpt={out / 'checkpoints' / 'best.ckpt'}", f"output={tmp_path / 'eval.json'}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     again = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
-    assert again == metrics == json.loads((tmp_path / "eval.json").read_text())
+    assert "scored val: 32 of 300 rows (data.max_eval_samples=32); test: 32 of 300 rows" in evaluated.stdout
+    counts = {"val/rows": 32, "val/rows_in_file": 300, "test/rows": 32, "test/rows_in_file": 300}
+    assert again == metrics and json.loads((tmp_path / "eval.json").read_text()) == {**metrics, **counts}
     assert {k.split("/")[0] for k in metrics} == {"val", "test"}
 
 

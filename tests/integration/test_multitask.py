@@ -17,7 +17,7 @@ from gpt2tasks import lora, multitask
 from gpt2tasks.build import build_for_training, restore
 from gpt2tasks.datamodules.base import VAL
 from gpt2tasks.errors import UserError
-from gpt2tasks.evaluation import evaluate_checkpoint
+from gpt2tasks.evaluation import evaluate, evaluate_checkpoint
 from gpt2tasks.runfile import load_checkpoint
 from gpt2tasks.export import ExportOptions, export
 from gpt2tasks.predict import predict
@@ -183,6 +183,14 @@ def test_two_task_run_improves_every_task_and_eval_task_reproduces_it(two_task_r
     assert alone == {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("sample_ner/")}
     with pytest.raises(UserError, match="task=nope: not a task of this multi-task checkpoint"):
         evaluate_checkpoint(ckpt, task="nope")
+    # A file named for one task is scored whole (128 rows, the run cut its sets to 64); the other
+    # task keeps the run's cut, named by its own key.
+    twice = run.parent / "reviews_twice.jsonl"
+    twice.write_text((run.parent / "validation.jsonl").read_text() * 2)
+    metrics, rows = evaluate(ckpt, [f"tasks.reviews.data.validation_file={twice}"])
+    assert rows["reviews/val"] == (128, 128, None)
+    assert rows["sample_ner/val"][0] == 64 and rows["sample_ner/val"][2] == "tasks.sample_ner.data.max_eval_samples=64"
+    assert evaluate(ckpt, [f"data.validation_file={twice}"], task="reviews")[1] == {"val": (128, 128, None)}
 
 
 def test_per_task_exports_load_in_plain_transformers_with_the_multitask_outputs(two_task_run, tmp_path):
