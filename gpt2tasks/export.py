@@ -89,8 +89,6 @@ def parse_options(argv: list[str]) -> ExportOptions:
 
 def export(options: ExportOptions) -> Path:
     """Write the export folder (and push it when asked); returns its path."""
-    from gpt2tasks.build import restore
-
     if not options.ckpt or not options.out:
         raise UserError(f"export needs ckpt=<path> and out=<dir>. Fix: e.g. ckpt=outputs/<task>/<time>/"
                         f"checkpoints/best.ckpt out=exported/my-model.\n{USAGE}")
