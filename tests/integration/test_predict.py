@@ -257,3 +257,67 @@ def test_cli_predict_writes_lines_and_reports_errors(run, tmp_path, cli, caplog)
     assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
     helped = cli("predict", "--help")
     assert helped.returncode == 0 and "ckpt=" in helped.stdout and "continuation" in helped.stdout
+
+
+# ---- files of any length: chunks, several processes, interruption ------------------------------
+def lm_prompts(path):
+    """The first words of the LM sample's lines: short prompts, quick to continue."""
+    return [" ".join(line.split()[:n]) for line, n in zip(path.read_text().splitlines(), [3, 9, 1, 14, 6, 2] * 4)]
+
+
+@pytest.mark.parametrize("task", list(TRAIN))
+def test_chunked_predict_equals_one_chunk(run, tmp_path, task):
+    # 24 rows, 5 at a time: five chunks, the last one short; batches of 3 cut across nothing.
+    ckpt, subset = run(task)
+    options = {"max_new_tokens": 3} if task == "sample_lm" else None
+    whole = run_predict(ckpt, subset, tmp_path / "whole.jsonl", batch_size=3, options=options)
+    chunked = run_predict(ckpt, subset, tmp_path / "chunked.jsonl", batch_size=3, options=options, chunk_rows=5)
+    assert_close(chunked, whole)  # floats to 1e-5: a chunk's batches pad other rows together
+
+
+def test_interrupted_predict_leaves_no_output(run, tmp_path, monkeypatch):
+    ckpt, subset = run("sample_sentiment")
+    from gpt2tasks.tasks.seq_cls import SeqClsModule
+
+    real, seen = SeqClsModule.predict_rows, []
+
+    def interrupted(self, outputs, datamodule):
+        seen.append([p.name for p in tmp_path.iterdir()])
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the third chunk
+        return real(self, outputs, datamodule)
+
+    monkeypatch.setattr(SeqClsModule, "predict_rows", interrupted)
+    out = tmp_path / "p.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        predict(str(ckpt), str(subset), str(out), chunk_rows=10)
+    # The chunks went to one temporary file beside the output as they finished; it is gone, and
+    # there is no output.
+    [[temporary]] = {tuple(names) for names in seen}
+    assert temporary.startswith(".p.jsonl.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_column_in_a_later_chunk_fails_before_any_work(run, tmp_path):
+    ckpt, subset = run("sample_sentiment")
+    rows = [{"text": r["text"]} for r in rows_of(subset)]
+    rows[17] = {"sentence": rows[17]["text"]}
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"row 17 \(counting from 0\) has no field for data.text_column='text'"):
+        predict(str(ckpt), str(source), str(tmp_path / "p.jsonl"), chunk_rows=5)
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
+
+
+@pytest.mark.slow  # two processes: ~30 s of 2 CPU cores
+def test_two_processes_write_the_lines_of_one_in_input_order(run, tmp_path):
+    from tests.conftest import run_cli
+
+    ckpt, subset = run("sample_sentiment")
+    one = run_predict(ckpt, subset, tmp_path / "one.jsonl", batch_size=3, chunk_rows=10)
+    done = run_cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'two.jsonl'}", "batch_size=3",
+                   "chunk_rows=10", "trainer.accelerator=cpu", "trainer.devices=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world_size: 2" in done.stderr or "distributed_backend=gloo" in done.stderr, done.stderr[-3000:]
+    assert_close(lines_of(tmp_path / "two.jsonl"), one)  # one line per row, in order, written once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "two.jsonl"]
