@@ -42,20 +42,22 @@ task=<name> on that task alone, its data.* / task.* overrides applying to that t
 USAGE = EVAL.usage()
 
 
-def inference_trainer(cfg) -> L.Trainer:
-    """The Trainer of eval and predict: no logger, no checkpoints; settings it refuses (e.g.
-    trainer.accelerator=gpu without a GPU) are a UserError naming the keys, as in train."""
+def inference_trainer(cfg, single_device: bool = True, **extra: Any) -> L.Trainer:
+    """The Trainer of eval and predict: no logger, no checkpoints (+ `extra` keywords); settings it
+    refuses (e.g. trainer.accelerator=gpu without a GPU) are a UserError naming the keys, as in train."""
     from gpt2tasks.build import trainer_from_kwargs
 
-    return trainer_from_kwargs({**inference_trainer_kwargs(cfg), "logger": False, "enable_checkpointing": False})
+    return trainer_from_kwargs({**inference_trainer_kwargs(cfg, single_device), "logger": False,
+                                "enable_checkpointing": False, **extra})
 
 
-def inference_trainer_kwargs(cfg) -> dict[str, Any]:
-    """The run's Trainer settings (precision, accelerator, ...) without the training-only ones, on one
-    device: exact evaluation gives the same numbers on any number, and predict writes one file."""
+def inference_trainer_kwargs(cfg, single_device: bool = True) -> dict[str, Any]:
+    """The run's Trainer settings (precision, accelerator, ...) without the training-only ones; on one
+    device unless `single_device` is false (predict with trainer.devices=N): exact evaluation gives
+    the same numbers on any number of devices."""
     from gpt2tasks.build import trainer_kwargs
 
-    kwargs = trainer_kwargs(cfg, single_device=True)
+    kwargs = trainer_kwargs(cfg, single_device=single_device)
     for key in ("max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
                 "check_val_every_n_epoch", "num_sanity_val_steps", "limit_train_batches", "log_every_n_steps"):
         kwargs.pop(key, None)

@@ -1,6 +1,6 @@
 """One LightningDataModule for every task kind: load splits, tokenize (cached), batch.
 
-What differs between kinds is only `read_file` (for formats beyond CSV/TSV/JSON/JSONL),
+What differs between kinds is only `iter_file` (for formats beyond CSV/TSV/JSON/JSONL),
 `required_columns`, `fit_label_space`, `encode_rows` (labels, in Python, so label errors surface
 before tokenizing) and `tokenize_batch` (run by `datasets.map`, cached on disk; it may turn one
 example into several rows, e.g. windows of a long text). Everything else -- files or Hub, splits,
@@ -13,8 +13,11 @@ windows back together; the raw rows stay in `self.examples[split]` for metrics t
 original text (QA answers).
 
 `predict` reads an input file through the same readers and tokenization, without labels
-(`setup_predict`): the kinds' `encode_rows`/`tokenize_batch` leave the label columns out when
-`part.labelled` is false, so an input file never needs (fake) labels.
+(`predict_chunks`): the kinds' `encode_rows`/`tokenize_batch` leave the label columns out when
+`part.labelled` is false, so an input file never needs (fake) labels. It reads the file a chunk of
+rows at a time (streamed where the format allows, see `iter_file`) and tokenizes in memory, not
+through the on-disk cache: memory stays flat in the file's length, and an input seen once does
+not fill the cache.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import json
 import logging
 import os
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
-from gpt2tasks.datamodules.files import content_digest, read_records, require_columns
+from gpt2tasks.datamodules.files import content_digest, iter_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, default_layout
 from gpt2tasks.errors import UserError
@@ -114,15 +119,16 @@ class RawSplit:
     where: str  # the file path or Hub split, for error messages
     lines: list[int] | None = None  # the file line each row starts on, when the format has lines
     labelled: bool = True  # false for `predict` inputs: encode_rows leaves the labels out
+    first: int = 0  # the file's row number of rows[0] (a chunk of a `predict` input)
 
     def locate(self, i: int) -> str:
         """Where row i is, for error messages: 'line 17' in a file, else 'row 17 (from 0)'."""
-        return f"line {self.lines[i]}" if self.lines else f"row {i} (counting from 0)"
+        return f"line {self.lines[i]}" if self.lines else f"row {self.first + i} (counting from 0)"
 
     def locate_rows(self, rows: list[int], shown: int = 5) -> str:
         """Where some rows are: 'lines 3, 17 and 20', 'lines 3, 5, 8, 9, 12 and 40 more', or rows
         counted from 0 when the format has no lines."""
-        first = [str(self.lines[i]) if self.lines else str(i) for i in rows[:shown]]
+        first = [str(self.lines[i]) if self.lines else str(self.first + i) for i in rows[:shown]]
         listed = (", ".join(first[:-1]) + " and " + first[-1]) if len(first) > 1 else first[0]
         if len(rows) > shown:
             listed = f"{', '.join(first)} and {len(rows) - shown} more"
@@ -206,9 +212,16 @@ class TaskDataModule(L.LightningDataModule):
         example each (LM packing) overrides it."""
         return self.tokenize_batch(batch)
 
+    def iter_file(self, path: str, key: str) -> Iterator[tuple[dict, int | None]]:
+        """(row, the line it starts on or None) of one data file, one at a time: streamed from
+        CSV/TSV/JSONL, a JSON document parsed whole. Kinds with other formats override it."""
+        return iter_records(path, key, self.spec.column_names)
+
     def read_file(self, path: str, key: str) -> tuple[list[dict], list[int] | None]:
-        """Rows of one data file (+ the line each starts on). Kinds with other formats override."""
-        return read_records(path, key, self.spec.column_names, with_lines=True)
+        """Every row of one data file (+ the line each starts on; None for a format without lines)."""
+        pairs = list(self.iter_file(path, key))
+        lines = [line for _, line in pairs]
+        return [row for row, _ in pairs], None if not lines or lines[0] is None else lines
 
     def preprocessing_params(self) -> dict[str, Any]:
         """Everything tokenize_batch depends on besides the data and tokenizer (cache key)."""
@@ -252,7 +265,7 @@ class TaskDataModule(L.LightningDataModule):
         """Load, check and tokenize. Idempotent: the entry point calls it before building the model
         (label names must be known), Lightning calls it again."""
         if stage == "predict":
-            return  # `predict` reads its input with setup_predict(path); the run's splits are not needed
+            return  # `predict` reads its input with predict_chunks(path); the run's splits are not needed
         need_train = stage in (None, "fit")
         key = "fit" if need_train else "eval"
         if key in self._prepared_stages or "fit" in self._prepared_stages:
@@ -307,15 +320,36 @@ class TaskDataModule(L.LightningDataModule):
         return {split: (len(self.examples[split]), self.rows_in_source[split])
                 for split in [*self.eval_sets, *([TEST] if self.has_test else [])]}
 
-    def setup_predict(self, path: str, key: str = "input") -> None:
-        """Read, check and tokenize a `predict` input file: the training formats, labels not needed
-        (ignored when present). Errors name `key` (the CLI's input=)."""
+    def predict_chunks(self, path: str, chunk_rows: int, key: str = "input") -> Iterator[int]:
+        """A `predict` input, `chunk_rows` rows at a time: the training formats, labels not needed
+        (ignored when present). Each chunk is read, checked and tokenized into
+        `examples`/`datasets["predict"]` (replacing the last one) before this yields the file's row
+        number of its first row. Memory holds one chunk whatever the file's length; tokenized in
+        memory, not cached on disk (a predict input is usually seen once). Errors name `key`."""
         file = os.path.abspath(os.path.expanduser(path))
-        rows, lines = self.read_file(file, key)
-        part = RawSplit(rows, f"file:{content_digest(file)}", key, file, lines, labelled=False)
-        require_columns(rows, self.required_columns(labelled=False), file, key)
-        self.examples[PREDICT] = rows
-        self.datasets[PREDICT] = self._tokenize(PREDICT, rows, part)
+        stat = os.stat(file)
+        first = 0
+        for rows, lines in chunked(self.iter_file(file, key), chunk_rows):
+            part = RawSplit(rows, f"{file}:{stat.st_size}:{stat.st_mtime_ns}", key, file, lines, labelled=False,
+                            first=first)
+            require_columns(rows, self.required_columns(labelled=False), file, key, first)
+            self.examples[PREDICT] = rows
+            self.datasets[PREDICT] = ListDataset(self._tokenize_rows(self.tokenize_inputs, self.encode_rows(rows, part),
+                                                                     TaskDataModule.map_batch_size))
+            yield first
+            first += len(rows)
+        if not first:
+            raise UserError(f"{key}={file}: the file has no rows to predict. Fix: point it at a file with examples.")
+
+    def count_predict_rows(self, path: str, key: str = "input") -> int:
+        """The rows of a `predict` input, read once through (columns checked, nothing tokenized): every
+        reading error comes before any work, and progress knows the total."""
+        file = os.path.abspath(os.path.expanduser(path))
+        total = 0
+        for rows, _ in chunked(self.iter_file(file, key), 10_000):
+            require_columns(rows, self.required_columns(labelled=False), file, key, total)
+            total += len(rows)
+        return total
 
     def _label_columns(self) -> list[str]:
         inputs = set(self.required_columns(labelled=False).values())
@@ -347,9 +381,8 @@ class TaskDataModule(L.LightningDataModule):
 
         columns = self.encode_rows(rows, part)
         columns["example"] = list(range(len(rows)))
-        tokenize, batch_size = ((self.tokenize_batch, self.map_batch_size) if part.labelled
-                                else (self.tokenize_inputs, TaskDataModule.map_batch_size))
-        identity = f"{part.identity}:first {len(rows)} rows{'' if part.labelled else ':unlabelled'}"
+        tokenize, batch_size = self.tokenize_batch, self.map_batch_size
+        identity = f"{part.identity}:first {len(rows)} rows"
         fingerprint = self._fingerprint(identity, split)  # max_*_samples cut
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +400,19 @@ class TaskDataModule(L.LightningDataModule):
                         cache_file_name=str(cache_dir / f"{fingerprint}.arrow"), new_fingerprint=fingerprint,
                         load_from_cache_file=True)
         return ListDataset([{**row, "idx": i} for i, row in enumerate(ds.to_list())])
+
+    @staticmethod
+    def _tokenize_rows(tokenize: Callable[[dict[str, list]], dict[str, list]], columns: dict[str, list],
+                       batch_size: int) -> list[dict]:
+        """What `_tokenize` makes of `columns` (encode_rows' output) -- the same tokenize function
+        over the same batches of rows, each row with its idx -- in memory, without datasets' cache."""
+        n = len(next(iter(columns.values())))
+        columns["example"] = list(range(n))
+        rows: list[dict] = []
+        for start in range(0, n, batch_size):
+            out = tokenize({name: values[start:start + batch_size] for name, values in columns.items()})
+            rows.extend(dict(zip(out, values)) for values in zip(*out.values()))
+        return [{**row, "idx": i} for i, row in enumerate(rows)]
 
     def _fingerprint(self, identity: str, split: str) -> str:
         h = hashlib.sha256()
@@ -466,6 +512,13 @@ class TaskDataModule(L.LightningDataModule):
         rows = {k: len(v) for k, v in self.datasets.items()}
         text = f"{self.label_space.problem_type}; examples: {counts(examples)}"
         return text if rows == examples else f"{text}; as {self.row_name}: {counts(rows)}"
+
+
+def chunked(pairs: Iterator[tuple[dict, int | None]], size: int) -> Iterator[tuple[list[dict], list[int] | None]]:
+    """(rows, their lines or None) of up to `size` (row, line) pairs at a time, read as consumed."""
+    while chunk := list(islice(pairs, size)):
+        lines = [line for _, line in chunk]
+        yield [row for row, _ in chunk], None if lines[0] is None else lines
 
 
 def is_blank(value: Any) -> bool:

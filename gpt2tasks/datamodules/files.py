@@ -2,16 +2,19 @@
 
 Strict on purpose: a malformed row is reported with its file, config key and line number instead
 of being skipped or mis-parsed, because a silently shifted column trains a wrong model.
+
+CSV, TSV and JSON lines are read one row at a time (`iter_records`): `predict` streams a file of
+any length through them in constant memory, and training reads the same rows as a list
+(`read_records`). A JSON document (.json) is parsed whole: it is one value.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from gpt2tasks.errors import UserError
@@ -40,23 +43,64 @@ def read_records(path: str | os.PathLike, key: str, column_names: Sequence[str] 
     `column_names` is for headerless CSV/TSV files (the first row is then data); JSON ignores it.
     With `with_lines`, returns (rows, the line each row starts on), lines None for a JSON document.
     """
-    text, suffix = read_text(path, key, SUPPORTED)
-    lines: list[int] | None = []
-    if suffix in (".csv", ".tsv"):
-        rows = _read_delimited(text, "\t" if suffix == ".tsv" else ",", path, key, column_names, lines)
-    elif suffix == ".json":
-        rows, lines = _read_json(text, path, key), None
-    else:
-        rows = _read_jsonl(text, path, key, lines)
-    if not rows:
+    pairs = list(iter_records(path, key, column_names))
+    if not pairs:
         raise UserError(f"{key}={path}: the file has no data rows, so this split is empty. "
                         "Fix: point it at a file with examples.")
+    rows = [row for row, _ in pairs]
+    lines = None if pairs[0][1] is None else [line for _, line in pairs]
     return (rows, lines) if with_lines else rows
+
+
+def iter_records(path: str | os.PathLike, key: str, column_names: Sequence[str] | None = None
+                 ) -> Iterator[tuple[dict, int | None]]:
+    """(row, the line it starts on) of a data file, one at a time, as `read_records` reads them:
+    CSV/TSV/JSONL streamed from the file (memory does not grow with its length), a JSON document
+    parsed whole (lines None). Problems are raised when the reader reaches them."""
+    p, suffix = check_file(path, key, SUPPORTED)
+    if suffix in (".csv", ".tsv"):
+        yield from _read_delimited(iter_lines(p, key, newline=""), "\t" if suffix == ".tsv" else ",", path, key,
+                                   column_names)
+    elif suffix == ".json":
+        text, _ = read_text(path, key, SUPPORTED)
+        yield from ((row, None) for row in _read_json(text, path, key))
+    else:
+        yield from _read_jsonl(iter_lines(p, key, newline="\n"), path, key)
+
+
+def iter_lines(path: Path, key: str, newline: str | None) -> Iterator[str]:
+    """The lines of a UTF-8 text file (a BOM dropped), read as they are consumed. `newline` as
+    open()'s: "" for the csv module (which handles line ends itself, also inside quoted fields);
+    "\n" to split on \n alone, as str.split("\n") does (JSON strings may hold U+2028, \r ...)."""
+    number = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:  # -sig: a BOM from spreadsheet tools
+            for number, line in enumerate(f, start=1):  # number: for the error below
+                yield line
+    except UnicodeDecodeError:
+        raise UserError(f"{key}={path}: not UTF-8 text (after line {number}). "
+                        "Fix: re-save the file as UTF-8.") from None
+    except OSError as exc:
+        raise UserError(f"{key}={path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from None
 
 
 def read_text(path: str | os.PathLike, key: str, supported: Sequence[str] | None = None) -> tuple[str, str]:
     """(the file's text, its lower-case suffix); a missing, unreadable or non-UTF-8 file is a UserError.
     `supported`: the suffixes accepted (None: any)."""
+    p, suffix = check_file(path, key, supported)
+    try:
+        text = p.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM written by spreadsheet tools
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{key}={path}: not UTF-8 text (byte {exc.start}). "
+                        "Fix: re-save the file as UTF-8.") from None
+    except OSError as exc:
+        raise UserError(f"{key}={path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from None
+    return text, suffix
+
+
+def check_file(path: str | os.PathLike, key: str, supported: Sequence[str] | None = None) -> tuple[Path, str]:
+    """(the file, its lower-case suffix) once it exists, is a file and has a `supported` suffix
+    (None: any); otherwise a UserError naming `key`."""
     p = Path(path).expanduser()
     if not p.exists():
         # Hydra may change the working directory, so say which one relative paths started from.
@@ -68,26 +112,18 @@ def read_text(path: str | os.PathLike, key: str, supported: Sequence[str] | None
     if supported is not None and suffix not in supported:
         raise UserError(f"{key}={path}: unsupported file type {suffix!r}. Fix: convert it to one of "
                         f"{', '.join(supported)}.")
-    try:
-        text = p.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM written by spreadsheet tools
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{key}={path}: not UTF-8 text (byte {exc.start}). "
-                        "Fix: re-save the file as UTF-8.") from None
-    except OSError as exc:
-        raise UserError(f"{key}={path}: cannot be read ({exc.strerror}). Fix: check its permissions.") from None
-    return text, suffix
+    return p, suffix
 
 
-def _read_delimited(text: str, delimiter: str, path, key: str, column_names: Sequence[str] | None,
-                    lines: list[int]) -> list[dict]:
+def _read_delimited(lines: Iterable[str], delimiter: str, path, key: str, column_names: Sequence[str] | None
+                    ) -> Iterator[tuple[dict, int]]:
     tsv = delimiter == "\t"
     kind = "TSV" if tsv else "CSV"
     # GLUE TSVs contain unbalanced quotes, so TSV fields are never quoted. strict=True turns CSV
     # quoting mistakes into errors instead of fields glued together.
     quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
     header: list[str] | None = list(column_names) if column_names else None
-    rows: list[dict] = []
     line = 1  # where the current record starts: a quoted CSV field may span several lines
     try:
         for fields in reader:
@@ -105,12 +141,10 @@ def _read_delimited(text: str, delimiter: str, path, key: str, column_names: Seq
                     hint += ", or fix data.column_names"
                 raise UserError(f"{key}={path}, line {start}: expected {len(header)} fields ({kind} columns "
                                 f"{header}) but found {len(fields)}. Fix: {hint}.")
-            rows.append(dict(zip(header, map(str.strip, fields))))
-            lines.append(start)
+            yield dict(zip(header, map(str.strip, fields))), start
     except csv.Error as exc:
         raise UserError(f"{key}={path}, line {line}: malformed {kind} ({exc}). "
                         "Fix: check the quoting of the row starting on that line.") from None
-    return rows
 
 
 def _check_header(header: list[str], path, key: str, kind: str) -> None:
@@ -126,7 +160,7 @@ def _read_json(text: str, path, key: str) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         if _first_line_is_json(text):
-            return _read_jsonl(text, path, key)  # a .json file that is really JSON lines
+            return [row for row, _ in _read_jsonl(text.split("\n"), path, key)]  # a .json file that is really JSON lines
         raise UserError(f"{key}={path}, line {exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno}). "
                         "Fix: correct the file, or write one JSON object per line (.jsonl).") from None
     if isinstance(data, dict):
@@ -151,10 +185,9 @@ def _first_line_is_json(text: str) -> bool:
     return True
 
 
-def _read_jsonl(text: str, path, key: str, lines: list[int] | None = None) -> list[dict]:
-    rows: list[dict] = []
-    # split("\n"), not splitlines(): JSON strings may hold raw U+2028 etc., which splitlines breaks on.
-    for number, line in enumerate(text.split("\n"), start=1):
+def _read_jsonl(lines: Iterable[str], path, key: str) -> Iterator[tuple[dict, int]]:
+    # Lines split on \n alone, not splitlines(): JSON strings may hold raw U+2028 etc., which splitlines breaks on.
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -165,16 +198,14 @@ def _read_jsonl(text: str, path, key: str, lines: list[int] | None = None) -> li
         if not isinstance(item, dict):
             raise UserError(f"{key}={path}, line {number}: a {type(item).__name__}, not a JSON object. "
                             "Fix: each line must be one JSON object with named fields.")
-        rows.append(item)
-        if lines is not None:
-            lines.append(number)
-    return rows
+        yield item, number
 
 
-def require_columns(records: list[dict], columns: Mapping[str, str], path: str, key: str) -> None:
+def require_columns(records: list[dict], columns: Mapping[str, str], path: str, key: str, first: int = 0) -> None:
     """One error listing every configured column the data lacks, and the columns it has.
 
-    `columns` maps config key -> column name, e.g. {"data.text_column": "sentence"}.
+    `columns` maps config key -> column name, e.g. {"data.text_column": "sentence"}; `first`: the
+    file's row number of records[0] (a chunk of a streamed file).
     """
     found = list(records[0]) if records else []
     missing = {k: c for k, c in columns.items() if c not in found}
@@ -190,7 +221,7 @@ def require_columns(records: list[dict], columns: Mapping[str, str], path: str, 
     for i, row in enumerate(records):
         absent = [f"{k}={c!r}" for k, c in wanted if c not in row]
         if absent:
-            raise UserError(f"{key}={path}: row {i} (counting from 0) has no field for {', '.join(absent)}, "
+            raise UserError(f"{key}={path}: row {first + i} (counting from 0) has no field for {', '.join(absent)}, "
                             f"though the first row has it. Fix: give every row the same fields.")
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
+from collections.abc import Iterator
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
 from gpt2tasks.datamodules.base import RawSplit, TaskDataModule
-from gpt2tasks.datamodules.files import SUPPORTED, read_text
+from gpt2tasks.datamodules.files import SUPPORTED, check_file, iter_lines, read_text
 from gpt2tasks.datamodules.labels import LANGUAGE_MODELING, LabelSpace
 from gpt2tasks.errors import UserError
 
@@ -42,18 +43,21 @@ class LanguageModelingDataModule(TaskDataModule):
     def check_model_limits(self, n_positions: int) -> None:
         check_block_size(self.spec.block_size, n_positions)
 
-    def read_file(self, path: str, key: str) -> tuple[list[dict], list[int] | None]:
+    def iter_file(self, path: str, key: str) -> Iterator[tuple[dict, int | None]]:
         if Path(path).suffix.lower() in SUPPORTED:  # CSV/TSV/JSON/JSONL with a text column
-            return super().read_file(path, key)
-        # Anything else is plain text (.txt, WikiText's .tokens, ...).
-        text, _ = read_text(path, key)
+            yield from super().iter_file(path, key)
+            return
+        # Anything else is plain text (.txt, WikiText's .tokens, ...): one document per line, read
+        # line by line, or the whole file as one document.
         column = self.spec.text_column
         if not self.spec.line_by_line:
-            return [{column: text}], [1]
-        lines = text.split("\n")  # not splitlines(): it also breaks on U+2028 and friends
-        if lines and lines[-1] == "":
-            lines.pop()  # the file's final newline ends the last line, it does not start a new one
-        return [{column: line.rstrip("\r")} for line in lines], list(range(1, len(lines) + 1))
+            yield {column: read_text(path, key)[0]}, 1
+            return
+        file, _ = check_file(path, key)
+        # Lines end at \n alone (not at U+2028 and friends, as splitlines() would); the file's final
+        # newline ends the last line, it does not start a new one.
+        for number, line in enumerate(iter_lines(file, key, newline="\n"), start=1):
+            yield {column: line.removesuffix("\n").rstrip("\r")}, number
 
     def required_columns(self, labelled: bool) -> dict[str, str]:
         return {"data.text_column": self.spec.text_column}  # the text is its own label

@@ -15,6 +15,7 @@ window, else (answer elsewhere, or no answer) at the summary token.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from gpt2tasks.datamodules.base import RawSplit, TaskDataModule, check_texts
@@ -51,11 +52,17 @@ class QADataModule(TaskDataModule):
                             "data.max_length.")
 
     # ---- reading ------------------------------------------------------------------------------
-    def read_file(self, path: str, key: str) -> tuple[list[dict], list[int] | None]:
-        rows, lines = super().read_file(path, key)
-        if rows and "paragraphs" in rows[0]:  # the official nested SQuAD JSON: {"data": [articles]}
-            return flatten_squad(rows, path, key), None
-        return rows, lines
+    def iter_file(self, path: str, key: str) -> Iterator[tuple[dict, int | None]]:
+        pairs = super().iter_file(path, key)
+        first = next(pairs, None)
+        if first is None:
+            return
+        if "paragraphs" in first[0]:  # the official nested SQuAD JSON ({"data": [articles]}): read whole
+            articles = [first[0], *(article for article, _ in pairs)]
+            yield from ((row, None) for row in flatten_squad(articles, path, key))
+            return
+        yield first  # flat rows (JSON lines, CSV): streamed
+        yield from pairs
 
     def required_columns(self, labelled: bool) -> dict[str, str]:
         s = self.spec

@@ -13,6 +13,7 @@ the metric needs to rebuild word-level tags per sentence.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,16 @@ class TokenClsDataModule(TaskDataModule):
     padded_fields = {"labels": -100, "word_ids": -1}
     packable = True
 
-    def read_file(self, path: str, key: str) -> tuple[list[dict], list[int] | None]:
+    def iter_file(self, path: str, key: str) -> Iterator[tuple[dict, int | None]]:
         suffix = Path(path).suffix.lower()
         if suffix in JSON_SUFFIXES:
-            return super().read_file(path, key)
+            return super().iter_file(path, key)
         if suffix not in CONLL_SUFFIXES:
             raise UserError(f"{key}={path}: unsupported file type {suffix!r} for token classification. Fix: "
                             f"use JSON lines ({', '.join(JSON_SUFFIXES)}) with data.tokens_column/data.tags_column "
                             "lists, or a CoNLL column file (.conll, .txt, or no suffix).")
-        return read_conll(path, key, self.spec.tokens_column, self.spec.tags_column, self.spec.conll_tag_column)
+        # A CoNLL file is read whole (its sentences span lines); JSON lines stream.
+        return zip(*read_conll(path, key, self.spec.tokens_column, self.spec.tags_column, self.spec.conll_tag_column))
 
     def required_columns(self, labelled: bool) -> dict[str, str]:
         columns = {"data.tokens_column": self.spec.tokens_column}

@@ -221,9 +221,11 @@ def test_per_task_exports_load_in_plain_transformers_with_the_multitask_outputs(
     rows = [json.loads(line) for line in (Path(cfg.tasks.sample_ner.data.test_file).read_text().splitlines()[:20])]
     source = tmp_path / "ner.jsonl"
     source.write_text("".join(json.dumps({"tokens": r["tokens"]}) + "\n" for r in rows))
-    from_ckpt = predict(ckpt, str(source), str(tmp_path / "a.jsonl"), task="sample_ner")
-    from_export = predict(str(out / "sample_ner"), str(source), str(tmp_path / "b.jsonl"))
-    assert from_ckpt == from_export and len(from_ckpt) == 20
+    assert predict(ckpt, str(source), str(tmp_path / "a.jsonl"), task="sample_ner") == 20  # lines written
+    assert predict(str(out / "sample_ner"), str(source), str(tmp_path / "b.jsonl")) == 20
+    from_ckpt, from_export = ([json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+                              for name in ("a.jsonl", "b.jsonl"))
+    assert from_ckpt == from_export
     assert all(len(line["tags"]) == len(r["tokens"]) for line, r in zip(from_ckpt, rows))
     with pytest.raises(UserError, match="pick the head with task=<name>"):
         predict(ckpt, str(source), str(tmp_path / "c.jsonl"))

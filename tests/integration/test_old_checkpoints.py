@@ -39,7 +39,8 @@ def test_old_checkpoint_evaluates_to_its_metrics():
 
 
 def test_old_checkpoint_predicts_what_it_predicted(rows, tmp_path):
-    lines = predict(str(OLD / "best.ckpt"), str(rows), str(tmp_path / "p.jsonl"))
+    predict(str(OLD / "best.ckpt"), str(rows), str(tmp_path / "p.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     for line, old in zip(lines, expected_lines(), strict=True):
         assert line["index"] == old["index"] and line["label"] == old["label"]
         assert line["scores"] == pytest.approx(old["scores"], abs=1e-6)
@@ -52,6 +53,7 @@ def test_old_checkpoint_exports_and_an_old_export_info_predicts(rows, tmp_path):
     old_info = json.loads((OLD / "export_gpt2tasks.json").read_text())
     assert new_info["kind"] == old_info["kind"] == "seq_cls" and new_info["label_space"] == old_info["label_space"]
     shutil.copyfile(OLD / "export_gpt2tasks.json", folder / "gpt2tasks.json")  # the info file as it was written then
-    lines = predict(str(folder), str(rows), str(tmp_path / "p.jsonl"))
+    predict(str(folder), str(rows), str(tmp_path / "p.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     for line, old in zip(lines, expected_lines(), strict=True):
         assert line["label"] == old["label"] and line["scores"] == pytest.approx(old["scores"], abs=1e-6)

@@ -8,6 +8,7 @@ predict agrees with eval, and a near-random model makes varied predictions to co
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -69,10 +70,15 @@ def write_rows(path, rows):
     return path
 
 
+def lines_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def run_predict(ckpt, source, out, n_rows=None, **kwargs):
-    """predict(), checking the file and that there is one line per input row, in order."""
-    lines = predict(str(ckpt), str(source), str(out), **kwargs)
-    assert [json.loads(line) for line in out.read_text().splitlines()] == lines  # the file holds what was returned
+    """predict()'s lines, checking that there is one per input row, in order."""
+    written = predict(str(ckpt), str(source), str(out), **kwargs)
+    lines = lines_of(out)
+    assert written == len(lines)
     if n_rows is None:
         n_rows = len(source.read_text().splitlines() if source.suffix == ".txt" else rows_of(source))
     assert [line["index"] for line in lines] == list(range(n_rows))
@@ -111,7 +117,7 @@ def test_seq_cls_labels_match_eval_in_input_order_without_labels(run, tmp_path):
         {k: v for k, v in eval_metrics(ckpt, subset).items() if k in ("accuracy", "f1")})
     # The batches really are reordered (longest first), so input order is restored, not kept.
     _, datamodule, _ = load_for_inference(str(ckpt), ["data.eval_batch_size=5"])
-    datamodule.setup_predict(str(subset))
+    next(datamodule.predict_chunks(str(subset), N_ROWS))
     assert [int(i) for batch in datamodule.predict_dataloader() for i in batch["idx"]] != list(range(N_ROWS))
     # Reversed and unlabelled: the same predictions, reversed (order never depends on batching).
     reverse = write_rows(tmp_path / "reversed.csv", [{"text": r["text"]} for r in reversed(rows)])
@@ -149,7 +155,7 @@ def test_qa_answers_equal_eval_predictions(run, tmp_path):
     nested = tmp_path / "squad.json"
     nested.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [
         {"context": r["context"], "qas": [{"id": r["id"], "question": r["question"], "answers": []}]} for r in rows]}]}))
-    assert predict(str(ckpt), str(nested), str(tmp_path / "n.jsonl"), batch_size=32) == lines
+    assert run_predict(ckpt, nested, tmp_path / "n.jsonl", n_rows=len(rows), batch_size=32) == lines
 
 
 def test_mc_choices_match_eval_accuracy_without_labels(run, tmp_path):
@@ -221,7 +227,7 @@ def test_bad_inputs_raise_a_user_error_and_write_nothing(run, tmp_path):
     with pytest.raises(UserError, match="overwrite=true"):
         predict(str(ckpt), str(subset), str(out))
     assert out.read_text() == "keep me\n"
-    assert len(predict(str(ckpt), str(subset), str(out), overwrite=True)) == N_ROWS
+    assert predict(str(ckpt), str(subset), str(out), overwrite=True) == N_ROWS
     assert len(out.read_text().splitlines()) == N_ROWS
 
 
@@ -238,15 +244,80 @@ def test_a_failure_while_predicting_leaves_no_output(run, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []  # no output and no temporary file
 
 
-def test_cli_predict_writes_lines_and_reports_errors(run, tmp_path, cli):
+def test_cli_predict_writes_lines_and_reports_errors(run, tmp_path, cli, caplog):
     ckpt, subset = run("sample_sentiment")
     done = cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'p.jsonl'}", "batch_size=7",
-                   "trainer.enable_progress_bar=true")
+               "chunk_rows=10")
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [line["index"] for line in lines] == list(range(N_ROWS)) and {"label", "scores"} <= set(lines[0])
-    assert "Predicting" in done.stderr + done.stdout  # Lightning's progress bar
+    # the progress of the whole file, not of a chunk: not a terminal, so a plain line at the end
+    assert re.search(rf"predict: {N_ROWS}/{N_ROWS} rows \(100%\), [\d,]+ rows/s, ETA 0s", caplog.text), caplog.text[-2000:]
     again = cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'p.jsonl'}")
     assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
     helped = cli("predict", "--help")
     assert helped.returncode == 0 and "ckpt=" in helped.stdout and "continuation" in helped.stdout
+
+
+# ---- files of any length: chunks, several processes, interruption ------------------------------
+def lm_prompts(path):
+    """The first words of the LM sample's lines: short prompts, quick to continue."""
+    return [" ".join(line.split()[:n]) for line, n in zip(path.read_text().splitlines(), [3, 9, 1, 14, 6, 2] * 4)]
+
+
+@pytest.mark.parametrize("task", list(TRAIN))
+def test_chunked_predict_equals_one_chunk(run, tmp_path, task):
+    # 24 rows, 5 at a time: five chunks, the last one short; batches of 3 cut across nothing.
+    ckpt, subset = run(task)
+    options = {"max_new_tokens": 3} if task == "sample_lm" else None
+    whole = run_predict(ckpt, subset, tmp_path / "whole.jsonl", batch_size=3, options=options)
+    chunked = run_predict(ckpt, subset, tmp_path / "chunked.jsonl", batch_size=3, options=options, chunk_rows=5)
+    assert_close(chunked, whole)  # floats to 1e-5: a chunk's batches pad other rows together
+
+
+def test_interrupted_predict_leaves_no_output(run, tmp_path, monkeypatch):
+    ckpt, subset = run("sample_sentiment")
+    from gpt2tasks.tasks.seq_cls import SeqClsModule
+
+    real, seen = SeqClsModule.predict_rows, []
+
+    def interrupted(self, outputs, datamodule):
+        seen.append([p.name for p in tmp_path.iterdir()])
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the third chunk
+        return real(self, outputs, datamodule)
+
+    monkeypatch.setattr(SeqClsModule, "predict_rows", interrupted)
+    out = tmp_path / "p.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        predict(str(ckpt), str(subset), str(out), chunk_rows=10)
+    # The chunks went to one temporary file beside the output as they finished; it is gone, and
+    # there is no output.
+    [[temporary]] = {tuple(names) for names in seen}
+    assert temporary.startswith(".p.jsonl.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_column_in_a_later_chunk_fails_before_any_work(run, tmp_path):
+    ckpt, subset = run("sample_sentiment")
+    rows = [{"text": r["text"]} for r in rows_of(subset)]
+    rows[17] = {"sentence": rows[17]["text"]}
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"row 17 \(counting from 0\) has no field for data.text_column='text'"):
+        predict(str(ckpt), str(source), str(tmp_path / "p.jsonl"), chunk_rows=5)
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
+
+
+@pytest.mark.slow  # two processes: ~30 s of 2 CPU cores
+def test_two_processes_write_the_lines_of_one_in_input_order(run, tmp_path):
+    from tests.conftest import run_cli
+
+    ckpt, subset = run("sample_sentiment")
+    one = run_predict(ckpt, subset, tmp_path / "one.jsonl", batch_size=3, chunk_rows=10)
+    done = run_cli("predict", f"ckpt={ckpt}", f"input={subset}", f"output={tmp_path / 'two.jsonl'}", "batch_size=3",
+                   "chunk_rows=10", "trainer.accelerator=cpu", "trainer.devices=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world_size: 2" in done.stderr or "distributed_backend=gloo" in done.stderr, done.stderr[-3000:]
+    assert_close(lines_of(tmp_path / "two.jsonl"), one)  # one line per row, in order, written once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "two.jsonl"]
