@@ -26,12 +26,18 @@ def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> A
     try:
         return job()
     except UserError as err:
-        if cleanup_dir is not None:
-            from gpt2tasks.outputs import remove_if_empty
-
-            remove_if_empty(cleanup_dir)  # the folder Hydra made for a run that never started
-        print(f"gpt2tasks: error: {err}", file=sys.stderr)
+        report_user_error(err, cleanup_dir)
         sys.exit(2)
+
+
+def report_user_error(err: UserError, cleanup_dir: Path | None = None) -> None:
+    """The error's one paragraph on stderr; `cleanup_dir` removed if empty (the folder Hydra made
+    for a run that never started). A `-m` sweep's job (sweep.run_job) reports it so and goes on."""
+    if cleanup_dir is not None:
+        from gpt2tasks.outputs import remove_if_empty
+
+        remove_if_empty(cleanup_dir)
+    print(f"gpt2tasks: error: {err}", file=sys.stderr)
 
 
 # ---- the key=value options of eval, predict, export and combine ---------------------------------

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -217,6 +218,9 @@ def _saved_step(path: str) -> int | str:
 def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from gpt2tasks import plugins, sweep
 
     from gpt2tasks.cli import quiet_known_noise, run_and_report
     from gpt2tasks.keys import check_overrides
@@ -233,16 +237,30 @@ def main() -> None:
 
     # tasks.<name>.<key>=... and lightning.Trainer keywords without Hydra's ++; unknown keys refused
     sys.argv[1:] = run_and_report(lambda: check_overrides(multitask.cli_overrides(sys.argv[1:])))
+    # hydra/launcher=submitit_*, hparams_search=...: the plugin is installed (else: the pip install)
+    run_and_report(lambda: plugins.prepare(sys.argv[1:]))
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def _main(cfg: DictConfig) -> None:
+    def _main(cfg: DictConfig) -> float:
         # In a -m sweep every job gets its own folder; Hydra knows it, the config does not.
-        cfg.output_dir = HydraConfig.get().runtime.output_dir
+        hydra_cfg = HydraConfig.get()
+        cfg.output_dir = hydra_cfg.runtime.output_dir
         quiet_known_noise()
-        run_and_report(lambda: train(cfg), cleanup_dir=Path(cfg.output_dir))
+        job = lambda: monitored_value(train(cfg), cfg)  # noqa: E731
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # a failed job returns its error: the other jobs go on
+            value = sweep.run_job(job, cleanup_dir=Path(cfg.output_dir))
+        else:
+            value = run_and_report(job, cleanup_dir=Path(cfg.output_dir))
         if not distributed.is_rank_zero():
             # torchrun/srun without output_dir=: this rank's own ${now} folder may differ from
             # rank 0's by a second; Hydra made it, nothing was written to it.
             outputs.remove_if_empty(Path(cfg.output_dir))
+        return value  # what a search sweeper (hparams_search=..., Optuna) optimizes
 
     _main()
+
+
+def monitored_value(metrics: dict[str, float], cfg: DictConfig) -> float:
+    """The run's value of `task.monitor` (its best checkpoint's, as in metrics.json), what `train`
+    returns to Hydra; nan when the run has none (no validation ran)."""
+    return float(metrics.get(str(cfg.task.monitor), math.nan))
