@@ -12,8 +12,8 @@ starts: without hydra-submitit-launcher (an optional extra) this module defines 
 gpt2tasks.plugins.prepare registers these launchers under the plugin's option names.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in
+# sys.modules, where dataclasses look string annotations up.
 import json
 import logging
 from collections.abc import Sequence
