@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import os
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,19 +75,19 @@ class SweepSummary(Callback):
 
     # on_job_start / on_job_end run in the job's own process (a submitit job's, under submitit).
     def on_job_start(self, config, **kwargs: Any) -> None:
-        if _in_sweep(config):
-            write_record(config, status=RUNNING)
+        if _in_sweep(config):  # where it runs: to find a job that hangs, and to tell jobs that overlapped
+            write_record(config, status=RUNNING, host=socket.gethostname(), pid=os.getpid(), started=time.time())
 
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
         if not _in_sweep(config):
             return
         value = job_return._return_value  # the exception when the task function raised (.return_value re-raises it)
         if isinstance(value, JobFailed):
-            write_record(config, status=FAILED, error=value.error)
+            write_record(config, status=FAILED, error=value.error, ended=time.time())
         elif isinstance(value, BaseException) or getattr(job_return.status, "name", "") == FAILED:
-            write_record(config, status=FAILED, error=f"{type(value).__name__}: {value}")
+            write_record(config, status=FAILED, error=f"{type(value).__name__}: {value}", ended=time.time())
         else:
-            write_record(config, status=COMPLETED, value=_number(value))
+            write_record(config, status=COMPLETED, value=_number(value), ended=time.time())
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.sweep.dir)).absolute()
@@ -125,11 +127,14 @@ def record_path(sweep_dir: str | Path, num: int) -> Path:
 
 
 def write_record(config, **result: Any) -> None:
-    """The record of the job `config` runs (its number, overrides and folder), with `result`."""
+    """The record of the job `config` runs (its number, overrides and folder), with `result`
+    (at its end: added to what its start recorded)."""
     num = int(config.hydra.job.num) if config.hydra.job.get("num") is not None else 0
-    record = {"job": num, "overrides": list(config.hydra.overrides.task),
+    path = record_path(config.hydra.sweep.dir, num)
+    started = _read(path, json.loads) if result["status"] != RUNNING else None
+    record = {**(started or {}), "job": num, "overrides": list(config.hydra.overrides.task),
               "output_dir": str(Path(config.hydra.runtime.output_dir).absolute()), **result}
-    write_atomic(record_path(config.hydra.sweep.dir, num), json.dumps(record, indent=2) + "\n")
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
