@@ -8,8 +8,8 @@ machines (`hydra/launcher=submitit_local|submitit_slurm`), or as the trials of a
 end reads every record, each completed job's metrics.json and config.yaml (the task's monitor and
 mode), prints the table and writes `summary.md` and `summary.json` in the sweep folder.
 
-A job that fails does not end the sweep: `run_job` turns its error into a `JobFailed` value (nan,
-which Optuna records as a failed trial) and the other jobs go on. A job whose process died (killed,
+A job that fails does not end the sweep: `run_job` returns its error as a `JobFailed` record (a
+trial without a value to Optuna: a failed trial) and the other jobs go on. A job whose process died (killed,
 out of memory) never writes its end: its record stays "RUNNING" and the summary counts it failed.
 """
 
@@ -37,36 +37,40 @@ COMPLETED, FAILED, RUNNING = "COMPLETED", "FAILED", "RUNNING"
 DIED = "the job's process ended without a result (killed, out of memory, or its machine lost)"
 
 
-class JobFailed(float):
+class JobFailed:
     """What a failed sweep job returns to Hydra instead of raising (a raise ends the whole sweep):
-    nan -- the Optuna sweeper records a trial whose value is nan as failed -- with the error."""
+    its error. It has no value: float() of it raises, so the Optuna sweeper, which reads
+    float(return value), records the trial as failed. (Not nan: hydra-optuna-sweeper 1.3 then tells
+    Optuna a failed trial with a value, which Optuna refuses, ending the search.)"""
 
-    error: str
+    def __init__(self, error: str) -> None:
+        self.error = error
 
-    def __new__(cls, error: str) -> JobFailed:
-        failed = super().__new__(cls, math.nan)
-        failed.error = error
-        return failed
+    def __float__(self) -> float:
+        raise RuntimeError(f"the job failed: {self.error}")
 
-    def __reduce__(self):  # pickled back from a submitit job
-        return JobFailed, (self.error,)
+    def __repr__(self) -> str:
+        return f"JobFailed({self.error!r})"
 
 
-def run_job(job: Callable[[], float], cleanup_dir: Path) -> float:
-    """Run one job of a sweep: its value, or a JobFailed carrying its error. A user's mistake is
+def run_job(job: Callable[[], float], cleanup_dir: Path) -> float | JobFailed:
+    """Run one job of a sweep: its value (a float), or a JobFailed carrying its error. A user's mistake is
     reported as in a single run (one paragraph on stderr, its empty folder removed); any other
     exception with its traceback in the log, as it is a bug worth its trace."""
     from gpt2tasks.cli import report_user_error
     from gpt2tasks.errors import UserError
 
     try:
-        return job()
+        value = job()
     except UserError as err:
         report_user_error(err, cleanup_dir)
         return JobFailed(f"UserError: {err}")
     except Exception as err:
         log.exception("this job of the sweep failed; the others go on")
         return JobFailed(f"{type(err).__name__}: {err}")
+    if math.isnan(value):  # a search cannot rank it (Optuna refuses nan): a failed trial
+        return JobFailed("the run ended without a value of task.monitor (no validation ran, or it was nan)")
+    return value
 
 
 class SweepSummary(Callback):

@@ -241,7 +241,7 @@ def main() -> None:
     run_and_report(lambda: plugins.prepare(sys.argv[1:]))
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def _main(cfg: DictConfig) -> float:
+    def _main(cfg: DictConfig) -> float | sweep.JobFailed:
         # In a -m sweep every job gets its own folder; Hydra knows it, the config does not.
         hydra_cfg = HydraConfig.get()
         cfg.output_dir = hydra_cfg.runtime.output_dir

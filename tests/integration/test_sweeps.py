@@ -82,7 +82,7 @@ def _optuna(sweep, *args, cwd):
 def test_optuna_search_of_three_trials_lists_them_best_first_with_a_failed_one(tmp_path):
     sweep = tmp_path / "sweep"
     # one searched value is bad (0 rows): its trials fail (nan), the search goes on
-    out, err = _finish(_optuna(sweep, "hydra.sweeper.params.data.max_train_samples=choice(64,0)", cwd=tmp_path))
+    out, err = _finish(_optuna(sweep, "data.max_train_samples=choice(64,0)", cwd=tmp_path))
     assert "Directions: ['maximize']" in err + out  # from task.mode=max
     rows = json.loads((sweep / "summary.json").read_text())
     assert len(rows) == 3

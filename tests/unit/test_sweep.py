@@ -31,17 +31,20 @@ def test_a_failed_job_returns_nan_with_its_error_and_leaves_no_folder(tmp_path, 
         raise UserError("data.batch_size=0 must be a positive integer.")
 
     failed = sweep.run_job(bad_value, folder)
-    assert isinstance(failed, sweep.JobFailed) and math.isnan(failed) and math.isnan(float(failed))
+    assert isinstance(failed, sweep.JobFailed)
     assert failed.error == "UserError: data.batch_size=0 must be a positive integer."
+    with pytest.raises(RuntimeError, match="the job failed: UserError: data.batch_size=0"):
+        float(failed)  # no value: the Optuna sweeper records the trial as failed
     assert capsys.readouterr().err == "gpt2tasks: error: data.batch_size=0 must be a positive integer.\n"
     assert not folder.exists()
     # a bug: the job fails with its exception's name (its traceback is logged), the sweep goes on
     crashed = sweep.run_job(lambda: 1 / 0, tmp_path)
     assert crashed.error == "ZeroDivisionError: division by zero"
     assert sweep.run_job(lambda: 0.5, tmp_path) == 0.5
+    assert sweep.run_job(lambda: math.nan, tmp_path).error.startswith("the run ended without a value of task.monitor")
     # a submitit job sends it back pickled
     back = pickle.loads(pickle.dumps(failed))
-    assert type(back) is sweep.JobFailed and back.error == failed.error and math.isnan(back)
+    assert type(back) is sweep.JobFailed and back.error == failed.error
 
 
 def _job_config(sweep_dir, num, *overrides):
@@ -70,7 +73,7 @@ def test_the_summary_counts_failed_jobs_lists_them_last_and_names_the_best(tmp_p
         assert json.loads(sweep.record_path(folder, num).read_text())["status"] == "RUNNING"
         if value is None:
             continue  # its process was killed: the record stays RUNNING
-        if isinstance(value, float) and not isinstance(value, sweep.JobFailed):
+        if isinstance(value, float):
             ended = _finish(folder, num, value, mode, **{"val/acc": value, "test/acc": value / 2})
         elif isinstance(value, BaseException):  # Hydra's run_job caught an exception of the task
             ended = JobReturn(status=JobStatus.FAILED, _return_value=value)
