@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 
 # Each process builds the bundled sentiment task's datamodule on the shared cache folder, tells the
@@ -38,6 +40,7 @@ def _digest(rows):
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch, transformers and datasets: 15 s to minutes on 2 shared cores
 def test_two_processes_tokenizing_the_same_file_at_once_share_one_valid_cache(tmp_path):
     import datasets
 
