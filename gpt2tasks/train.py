@@ -221,7 +221,6 @@ def main() -> None:
     from hydra.types import RunMode
 
     from gpt2tasks import plugins, sweep
-
     from gpt2tasks.cli import quiet_known_noise, run_and_report
     from gpt2tasks.keys import check_overrides
     from gpt2tasks.resources import CONF_DIR, register_resolvers
