@@ -8,9 +8,10 @@ machines (`hydra/launcher=submitit_local|submitit_slurm`), or as the trials of a
 end reads every record, each completed job's metrics.json and config.yaml (the task's monitor and
 mode), prints the table and writes `summary.md` and `summary.json` in the sweep folder.
 
-A job that fails does not end the sweep: `run_job` returns its error as a `JobFailed` record (a
-trial without a value to Optuna: a failed trial) and the other jobs go on. A job whose process died (killed,
-out of memory) never writes its end: its record stays "RUNNING" and the summary counts it failed.
+A job that fails does not end the sweep: `run_job` returns its error as a `JobFailed` record (to
+Optuna a trial without a value: a failed trial) and the other jobs go on. A job whose process died
+(killed, out of memory) never writes its end: its record stays "RUNNING" and the summary counts it
+failed (gpt2tasks's submitit launchers add submitit's error to it).
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def run_job(job: Callable[[], float], cleanup_dir: Path) -> float | JobFailed:
 class SweepSummary(Callback):
     def __init__(self, max_columns: int = 6) -> None:
         self.max_columns = max_columns  # metrics shown on stdout (the files have all of them)
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        # a sweep run again into the same folder: the records of the previous one's jobs are not this one's
+        for path in (Path(str(config.hydra.sweep.dir)) / "jobs").glob("*.json"):
+            path.unlink()
 
     # on_job_start / on_job_end run in the job's own process (a submitit job's, under submitit).
     def on_job_start(self, config, **kwargs: Any) -> None:

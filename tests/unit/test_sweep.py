@@ -65,6 +65,12 @@ def _finish(sweep_dir, num, value, mode="max", **metrics):
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_the_summary_counts_failed_jobs_lists_them_last_and_names_the_best(tmp_path, capsys, mode):
     summary, folder = sweep.SweepSummary(), tmp_path / "sweep"
+    sweep_config = OmegaConf.create({"hydra": {"sweep": {"dir": str(folder)}}})
+    stale = sweep.record_path(folder, 7)  # a previous sweep into the same folder had more jobs
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"job": 7, "status": "COMPLETED"}))
+    summary.on_multirun_start(config=sweep_config)
+    assert not stale.exists()
     jobs = {0: ("optim.lr=0.1", 0.6), 1: ("optim.lr=0.2", sweep.JobFailed("UserError: bad | value")),
             2: ("optim.lr=0.3", 0.8), 3: ("optim.lr=0.4", None), 4: ("optim.lr=0.5", RuntimeError("boom"))}
     for num, (override, value) in jobs.items():
@@ -81,7 +87,7 @@ def test_the_summary_counts_failed_jobs_lists_them_last_and_names_the_best(tmp_p
             ended = JobReturn(status=JobStatus.COMPLETED, _return_value=value)
         summary.on_job_end(config=config, job_return=ended)
 
-    summary.on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(folder)}}}))
+    summary.on_multirun_end(config=sweep_config)
     rows = json.loads((folder / "summary.json").read_text())
     best, second = (2, 0) if mode == "max" else (0, 2)
     assert [r["job"] for r in rows] == [best, second, 1, 3, 4]  # failed last, in job order
