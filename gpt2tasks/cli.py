@@ -24,26 +24,47 @@ def setup_logging() -> None:
 
 def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> Any:
     """Run a command's job: a UserError -- or an OSError the user fixes (a full disk, a read-only or
-    forbidden folder: outputs.filesystem_problem), from any writer -- ends it with one paragraph on
-    stderr, secrets hidden (errors.redact), and exit 2; SIGTERM / SIGINT (gpt2tasks/signals.py) with
-    one line (how to resume, for train) and exit 143 / 130."""
-    from gpt2tasks.outputs import filesystem_problem, remove_if_empty
+    forbidden folder: `user_problem`), from any writer -- ends it with one paragraph on stderr,
+    secrets hidden (errors.redact), and exit 2; SIGTERM / SIGINT (gpt2tasks/signals.py) with one
+    line (how to resume, for train) and exit 143 / 130."""
+    from gpt2tasks.outputs import remove_if_empty
     from gpt2tasks.signals import Interrupted, stop_on_signals
 
     try:
         with stop_on_signals():
             return job()
-    except (UserError, OSError, Interrupted) as err:
-        message = str(err) if isinstance(err, (UserError, Interrupted)) else filesystem_problem(err)
-        if message is None:
-            raise
+    except Interrupted as err:
         if cleanup_dir is not None:
             remove_if_empty(cleanup_dir)  # the folder Hydra made for a run that never started
-        if isinstance(err, Interrupted):
-            print(f"gpt2tasks: stopped by {err.name}" + (f": {err.note}" if err.note else "."), file=sys.stderr)
-            sys.exit(err.code)
-        print(f"gpt2tasks: error: {redact(message)}", file=sys.stderr)
+        print(f"gpt2tasks: stopped by {err.name}" + (f": {err.note}" if err.note else "."), file=sys.stderr)
+        sys.exit(err.code)
+    except (UserError, OSError) as err:
+        message = user_problem(err)
+        if message is None:
+            raise
+        report_user_error(message, cleanup_dir)
         sys.exit(2)
+
+
+def user_problem(err: BaseException) -> str | None:
+    """The message of an error the user fixes: a UserError's, or an OSError's that names its fix
+    (outputs.filesystem_problem); None for anything else (a bug: its traceback is worth seeing)."""
+    from gpt2tasks.outputs import filesystem_problem
+
+    if isinstance(err, UserError):
+        return str(err)
+    return filesystem_problem(err) if isinstance(err, OSError) else None
+
+
+def report_user_error(message: str, cleanup_dir: Path | None = None) -> None:
+    """The error's one paragraph on stderr, secrets hidden; `cleanup_dir` removed if empty (the
+    folder Hydra made for a run that never started). A `-m` sweep's job (sweep.run_job) reports
+    its error so and goes on."""
+    if cleanup_dir is not None:
+        from gpt2tasks.outputs import remove_if_empty
+
+        remove_if_empty(cleanup_dir)
+    print(f"gpt2tasks: error: {redact(message)}", file=sys.stderr)
 
 
 # ---- the key=value options of eval, predict, export and combine ---------------------------------

@@ -29,11 +29,26 @@ def default_cache_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """`${gpt2tasks_data:sample_sentiment/train.csv}` -> absolute path inside data/."""
+    """`${gpt2tasks_data:sample_sentiment/train.csv}` -> absolute path inside data/;
+    `${gpt2tasks_cache:}` -> the cache folder; `${gpt2tasks_direction:${task.mode}}` -> maximize/minimize."""
     if not OmegaConf.has_resolver("gpt2tasks_data"):
         OmegaConf.register_new_resolver("gpt2tasks_data", lambda rel="": str(DATA_DIR / rel))
     if not OmegaConf.has_resolver("gpt2tasks_cache"):
         OmegaConf.register_new_resolver("gpt2tasks_cache", lambda: str(default_cache_dir()))
+    if not OmegaConf.has_resolver("gpt2tasks_direction"):
+        # conf/hparams_search/: the search's direction from the task's checkpoint mode
+        OmegaConf.register_new_resolver("gpt2tasks_direction", optimization_direction)
+
+
+def optimization_direction(mode: str) -> str:
+    """task.mode (max | min) -> an Optuna study direction (maximize | minimize)."""
+    directions = {"max": "maximize", "min": "minimize"}
+    if mode not in directions:
+        from gpt2tasks.errors import UserError
+
+        raise UserError(f"task.mode={mode!r} must be max or min. Fix: task.mode=max (higher task.monitor is "
+                        "better) or task.mode=min.")
+    return directions[mode]
 
 
 register_resolvers()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import warnings
@@ -256,7 +257,9 @@ def _saved_step(path: str) -> int | str:
 def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    from gpt2tasks import plugins, sweep
     from gpt2tasks.cli import quiet_known_noise, run_and_report
     from gpt2tasks.keys import check_overrides
     from gpt2tasks.resources import CONF_DIR, register_resolvers
@@ -276,23 +279,36 @@ def main() -> None:
     given = [a.partition("=")[2] for a in sys.argv[1:] if a.lstrip("+").startswith("output_dir=")]
     if given and "${" not in given[-1]:
         run_and_report(lambda: outputs.check_folder_writable(Path(given[-1]), "output_dir"))
+    # hydra/launcher=submitit_*, hparams_search=...: the plugin is installed (else: the pip install)
+    run_and_report(lambda: plugins.prepare(sys.argv[1:]))
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def _main(cfg: DictConfig) -> None:
+    def _main(cfg: DictConfig) -> float | sweep.JobFailed:
         # In a -m sweep every job gets its own folder; Hydra knows it, the config does not.
         hydra_cfg = HydraConfig.get()
         cfg.output_dir = hydra_cfg.runtime.output_dir
         quiet_known_noise()
         from gpt2tasks.runfile import resume_base
 
-        # resume=true: the run's own config.yaml with only what this command line typed on top, not the defaults
-        def job() -> dict[str, float]:
-            return train(resume_base(cfg, hydra_cfg.overrides.task, list(hydra_cfg.runtime.choices)) if cfg.resume else cfg)
+        def job() -> float:
+            # resume=true: the run's own config.yaml with only what this command line typed on top, not the defaults
+            run_cfg = resume_base(cfg, hydra_cfg.overrides.task, list(hydra_cfg.runtime.choices)) if cfg.resume else cfg
+            return monitored_value(train(run_cfg), run_cfg)
 
-        run_and_report(job, cleanup_dir=Path(cfg.output_dir))
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # a failed job returns its error: the other jobs go on
+            value = run_and_report(lambda: sweep.run_job(job, cleanup_dir=Path(cfg.output_dir)))  # signals: stop
+        else:
+            value = run_and_report(job, cleanup_dir=Path(cfg.output_dir))
         if not distributed.is_rank_zero():
             # torchrun/srun without output_dir=: this rank's own ${now} folder may differ from
             # rank 0's by a second; Hydra made it, nothing was written to it.
             outputs.remove_if_empty(Path(cfg.output_dir))
+        return value  # what a search sweeper (hparams_search=..., Optuna) optimizes
 
     _main()
+
+
+def monitored_value(metrics: dict[str, float], cfg: DictConfig) -> float:
+    """The run's value of `task.monitor` (its best checkpoint's, as in metrics.json), what `train`
+    returns to Hydra; nan when the run has none (no validation ran)."""
+    return float(metrics.get(str(cfg.task.monitor), math.nan))

@@ -147,8 +147,8 @@ def test_multirun_sweep_of_two_process_jobs(tmp_path):
     done = run_cli("train", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TWO_CPUS, *SMALL, "logger=none",
                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "multirun.yaml", "summary.json",
-                                                                            "summary.md"]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "jobs", "multirun.yaml",
+                                                                            "summary.json", "summary.md"]
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     # both jobs' metrics reached the sweep summary (written once, by the sweep's process)
     assert sorted(row["job"] for row in summary) == [0, 1] and all(row["status"] == "COMPLETED" for row in summary)
