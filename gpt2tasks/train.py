@@ -85,6 +85,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, floa
             all_callbacks.append(resume.LastCheckpoint(
                 ckpt_dir / "last.ckpt", every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
                 every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit))
+            # SLURM's SIGUSR1 before the time limit: last.ckpt at a step's end, then Lightning requeues
+            all_callbacks.append(resume.RequeueOnSignal(ckpt_dir / "last.ckpt", on_save=commit))
     quiet = {} if "enable_model_summary" in cfg.trainer else {"enable_model_summary": False}  # the model line says it
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).
