@@ -233,8 +233,9 @@ class RequeueOnSignal(Checkpoint):
             self._signalled = True  # at the next batch that can be resumed from (or training ends)
             return
         hpc = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)  # where Lightning saves
-        log.warning("SLURM requeue signal: saving %s at step %d and requeueing the job", self.last,
-                    trainer.global_step)
+        if trainer.is_global_zero:
+            log.warning("SLURM requeue signal: saving %s at step %d and requeueing the job", self.last,
+                        trainer.global_step)
         self._lightning_handler(self._signum, None)  # collective save, then rank 0 runs scontrol requeue
         if trainer.is_global_zero:
             os.replace(hpc, self.last)

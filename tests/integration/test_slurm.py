@@ -135,10 +135,16 @@ def test_requeue_signal_saves_requeues_and_the_job_finishes_its_run(uninterrupte
     _wait_for_step(run / "checkpoints" / "last.ckpt", 3, job_id)
     # what SLURM sends 90 s before the time limit (#SBATCH --signal=SIGUSR1@90), to every task
     subprocess.run(["scancel", "--signal=USR1", job_id], check=True, timeout=30)
+    # SLURM makes a requeued job eligible 2 minutes after the requeue (its BeginTime); not wait for that
+    deadline = time.monotonic() + 300
+    while (job := _job(job_id)).get("Restarts") != "1" or job.get("JobState") != "PENDING":
+        assert time.monotonic() < deadline and job.get("JobState") in ("RUNNING", "COMPLETING", "PENDING"), job
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30)
     job = _wait_until_ended(job_id)
     log = (tmp_path / f"slurm-{job_id}.out").read_text()  # both starts (--open-mode=append)
     assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", log[-3000:]
-    assert "SLURM requeue signal: saving" in log and f"Requeued SLURM job: {job_id}" in log
+    assert log.count("SLURM requeue signal: saving") == 1 and f"Requeued SLURM job: {job_id}" in log
     assert log.count("continuing from") == 1 and log.count("Done.") == 1
     # the same folder: Lightning's hpc checkpoint became last.ckpt; two log versions (before, after)
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
