@@ -63,16 +63,21 @@ def save_atomic(trainer: L.Trainer, path: str, weights_only: bool = False) -> No
         trainer.strategy.checkpoint_io = DirectCheckpointIO()
     trainer.save_checkpoint(str(tmp), weights_only=weights_only)  # collective; rank 0 writes (a folder under DeepSpeed)
     if trainer.is_global_zero:
-        if tmp.is_dir():  # DeepSpeed: folders cannot be renamed over each other
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            if target.exists():
-                os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _move_onto(tmp, target)
     trainer.strategy.barrier("gpt2tasks.save_atomic")
+
+
+def _move_onto(written: Path, target: Path) -> None:
+    """A complete checkpoint file (or DeepSpeed folder) renamed onto `target`, replacing it."""
+    if written.is_dir():  # DeepSpeed: folders cannot be renamed over each other
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(written, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(written, target)
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -232,13 +237,13 @@ class RequeueOnSignal(Checkpoint):
         if trainer.should_stop or _is_last_batch(trainer) or _validates_after_this_batch(trainer):
             self._signalled = True  # at the next batch that can be resumed from (or training ends)
             return
-        hpc = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)  # where Lightning saves
+        hpc = Path(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))  # where Lightning saves
         if trainer.is_global_zero:
             log.warning("SLURM requeue signal: saving %s at step %d and requeueing the job", self.last,
                         trainer.global_step)
         self._lightning_handler(self._signum, None)  # collective save, then rank 0 runs scontrol requeue
         if trainer.is_global_zero:
-            os.replace(hpc, self.last)
+            _move_onto(hpc, self.last)
         trainer.strategy.barrier("gpt2tasks.requeue")
         if self.on_save is not None:
             self.on_save()

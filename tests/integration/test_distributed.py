@@ -2,7 +2,8 @@
 that equals single-process `eval` exactly, and resume on another number of devices.
 
 Each 2-process run costs about 30 s of 2 CPU cores: the default run keeps one (sentiment: folder,
-exact eval, resume); NER and QA windows, a -m sweep and torchrun are `slow`."""
+exact eval, resume); NER and QA windows, a -m sweep, torchrun and two torchrun "machines" (one of
+them killed mid-epoch, then both resumed) are `slow`."""
 
 import contextlib
 import json
