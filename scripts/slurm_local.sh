@@ -43,10 +43,10 @@ SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-# A requeued job (Lightning's auto-requeue) may start again at once; a cancelled one is killed
-# 5 s after its SIGTERM (30 s is the default).
+# Jobs may be requeued (Lightning's auto-requeue); a cancelled one is killed 2 s after its
+# SIGTERM (30 s is the default: time for a large model's checkpoint, not needed here).
 JobRequeue=1
-KillWait=5
+KillWait=2
 ReturnToService=2
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
