@@ -92,16 +92,21 @@ def _save_atomic(trainer: L.Trainer, path: str, weights_only: bool) -> None:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise
     if trainer.is_global_zero:
-        if tmp.is_dir():  # DeepSpeed: folders cannot be renamed over each other
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            if target.exists():
-                os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _move_onto(tmp, target)
     trainer.strategy.barrier("gpt2tasks.save_atomic")
+
+
+def _move_onto(written: Path, target: Path) -> None:
+    """A complete checkpoint file (or DeepSpeed folder) renamed onto `target`, replacing it."""
+    if written.is_dir():  # DeepSpeed: folders cannot be renamed over each other
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(written, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(written, target)
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -279,6 +284,69 @@ class StopOnSignal(Checkpoint):
         raise signals.Interrupted(self.signum)
 
 
+class RequeueOnSignal(Checkpoint):
+    """SLURM's warning before the time limit (`#SBATCH --signal=SIGUSR1@90`), answered at a step's end.
+
+    Lightning's SLURM environment (`auto_requeue`, the default under srun) registers a SIGUSR1
+    handler that saves an "hpc" checkpoint and requeues the job (`scontrol requeue`); it runs
+    wherever the signal lands, mid-step too, and it is a collective save called from a signal handler.
+    Here the signal only sets a flag. After the next train batch where a step-interval last.ckpt
+    could be taken (not one a validation or the epoch's end follows: a checkpoint there would skip
+    that validation on resume), the ranks agree on it, Lightning's own handler runs (loggers
+    finalized, its hpc checkpoint written, the job requeued), its checkpoint is renamed onto
+    checkpoints/last.ckpt -- the state LastCheckpoint would have written there, which ResumeExactly
+    continues exactly -- and this process ends. The requeued job runs `train` with resume=true
+    (scripts/slurm.sbatch does so when SLURM_RESTART_COUNT > 0). A `Checkpoint`, so it runs after
+    the other callbacks' batch-end hooks."""
+
+    def __init__(self, last: Path, on_save: Callable[[], None] | None = None):
+        self.last = Path(last)
+        self.on_save = on_save
+        self._lightning_handler: Callable | None = None
+        self._signum: int | None = None
+        self._signalled = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import signal
+
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        # the environment Lightning's signal connector decided on (private API: pinned lightning 2.6)
+        environment = trainer._accelerator_connector.cluster_environment
+        if not (isinstance(environment, SLURMEnvironment) and environment.auto_requeue and environment.requeue_signal):
+            return
+        # Lightning's own handler, registered in fit before training starts -- not when another was
+        # there first (Lightning then leaves the signal to it, e.g. submitit's own requeue)
+        handler = signal.getsignal(environment.requeue_signal)
+        if trainer._signal_connector._slurm_sigusr_handler_fn in getattr(handler, "signal_handlers", ()):
+            self._signum, self._lightning_handler = environment.requeue_signal, handler
+            signal.signal(self._signum, self._note)  # Lightning's teardown puts the original handler back
+
+    def _note(self, signum, frame) -> None:
+        self._signalled = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._lightning_handler is None:
+            return
+        # one rank may have the signal and another not yet: all requeue together, at the same step
+        if not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
+            return
+        if trainer.should_stop or _is_last_batch(trainer) or _validates_after_this_batch(trainer):
+            self._signalled = True  # at the next batch that can be resumed from (or training ends)
+            return
+        hpc = Path(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))  # where Lightning saves
+        if trainer.is_global_zero:
+            log.warning("SLURM requeue signal: saving %s at step %d and requeueing the job", self.last,
+                        trainer.global_step)
+        self._lightning_handler(self._signum, None)  # collective save, then rank 0 runs scontrol requeue
+        if trainer.is_global_zero:
+            _move_onto(hpc, self.last)
+        trainer.strategy.barrier("gpt2tasks.requeue")
+        if self.on_save is not None:
+            self.on_save()
+        raise SystemExit(0)  # the job was requeued; its next start continues from last.ckpt
+
+
 def _training_ends(trainer: L.Trainer) -> bool:
     """Training stops after this validation or epoch end (its limits reached: ValidateAtEnd set
     `should_stop`; or early stopping), so `on_train_end` writes last.ckpt next, marked finished: a
@@ -384,7 +452,10 @@ class ResumeExactly(Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         if trainer.state.fn == "fit":
-            self._rng = checkpoint.get("gpt2tasks", {}).get("rng")
+            saved = checkpoint.get("gpt2tasks", {})
+            # each rank its own states when resumed on as many processes; on another number, rank 0's
+            by_rank = saved.get("rng_by_rank")
+            self._rng = by_rank[trainer.global_rank] if by_rank and len(by_rank) == trainer.world_size else saved.get("rng")
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Here, not when the checkpoint loads: Lightning has made the train iterator since (which

@@ -107,6 +107,8 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
                 ckpt_dir / "last.ckpt", every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
                 every_n_minutes=cfg.checkpoint.get("every_n_minutes"), on_first_save=commit)
             all_callbacks.append(last_checkpoint)
+            # SLURM's SIGUSR1 before the time limit: last.ckpt at a step's end, then Lightning requeues
+            all_callbacks.append(resume.RequeueOnSignal(ckpt_dir / "last.ckpt", on_save=commit))
     all_callbacks.append(resume.StopOnSignal(last_checkpoint))  # SIGTERM/SIGINT: last.ckpt written, then exit 143/130
     quiet = {} if "enable_model_summary" in cfg.trainer else {"enable_model_summary": False}  # the model line says it
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is

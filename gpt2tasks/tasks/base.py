@@ -325,8 +325,14 @@ class TaskModule(L.LightningModule):
     # ---- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # RNG states make a resumed run continue exactly like an uninterrupted one (dropout, the
-        # dataloader's base seed); run_info makes the checkpoint self-contained for `eval`.
-        checkpoint["gpt2tasks"] = {**self.run_info, "rng": _rng_state(), **self._validation_of_saved_weights()}
+        # dataloader's base seed); run_info makes the checkpoint self-contained for `eval`. Every
+        # rank's states, gathered into the file rank 0 writes (Lightning builds the checkpoint on all
+        # ranks): their dropout draws differ with their batches' shapes. "rng" is rank 0's, what a
+        # resume on another number of processes (or an older checkpoint) gives every rank.
+        states = _all_ranks(_rng_state())
+        checkpoint["gpt2tasks"] = {**self.run_info, "rng": states[0],
+                                   **({"rng_by_rank": states} if len(states) > 1 else {}),
+                                   **self._validation_of_saved_weights()}
         if self.run_info.get("frozen_base_from"):
             # LoRA over a base loaded from a checkpoint: the frozen weights can be reloaded from
             # there, so they are not stored again (a gpt2-xl LoRA checkpoint: MBs, not 6 GB).
@@ -402,6 +408,15 @@ def gather_by_idx(parts: list[dict[str, torch.Tensor]], pad_values: dict[str, fl
         return {}
     _, first = np.unique(local["idx"], return_index=True)  # sorted by idx, duplicates dropped
     return {k: v[first] for k, v in local.items()}
+
+
+def _all_ranks(local: Any) -> list[Any]:
+    """`local` of every rank, in rank order (a collective under several processes)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        everyone: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, local)
+        return everyone
+    return [local]
 
 
 def _rng_state() -> dict[str, Any]:

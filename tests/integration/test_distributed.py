@@ -2,8 +2,10 @@
 that equals single-process `eval` exactly, and resume on another number of devices.
 
 Each 2-process run costs about 30 s of 2 CPU cores: the default run keeps one (sentiment: folder,
-exact eval, resume); NER and QA windows, a -m sweep and torchrun are `slow`."""
+exact eval, resume); NER and QA windows, a -m sweep, torchrun and two torchrun "machines" (one of
+them killed mid-epoch, then both resumed) are `slow`."""
 
+import contextlib
 import json
 import re
 
@@ -173,3 +175,115 @@ def test_torchrun_script_starts_ranks_that_share_one_run(tmp_path):
     run = tmp_path / "outputs" / "sample_sentiment" / "r1"
     assert done.stdout.count("Done.") == 1
     assert _eval(run / "checkpoints" / "best.ckpt") == json.loads((run / "metrics.json").read_text())
+
+
+# ---- two machines: `NNODES=2 NODE_RANK=... scripts/torchrun.sh` on this one -----------------------
+# 256 rows, batch 8 per rank, 2 ranks: 16 steps an epoch, 32 in all (a few seconds: time to kill a node
+# mid-epoch); last.ckpt after every step, so a killed run leaves a checkpoint of a step just before.
+TWO_NODES = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "data.max_train_samples=256",
+             "data.batch_size=8", "data.max_eval_samples=37", "data.eval_batch_size=8", "trainer.max_epochs=2",
+             "checkpoint.every_n_train_steps=1", "logger=csv"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_two_nodes(cwd, run_id: str, *overrides: str, logs: str = "") -> list:
+    """Node ranks 0 and 1 of one run, one CPU process each, as on two machines (127.0.0.1, gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    port = _free_port()
+    nodes = []
+    for node_rank in (0, 1):
+        env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "RUN_ID": run_id, "NNODES": "2",
+               "NODE_RANK": str(node_rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        log = open(cwd / f"{logs or run_id}.node{node_rank}.log", "w")
+        nodes.append(subprocess.Popen(["bash", str(REPO / "scripts" / "torchrun.sh"), "1", *TWO_NODES, *overrides],
+                                      cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return nodes
+
+
+def _kill_machine(pid: int) -> None:
+    """SIGKILL a node as a machine failure would: its torchrun and the ranks it started (torchrun
+    puts each rank in a session of its own: killing its process group would leave them running)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    def children(parent: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(stat.parent.name))
+        return found
+
+    tree = [pid]
+    for process in tree:  # extended while walked: children, their children, ...
+        tree.extend(children(process))
+    for process in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process, signal.SIGKILL)
+
+
+def _finish(nodes, timeout: int = 300) -> list[int]:
+    import subprocess
+
+    try:
+        return [node.wait(timeout=timeout) for node in nodes]
+    except subprocess.TimeoutExpired:
+        for node in nodes:
+            _kill_machine(node.pid)
+        raise
+
+
+@pytest.mark.slow
+def test_two_nodes_one_run_equals_one_process_and_resumes_after_a_node_is_killed(tmp_path):
+    import signal
+    import time
+
+    # uninterrupted: one run folder (outputs/<task>/<RUN_ID>), written by node 0's rank (global rank 0)
+    assert _finish(_start_two_nodes(tmp_path, "full")) == [0, 0], (tmp_path / "full.node0.log").read_text()[-3000:]
+    logs = [(tmp_path / f"full.node{n}.log").read_text() for n in (0, 1)]
+    assert [log.count("Done.") for log in logs] == [1, 0]
+    assert "effective batch: 16 = data.batch_size 8 x 2 device(s)" in logs[0]
+    assert sorted(p.name for p in (tmp_path / "outputs" / "sample_sentiment").iterdir()) == ["full"]
+    full = tmp_path / "outputs" / "sample_sentiment" / "full"
+    assert {p.name for p in full.iterdir()} == {"config.yaml", "metrics.json", "checkpoints", "logs", "plots"}
+    assert _global_step(full / "checkpoints" / "last.ckpt") == 32
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert _eval(full / "checkpoints" / "best.ckpt") == metrics  # 2 nodes' evaluation == 1 process, exactly
+
+    # node 1 (its torchrun and its rank) killed in the first epoch, once step 3 is saved: node 0's rank
+    # fails at its next collective (gloo: the peer's connection closed) and its torchrun exits
+    # non-zero at once -- it must not wait for the dead peer
+    nodes = _start_two_nodes(tmp_path, "cut")
+    last = tmp_path / "outputs" / "sample_sentiment" / "cut" / "checkpoints" / "last.ckpt"
+    deadline, seen, step = time.monotonic() + 300, None, 0
+    while step < 3:
+        assert time.monotonic() < deadline and nodes[0].poll() is None, (tmp_path / "cut.node0.log").read_text()[-3000:]
+        time.sleep(0.02)
+        if last.exists() and last.stat().st_mtime_ns != seen:  # loaded only when rewritten
+            seen, step = last.stat().st_mtime_ns, _global_step(last)
+    _kill_machine(nodes[1].pid)
+    began = time.monotonic()
+    codes = _finish(nodes, timeout=120)
+    assert codes[0] != 0 and codes[1] == -signal.SIGKILL, codes
+    assert time.monotonic() - began < 60  # node 0 gave up by itself
+    assert not (last.parent.parent / "metrics.json").exists()
+    assert 3 <= _global_step(last) < 16  # mid-epoch
+
+    # both nodes restarted with resume=true: the same metrics as the uninterrupted run
+    assert _finish(_start_two_nodes(tmp_path, "cut", "resume=true", logs="resumed")) == [0, 0], \
+        (tmp_path / "resumed.node0.log").read_text()[-3000:]
+    assert _global_step(last) == 32
+    assert json.loads((last.parent.parent / "metrics.json").read_text()) == metrics

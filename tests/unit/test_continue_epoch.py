@@ -53,3 +53,21 @@ def test_a_sampler_yielding_whole_batches():
     _set_sampler_epoch(loader, 2)
     position["now"] = (2, 2)
     assert [[int(x) for x in b] for b in loader] == [[2, 2], [2, 3], [2, 4]]
+
+
+def test_each_rank_resumes_with_its_own_rng_states_on_as_many_processes():
+    # ranks draw different amounts of dropout noise (their batches' shapes differ): a checkpoint of
+    # 2 processes holds both ranks' states; on another number of processes every rank takes rank 0's
+    from types import SimpleNamespace
+
+    from gpt2tasks.resume import ResumeExactly
+
+    saved = {"gpt2tasks": {"rng": "rank 0", "rng_by_rank": ["rank 0", "rank 1"]}}
+    older = {"gpt2tasks": {"rng": "rank 0"}}  # written before every rank's states were kept
+    for checkpoint, rank, world, expected in [(saved, 0, 2, "rank 0"), (saved, 1, 2, "rank 1"),
+                                              (saved, 0, 1, "rank 0"), (saved, 2, 3, "rank 0"),
+                                              (older, 1, 2, "rank 0")]:
+        callback = ResumeExactly()
+        trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), global_rank=rank, world_size=world)
+        callback.on_load_checkpoint(trainer, None, checkpoint)
+        assert callback._rng == expected, (rank, world)
