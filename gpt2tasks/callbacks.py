@@ -66,7 +66,8 @@ class ProgressLines(ProgressBar):
     """Training progress as plain lines, for a stdout that is not a terminal (nohup, SLURM, CI
     logs), where a bar that redraws itself shows nothing until the run ends: a line every
     `every_n_steps` optimizer steps (`trainer.log_every_n_steps`, as HF Trainer's `logging_steps`)
-    and one after each validation, with the monitored metric and the best so far.
+    and at the last step, and one after each validation, with the monitored metric and the best
+    so far.
 
         step 20/63  epoch 0.32/1  train/loss 0.6931  lr 3.41e-05  samples/s 1117.3  ETA 0:00:07
         validation at step 63 (epoch 1): val/accuracy 0.5200 (best 0.5200 at step 63)
@@ -90,12 +91,12 @@ class ProgressLines(ProgressBar):
         self._start = (time.monotonic(), trainer.global_step)  # a resumed run: ETA from its own pace
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        # once per optimizer step: the micro-batches of an accumulated step end at the same step
-        if not self._enabled or step == self._printed_step or step % self.every_n_steps:
+        step, total = trainer.global_step, trainer.estimated_stepping_batches
+        # once per optimizer step (the micro-batches of an accumulated step end at the same step);
+        # the last step too, so the log ends with the final loss
+        if not self._enabled or step == self._printed_step or (step % self.every_n_steps and step < total):
             return
         self._printed_step = step
-        total = trainer.estimated_stepping_batches
         shown = f"{step}/{total}" if math.isfinite(total) else str(step)
         batches = trainer.num_training_batches
         epoch = trainer.current_epoch + ((batch_idx + 1) / batches if math.isfinite(batches) and batches else 0)

@@ -397,12 +397,13 @@ def check_can_continue(ckpt: dict[str, Any], trainer: L.Trainer, source: str, ha
 
 def check_compatible(ckpt: dict[str, Any], module, source: str) -> None:
     """Refuse a checkpoint of another task, label set or model before fit starts (Lightning would
-    fail deep inside with a list of state_dict keys)."""
+    fail deep inside with a list of state_dict keys): first by the settings the checkpoint records
+    (named as the overrides that select them), then by its labels and tensors."""
     if not ckpt:
         return
     saved, ours = ckpt["gpt2tasks"], module.run_info
     theirs, mine = _setup(saved), _setup(ours)
-    differ = [key for key in theirs if key in mine and theirs[key][0] != mine[key][0]]
+    differ = [key for key in theirs if key in mine and _known(theirs[key][0]) and theirs[key][0] != mine[key][0]]
     if differ:
         trained, here = (", ".join(_shown(setup[key]) for key in differ) for setup in (theirs, mine))
         raise UserError(f"{source}: this checkpoint was trained with {trained} (this run: {here}), so this run "
@@ -410,10 +411,8 @@ def check_compatible(ckpt: dict[str, Any], module, source: str) -> None:
                         "config.yaml has every setting it was trained with), or, to start from its weights with "
                         "another setup, export it and set model.name_or_path=<exported folder>.")
     problems = []
-    for what, theirs, mine in [("task kind", saved.get("kind"), ours.get("kind")),
-                               ("labels", _labels(saved), _labels(ours))]:
-        if theirs != mine:
-            problems.append(f"its {what} {theirs} differ from this run's {mine}")
+    if _labels(saved) != _labels(ours):
+        problems.append(f"its labels {_labels(saved)} differ from this run's {_labels(ours)}")
     state = ckpt["state_dict"]
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     frozen_left_out = bool(saved.get("frozen_base_from"))
@@ -449,6 +448,11 @@ def _setup(info: dict) -> dict[str, tuple[Any, str, str]]:
     setup["model"] = (arch, _model_choice(model, arch), f"{arch[0]} layers, width {arch[2]}, vocabulary {arch[3]}")
     setup["model.pad_token"] = (model.get("pad_token"), f"model.pad_token={model.get('pad_token')}", "")
     return setup
+
+
+def _known(value: Any) -> bool:
+    """Recorded by the checkpoint (one of an older version may lack a key: not a difference)."""
+    return value is not None and not (isinstance(value, tuple) and all(v is None for v in value))
 
 
 def _shown(setting: tuple[Any, str, str]) -> str:

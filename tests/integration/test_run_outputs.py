@@ -190,10 +190,12 @@ def test_without_a_terminal_progress_is_plain_lines_at_log_every_n_steps(cfg_fac
         f"step 3/8  epoch 0.75/2  train/loss {loss[3]:.4f}  lr {lr[3]:.2e}  samples/s " + lines[0].split("samples/s ")[1].split()[0],
         f"validation at step 4 (epoch 1): val/accuracy {accuracy[4]:.4f} (best {accuracy[4]:.4f} at step 4)",
         f"step 6/8  epoch 1.50/2  train/loss {loss[6]:.4f}  lr {lr[6]:.2e}  samples/s " + lines[2].split("samples/s ")[1].split()[0],
+        f"step 8/8  epoch 2.00/2  train/loss {loss[8]:.4f}  lr {lr[8]:.2e}  samples/s " + lines[3].split("samples/s ")[1].split()[0],
         f"validation at step 8 (epoch 2): val/accuracy {accuracy[8]:.4f} (best {best:.4f} at step {best_step})",
-    ]
-    for line in (lines[0], lines[2]):
+    ]  # every 3 steps and the last
+    for line in (lines[0], lines[2], lines[3]):
         assert float(line.split("samples/s ")[1].split()[0]) > 0 and "  ETA 0:" in line
+    assert lines[3].endswith("  ETA 0:00:00")
     assert "━" not in capsys.readouterr().out
 
 
