@@ -176,6 +176,7 @@ class LastCheckpoint(Checkpoint):
         self._saved_step: int | None = None
         self._saved_time = time.monotonic()
         self._finished: dict[str, Any] | None = None
+        self._marked_finished_at: int | None = None  # the step of the validation-time state marked finished
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -187,12 +188,17 @@ class LastCheckpoint(Checkpoint):
         trainer = getattr(self, "_trainer", None)
         if self._finished is None and trainer is not None and self._fitting(trainer) and trainer.validating \
                 and _training_ends(trainer):
+            self._marked_finished_at = trainer.global_step
             return _finished_state(trainer)
         return self._finished or {"finished": False}
 
     def _save(self, trainer: L.Trainer) -> None:
-        """Write last.ckpt, or link it to best.ckpt when that holds this very state."""
+        """Write last.ckpt, or link it to best.ckpt when that holds this very state (at the end of
+        training: only if best.ckpt was marked finished too; early stopping decided at the epoch's
+        end, after the validation, is not)."""
         same = _best_written_now(trainer)
+        if same is not None and self._finished is not None and self._marked_finished_at != trainer.global_step:
+            same = None
         if same is None or not link_atomic(trainer, same, self.path):
             save_atomic(trainer, self.path)
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()

@@ -86,3 +86,17 @@ def test_best_and_last_of_the_same_step_are_one_file_readable_like_any_other(cfg
         assert best.stat().st_nlink == 2
     else:  # it did not: best.ckpt is the step 2 file, untouched
         assert best.read_bytes() == before and best.stat().st_nlink == 1
+
+
+def test_early_stopping_after_a_best_of_the_same_step_still_marks_last_ckpt_finished(cfg_factory, tmp_path):
+    # Epoch-end validation: EarlyStopping decides at the epoch's end, after the validation wrote
+    # best.ckpt (val/loss improved, though by less than min_delta) unmarked; last.ckpt, written when
+    # training ends, must say the run finished, so it is not that file.
+    out = tmp_path / "run"
+    train(cfg_factory(*ONE_EPOCH[1:], "trainer.max_epochs=5", "task.monitor=val/loss", "task.mode=min",
+                      "optim.lr=1e-3", "early_stopping.patience=0", "early_stopping.min_delta=1.0", output_dir=out))
+    best, last = out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"
+    saved = {name: torch.load(path, map_location="cpu", weights_only=True) for name, path in (("best", best), ("last", last))}
+    assert saved["best"]["global_step"] == saved["last"]["global_step"] == 4  # stopped after epoch 2, its best
+    assert resume.finished_limits(saved["last"]) and not resume.finished_limits(saved["best"])
+    assert best.stat().st_ino != last.stat().st_ino
