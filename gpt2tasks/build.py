@@ -346,7 +346,7 @@ def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) ->
     """lightning.Trainer from `trainer.*` (+ `extra` keywords); its refusals (no such device, a
     strategy that does not fit the accelerator, ...) become a UserError naming the trainer keys."""
     kwargs = {**trainer_kwargs(cfg, single_device), **extra}
-    bar = progress_bar(kwargs)
+    bar = progress_bar(kwargs, str(cfg.task.monitor), str(cfg.task.mode))
     if bar is not None:
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), bar]
     return trainer_from_kwargs(kwargs)
@@ -373,16 +373,24 @@ def runs_on_cuda(trainer: dict[str, Any]) -> bool:
     return accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
 
 
-def progress_bar(trainer: dict[str, Any]):
+def progress_bar(trainer: dict[str, Any], monitor: str, mode: str):
     """The progress bar (None when disabled or the caller brought one): without Lightning's `v_num`,
     and on CUDA one that redraws every `log_every_n_steps` steps. Every redraw reads the logged
     tensors (loss, samples/s) on the host, which waits for the GPU to finish its queue: Lightning's
     default bars redraw every step (the Rich one whatever its refresh rate), so the host could
-    never run ahead of the GPU."""
+    never run ahead of the GPU. When stdout is not a terminal (nohup, SLURM, CI), plain lines
+    every `log_every_n_steps` steps and per validation instead (callbacks.ProgressLines)."""
+    import sys
+
     from lightning.pytorch.callbacks import ProgressBar
+
+    from gpt2tasks.callbacks import ProgressLines
 
     if not trainer.get("enable_progress_bar", True) or any(isinstance(c, ProgressBar) for c in trainer.get("callbacks", [])):
         return None
+    every = max(1, int(trainer.get("log_every_n_steps") or 50))  # Lightning's default: 50
+    if not sys.stdout.isatty():
+        return ProgressLines(every, monitor, mode)
     if not runs_on_cuda(trainer):
         return bar()
-    return bar(refresh_rate=max(1, int(trainer.get("log_every_n_steps") or 50)))
+    return bar(refresh_rate=every)

@@ -4,11 +4,15 @@ logs, and the metric history the run's pictures are drawn from (whatever the log
 
 from __future__ import annotations
 
+import datetime
+import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ProgressBar, RichProgressBar,
+                                         TQDMProgressBar)
 
 from gpt2tasks.errors import UserError
 
@@ -56,6 +60,78 @@ def progress_bar(refresh_rate: int | None = None) -> L.Callback:
     if refresh_rate is not None:
         return TQDMBar(refresh_rate=refresh_rate)
     return RichBar() if _RICH_AVAILABLE else TQDMBar()
+
+
+class ProgressLines(ProgressBar):
+    """Training progress as plain lines, for a stdout that is not a terminal (nohup, SLURM, CI
+    logs), where a bar that redraws itself shows nothing until the run ends: a line every
+    `every_n_steps` optimizer steps (`trainer.log_every_n_steps`, as HF Trainer's `logging_steps`)
+    and at the last step, and one after each validation, with the monitored metric and the best
+    so far.
+
+        step 20/63  epoch 0.32/1  train/loss 0.6931  lr 3.41e-05  samples/s 1117.3  ETA 0:00:07
+        validation at step 63 (epoch 1): val/accuracy 0.5200 (best 0.5200 at step 63)
+    """
+
+    def __init__(self, every_n_steps: int, monitor: str, mode: str):
+        super().__init__()
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.monitor, self.mode = monitor, mode
+        self._enabled = True
+        self._printed_step: int | None = None
+        self._start: tuple[float, int] = (time.monotonic(), 0)  # when and at which step this fit started
+
+    def disable(self) -> None:  # Lightning: on every rank but 0
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = (time.monotonic(), trainer.global_step)  # a resumed run: ETA from its own pace
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step, total = trainer.global_step, trainer.estimated_stepping_batches
+        # once per optimizer step (the micro-batches of an accumulated step end at the same step);
+        # the last step too, so the log ends with the final loss
+        if not self._enabled or step == self._printed_step or (step % self.every_n_steps and step < total):
+            return
+        self._printed_step = step
+        shown = f"{step}/{total}" if math.isfinite(total) else str(step)
+        batches = trainer.num_training_batches
+        epoch = trainer.current_epoch + ((batch_idx + 1) / batches if math.isfinite(batches) and batches else 0)
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs is not None and trainer.max_epochs >= 0 else ""
+        parts = [f"step {shown}", f"epoch {epoch:.2f}{epochs}"]
+        metrics = self.get_metrics(trainer, pl_module)
+        if "train/loss" in metrics:
+            parts.append(f"train/loss {float(metrics['train/loss']):.4f}")
+        if trainer.optimizers:
+            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.2e}")
+        if "samples/s" in metrics:
+            parts.append(f"samples/s {float(metrics['samples/s']):.1f}")
+        started, first = self._start
+        if math.isfinite(total) and step > first:
+            left = (time.monotonic() - started) / (step - first) * max(0, total - step)
+            parts.append(f"ETA {datetime.timedelta(seconds=round(left))}")
+        print("  ".join(parts), flush=True)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not self._enabled or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        line = f"validation at step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
+        if value is not None:
+            best_value, best_step = self._best(trainer, float(value))
+            line += f": {self.monitor} {float(value):.4f} (best {best_value:.4f} at step {best_step})"
+        print(line, flush=True)
+
+    def _best(self, trainer, value: float) -> tuple[float, int]:
+        """The best monitored value so far and its step, from the run's MetricHistory (which has
+        this validation already, and a resumed run's earlier ones)."""
+        history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
+        seen = [(m[self.monitor], s) for s, m in (history.evals if history else []) if self.monitor in m]
+        seen = seen or [(value, trainer.global_step)]
+        return (max if self.mode == "max" else min)(seen, key=lambda pair: pair[0])
 
 
 class LearningRateLogger(LearningRateMonitor):

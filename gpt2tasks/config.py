@@ -27,6 +27,9 @@ from gpt2tasks.literal import file_name_problem
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
 _PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
+# Loggers whose package is an optional extra (pyproject.toml): the extra, and the modules that serve
+# (Lightning's TensorBoardLogger writes with `tensorboard` or, without it, `tensorboardX`).
+LOGGER_EXTRAS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
 def normalize_precision(value) -> str:
@@ -50,7 +53,7 @@ def validate_config(cfg: DictConfig, training: bool = False) -> None:
     task's own blocks (in a multi-task run named tasks.<name>.*). `training`: also the run
     folder's keys (output_dir, overwrite), which eval/predict do not use."""
     tasks = multitask.problems(cfg)  # multitask.* (none in a single-task run): sound before the tasks are named
-    problems = key_problems(cfg) + (output_problems(cfg) if training else []) + tasks
+    problems = key_problems(cfg) + (output_problems(cfg) + logger_problems(cfg) if training else []) + tasks
     for name, view in (multitask.task_views(cfg) if not tasks else {}).items():
         if view is cfg:  # a single-task run: its task is the config itself
             problems += task_problems(cfg)
@@ -158,6 +161,20 @@ def output_problems(cfg: DictConfig) -> list[str]:
         problems.need(reason is None, f"output_dir={cfg.output_dir} is {reason}: overwrite=true would delete everything "
                                       "in it. Fix: output_dir=<a folder of its own>.")
     return problems
+
+
+def logger_problems(cfg: DictConfig) -> list[str]:
+    """A logger whose optional package is not installed: refused before any work, with the extra
+    that installs it (Lightning would fail when fit starts, naming only the module)."""
+    import importlib.util
+
+    kind = cfg.logger.kind
+    modules = LOGGER_EXTRAS.get(kind, ())
+    if not modules or any(importlib.util.find_spec(m) is not None for m in modules):
+        return []
+    others = "|".join(k for k in LOGGERS if k != kind)
+    return [f"logger={kind} needs the `{modules[0]}` package, which is not installed. Fix: pip install "
+            f"'gpt2tasks[{kind}]' (or pip install {modules[0]}), or choose another logger: logger={others}."]
 
 
 def run_problems(cfg: DictConfig) -> list[str]:

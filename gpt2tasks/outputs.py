@@ -317,6 +317,7 @@ def save_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp makes it private (0600); the file is the run's, not a secret
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -348,6 +349,13 @@ def filesystem_problem(exc: OSError) -> str | None:
     return (f"{where}{exc.strerror or os.strerror(exc.errno)}. Nothing half-written was kept (files are written "
             "under a temporary name and renamed once complete; what was there before is as it was). Fix: "
             f"{fix}, then run again (a train run: resume=true continues from its last checkpoint).")
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0666 less the process umask (0644 under the usual 022)."""
+    umask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:

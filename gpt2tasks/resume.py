@@ -4,7 +4,9 @@
   `checkpoint.every_n_train_steps` steps / `checkpoint.every_n_minutes` minutes, at each epoch end
   and at the end of training (then marked finished; the validation and epoch end that training
   stops after leave it to that write). Written atomically (a kill mid-write leaves the
-  previous file).
+  previous file). When best.ckpt was just written with the same state (the validation that chose
+  it is the newest state), last.ckpt is a hard link to it: the bytes are written and stored once
+  (for `gpt2` with its AdamW state, 1.5 GB).
 - `ValidateAtEnd` makes the last step of training validate (Lightning does not when `max_steps`
   ends training mid-epoch), so every run with validation has a best checkpoint.
 - `ResumeExactly` makes a resumed run continue where the checkpoint left it: the train batches of
@@ -109,6 +111,26 @@ def _move_onto(written: Path, target: Path) -> None:
         os.replace(written, target)
 
 
+def link_atomic(trainer: L.Trainer, source: str, path: str) -> bool:
+    """`path` becomes a hard link to the checkpoint file `source` (rank 0 links; every rank gets the
+    answer). False where that cannot be done (a DeepSpeed/sharded checkpoint folder, a file system
+    without hard links): the caller then saves. Atomic like `save_atomic`: a link under a temporary
+    name, renamed onto `path`; the rename replaces only `path`'s name, so a later save of either
+    file (a new temporary file renamed onto its name) never changes the other."""
+    linked = False
+    if trainer.is_global_zero and Path(source).is_file():
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.partial")
+        try:
+            tmp.unlink(missing_ok=True)
+            os.link(source, tmp)
+            os.replace(tmp, target)
+            linked = True
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return bool(trainer.strategy.broadcast(linked))
+
+
 class BestCheckpoint(ModelCheckpoint):
     """ModelCheckpoint (best by task.monitor, saved after validation) writing atomically."""
 
@@ -116,6 +138,7 @@ class BestCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self.resuming = resuming
         self._written: dict[str, tuple] = {}  # per file this process wrote: the weights' version then
+        self._validated: tuple | None = None  # the weights' version at fit's latest validation
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # A new run started from a checkpoint (ckpt_path= without resume=true): its best starts anew
@@ -137,9 +160,26 @@ class BestCheckpoint(ModelCheckpoint):
         validation (same weights, same batches). Weight-averaging callbacks swap weights through
         `.data` (no version bump): with one, the answer is no."""
         path = self.best_model_path
-        if not path or any(isinstance(c, (WeightAveraging, StochasticWeightAveraging)) for c in trainer.callbacks):
+        if not path or _averages_weights(trainer):
             return False
         return self._written.get(path) == _weights_version(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._validated = _weights_version(trainer)
+        super().on_validation_end(trainer, pl_module)
+
+    def validated_current(self, trainer: L.Trainer) -> bool:
+        """Whether fit's latest validation ran on exactly the weights now in memory (as
+        `holds_current`, without a checkpoint: e.g. `checkpoint.save_top_k=0`). Its metrics are
+        then the final weights' (the last step of training validates, see ValidateAtEnd)."""
+        return self._validated is not None and not _averages_weights(trainer) and \
+            self._validated == _weights_version(trainer)
+
+
+def _averages_weights(trainer: L.Trainer) -> bool:
+    # Weight-averaging callbacks swap weights through `.data`, which no version counter sees.
+    return any(isinstance(c, (WeightAveraging, StochasticWeightAveraging)) for c in trainer.callbacks)
 
 
 def _weights_version(trainer: L.Trainer) -> tuple:
@@ -170,13 +210,31 @@ class LastCheckpoint(Checkpoint):
         self._saved_step: int | None = None
         self._saved_time = time.monotonic()
         self._finished: dict[str, Any] | None = None
+        self._marked_finished_at: int | None = None  # the step of the validation-time state marked finished
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        # written into every checkpoint; "finished" only into the one saved at the end of training
+        # Written into every checkpoint; "finished" only into those of the end of training: the
+        # one saved then, and best.ckpt when the validation that training stops after chose it
+        # (the same state: last.ckpt may then be a link to it).
+        trainer = getattr(self, "_trainer", None)
+        if self._finished is None and trainer is not None and self._fitting(trainer) and trainer.validating \
+                and _training_ends(trainer):
+            self._marked_finished_at = trainer.global_step
+            return _finished_state(trainer)
         return self._finished or {"finished": False}
 
     def _save(self, trainer: L.Trainer) -> None:
-        save_atomic(trainer, self.path)
+        """Write last.ckpt, or link it to best.ckpt when that holds this very state (at the end of
+        training: only if best.ckpt was marked finished too; early stopping decided at the epoch's
+        end, after the validation, is not)."""
+        same = _best_written_now(trainer)
+        if same is not None and self._finished is not None and self._marked_finished_at != trainer.global_step:
+            same = None
+        if same is None or not link_atomic(trainer, same, self.path):
+            save_atomic(trainer, self.path)
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()
         if self.on_first_save is not None:
             first, self.on_first_save = self.on_first_save, None
@@ -211,7 +269,7 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         if self._fitting(trainer):
             # `resume=true` on this run then says it is finished, unless a limit is raised
-            self._finished = {"finished": True, "max_steps": trainer.max_steps, "max_epochs": trainer.max_epochs}
+            self._finished = _finished_state(trainer)
             self._save(trainer)
             self._finished = None
 
@@ -345,6 +403,21 @@ class RequeueOnSignal(Checkpoint):
         if self.on_save is not None:
             self.on_save()
         raise SystemExit(0)  # the job was requeued; its next start continues from last.ckpt
+
+
+def _finished_state(trainer: L.Trainer) -> dict[str, Any]:
+    return {"finished": True, "max_steps": trainer.max_steps, "max_epochs": trainer.max_epochs}
+
+
+def _best_written_now(trainer: L.Trainer) -> str | None:
+    """best.ckpt when it holds the state last.ckpt is about to save: written at this validation
+    (or at the validation that training stopped after), with the weights still those. Its
+    callback and loop states are this validation's; nothing between the validation's end and the
+    end of training changes the weights (else `holds_current` says no) or what a resume does."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, BestCheckpoint) and callback.holds_current(trainer):
+            return callback.best_model_path
+    return None
 
 
 def _training_ends(trainer: L.Trainer) -> bool:
@@ -498,15 +571,22 @@ def check_can_continue(ckpt: dict[str, Any], trainer: L.Trainer, source: str, ha
 
 def check_compatible(ckpt: dict[str, Any], module, source: str) -> None:
     """Refuse a checkpoint of another task, label set or model before fit starts (Lightning would
-    fail deep inside with a list of state_dict keys)."""
+    fail deep inside with a list of state_dict keys): first by the settings the checkpoint records
+    (named as the overrides that select them), then by its labels and tensors."""
     if not ckpt:
         return
     saved, ours = ckpt["gpt2tasks"], module.run_info
+    theirs, mine = _setup(saved), _setup(ours)
+    differ = [key for key in theirs if key in mine and _known(theirs[key][0]) and theirs[key][0] != mine[key][0]]
+    if differ:
+        trained, here = (", ".join(_shown(setup[key]) for key in differ) for setup in (theirs, mine))
+        raise UserError(f"{source}: this checkpoint was trained with {trained} (this run: {here}), so this run "
+                        f"cannot continue from it. Fix: add {' '.join(theirs[key][1] for key in differ)} (its run's "
+                        "config.yaml has every setting it was trained with), or, to start from its weights with "
+                        "another setup, export it and set model.name_or_path=<exported folder>.")
     problems = []
-    for what, theirs, mine in [("task kind", saved.get("kind"), ours.get("kind")),
-                               ("labels", _labels(saved), _labels(ours))]:
-        if theirs != mine:
-            problems.append(f"its {what} {theirs} differ from this run's {mine}")
+    if _labels(saved) != _labels(ours):
+        problems.append(f"its labels {_labels(saved)} differ from this run's {_labels(ours)}")
     state = ckpt["state_dict"]
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     frozen_left_out = bool(saved.get("frozen_base_from"))
@@ -522,6 +602,60 @@ def check_compatible(ckpt: dict[str, Any], module, source: str) -> None:
                         "task, labels, model and peft settings as the run that wrote it (its config.yaml), "
                         "or to start from its weights with another setup, export it and set "
                         "model.name_or_path=<exported folder>.")
+
+
+# The settings a checkpoint's tensors depend on: per setting (the value compared, the override that
+# selects it, what it means). Labels come from the data and are compared in check_compatible.
+_LORA_SHAPE_KEYS = ("r", "targets", "bias", "extra_trainable")
+
+
+def _setup(info: dict) -> dict[str, tuple[Any, str, str]]:
+    cfg = info.get("config") or {}
+    task, peft, model = cfg.get("task") or {}, cfg.get("peft") or {}, cfg.get("model") or {}
+    hf = info.get("hf_config") or next(iter(info.get("tasks", {}).values()), {}).get("hf_config") or {}
+    arch = tuple(hf.get(k) for k in ("n_layer", "n_head", "n_embd", "vocab_size"))
+    method = peft.get("method", "none")
+    setup = {"kind": (info.get("kind"), f"task={task.get('name')}", f"a {info.get('kind')} task"),
+             "peft": (method, f"peft={method}", "")}
+    if method != "none":
+        setup.update({f"peft.{k}": (peft.get(k), f"peft.{k}={_value(peft.get(k))}", "") for k in _LORA_SHAPE_KEYS})
+    setup["model"] = (arch, _model_choice(model, arch), f"{arch[0]} layers, width {arch[2]}, vocabulary {arch[3]}")
+    setup["model.pad_token"] = (model.get("pad_token"), f"model.pad_token={model.get('pad_token')}", "")
+    return setup
+
+
+def _known(value: Any) -> bool:
+    """Recorded by the checkpoint (one of an older version may lack a key: not a difference)."""
+    return value is not None and not (isinstance(value, tuple) and all(v is None for v in value))
+
+
+def _shown(setting: tuple[Any, str, str]) -> str:
+    _, override, meaning = setting
+    return f"{override} ({meaning})" if meaning else override
+
+
+def _value(value: Any) -> str:
+    """A config value as an override writes it."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_value(v) for v in value) + "]"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _model_choice(model: dict, arch: tuple) -> str:
+    """`model=<preset>` when a size preset has this architecture and checkpoint, else the checkpoint."""
+    import yaml
+
+    from gpt2tasks.resources import CONF_DIR
+
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        preset = yaml.safe_load(path.read_text()) or {}
+        shape = preset.get("arch") or {}
+        if (shape.get("n_layer"), shape.get("n_head"), shape.get("n_embd")) == arch[:3] \
+                and preset.get("name_or_path") == model.get("name_or_path"):
+            return f"model={path.stem}"
+    if model.get("name_or_path"):
+        return f"model.name_or_path={model['name_or_path']}"
+    return " ".join(f"model.arch.{k}={v}" for k, v in zip(("n_layer", "n_head", "n_embd"), arch))  # a random init
 
 
 def _labels(info: dict) -> Any:

@@ -145,9 +145,12 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(start_from) if start_from else None,
                         weights_only=True)
             # Final numbers come from the best checkpoint, exactly as `eval ckpt=...` recomputes them
-            # (every run with validation has one: the last step validates).
+            # (every run with validation has one: the last step validates), or without one
+            # (checkpoint.save_top_k=0, no validation) from the final weights.
             best = None if debug else best_checkpoint.best_model_path or None
-            metrics = _evaluate(trainer, module, datamodule, best, in_memory=not debug and best_checkpoint.holds_current(trainer))
+            reuse = not debug and (best_checkpoint.holds_current(trainer) if best
+                                   else best_checkpoint.validated_current(trainer))
+            metrics = _evaluate(trainer, module, datamodule, best, in_memory=reuse)
     except BaseException as exc:
         if rank_zero and not committed and not cfg.resume:
             # Failed before its first checkpoint: nothing of it is worth keeping; the replaced run returns.
@@ -169,7 +172,9 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
         outputs.write_metrics(output_dir / "metrics.json", metrics)
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
         report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
-        _report(output_dir, best, module.headline(metrics), trainer.global_step, cfg.task.monitor)
+        last = outputs.checkpoints_dir(output_dir) / "last.ckpt"
+        _report(output_dir, best, module.headline(metrics), trainer.global_step, cfg.task.monitor,
+                validated=str(cfg.task.monitor) in metrics, last=str(last) if last.exists() else None)
     return metrics
 
 
@@ -217,8 +222,9 @@ def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None, in_
               ) -> dict[str, float]:
     """The eval sets' metrics of the checkpoint at `ckpt_path` (None: the weights in memory).
 
-    `in_memory`: the weights in memory are that checkpoint's and the last validation of fit chose it
-    (resume.BestCheckpoint.holds_current; typically the best is the last step): its metrics are
+    `in_memory`: the last validation of fit ran on the weights in memory, and they are the ones to
+    score (that checkpoint's: resume.BestCheckpoint.holds_current, typically the best is the last
+    step; or, without a best checkpoint, the final weights: validated_current): its metrics are
     this validation's, so neither the reload (a 124M model's checkpoint is 1.5 GB with the
     optimizer state) nor a second validation is needed."""
     if in_memory:
@@ -231,20 +237,31 @@ def _evaluate(trainer: L.Trainer, module, datamodule, ckpt_path: str | None, in_
     return dict(sorted(module.latest_metrics.items()))
 
 
-def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final_step: int, monitor: str) -> None:
-    # Which weights metrics.json scores: the best checkpoint, or, in a run without validation
-    # (e.g. trainer.limit_val_batches=0), the final weights, which last.ckpt holds.
+def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final_step: int, monitor: str,
+            validated: bool = True, last: str | None = None) -> None:
+    """The final lines: the metrics, where the run's files are and which weights metrics.json scores.
+
+    Those are the best checkpoint's or, without one, the final weights: validated at the end when
+    `checkpoint.save_top_k=0`, not validated in a run without validation (e.g.
+    trainer.limit_val_batches=0); last.ckpt holds them unless `checkpoint.save_last=false`."""
     if best:
-        ckpt, why = best, f"best {monitor}, step {_saved_step(best)} of {final_step}"
+        ckpt, scored = best, f"from {Path(best).name}: best {monitor}, step {_saved_step(best)} of {final_step}"
     else:
-        ckpt, why = str(outputs.checkpoints_dir(output_dir) / "last.ckpt"), f"last, step {final_step}: no validation ran"
+        ckpt = last
+        weights = f"from {Path(last).name}: the final weights" if last else "from the final weights"
+        why = "validated at the end; checkpoint.save_top_k=0 keeps no best" if validated else "no validation ran"
+        scored = f"{weights}, step {final_step}: {why}"
     shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    print(f"\nDone. {shown}\n"
-          f"  run:        {output_dir}\n"
-          f"  config:     {output_dir / 'config.yaml'}\n"
-          f"  metrics:    {output_dir / 'metrics.json'} (from {Path(ckpt).name}: {why})\n"
-          f"  checkpoint: {ckpt}\n"
-          f"  re-evaluate: python -m gpt2tasks eval ckpt={ckpt}")
+    lines = [f"\nDone. {shown}",
+             f"  run:        {output_dir}",
+             f"  config:     {output_dir / 'config.yaml'}",
+             f"  metrics:    {output_dir / 'metrics.json'} ({scored})"]
+    if ckpt:
+        lines += [f"  checkpoint: {ckpt}", f"  re-evaluate: python -m gpt2tasks eval ckpt={ckpt}"]
+    else:
+        lines.append("  checkpoint: none saved (checkpoint.save_last=false; "
+                     f"{'checkpoint.save_top_k=0' if validated else 'no validation chose a best'})")
+    print("\n".join(lines))
 
 
 def _saved_step(path: str) -> int | str:

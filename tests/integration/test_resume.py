@@ -216,10 +216,23 @@ def test_ckpt_path_errors(cfg_factory, tmp_path):
         train(cfg_factory(*RUN[1:4], f"ckpt_path={weights}"))
     run = tmp_path / "run"
     train(cfg_factory(*RUN[1:4], "trainer.max_steps=2", output_dir=run))
-    with pytest.raises(UserError, match="cannot resume this run: its weights do not fit"):
+    # what the checkpoint was trained with, as the overrides to add (not tensor counts)
+    with pytest.raises(UserError, match=r"this checkpoint was trained with peft=none \(this run: peft=lora\), .*"
+                                        r"Fix: add peft=none \("):
         train(cfg_factory(*RUN[1:4], "peft=lora", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
                           output_dir=tmp_path / "lora"))
     assert not (tmp_path / "lora").exists()
-    with pytest.raises(UserError, match="its task kind"):
-        train(cfg_factory("task=sample_ner", *RUN[1:4], f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                          output_dir=tmp_path / "ner"))
+    with pytest.raises(UserError, match=r"trained with task=sample_sentiment \(a seq_cls task\), model=tiny \(2 layers, "
+                                        r"width 128, vocabulary 946\) \(this run: task=sample_ner \(a token_cls task\), "
+                                        r"model.arch.n_layer=3 model.arch.n_head=4 model.arch.n_embd=128 \(3 layers, .*"
+                                        r"Fix: add task=sample_sentiment model=tiny \("):
+        train(cfg_factory("task=sample_ner", *RUN[1:4], "model.arch.n_layer=3",
+                          f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", output_dir=tmp_path / "ner"))
+    lora = tmp_path / "lora_run"
+    train(cfg_factory(*RUN[1:4], "trainer.max_steps=1", "peft=lora", output_dir=lora))
+    with pytest.raises(UserError, match=r"this checkpoint was trained with peft=lora \(this run: peft=none\), .*"
+                                        r"Fix: add peft=lora \("):
+        train(cfg_factory(*RUN[1:4], f"ckpt_path={lora / 'checkpoints' / 'last.ckpt'}", output_dir=tmp_path / "full"))
+    with pytest.raises(UserError, match=r"trained with peft.r=8 \(this run: peft.r=4\).*Fix: add peft.r=8 \("):
+        train(cfg_factory(*RUN[1:4], "peft=lora", "peft.r=4", f"ckpt_path={lora / 'checkpoints' / 'last.ckpt'}",
+                          output_dir=tmp_path / "r4"))

@@ -78,9 +78,10 @@ def test_final_numbers_reuse_the_validation_that_chose_the_best_when_it_is_in_me
     metrics = train(cfg_factory("trainer.max_epochs=1", "data.max_train_samples=256", "data.max_eval_samples=96",
                                 output_dir=out), callbacks=[counted])
     assert counted.runs == {"test": 1}
-    # each file written once at the end: last.ckpt by the end of training only (marked finished),
-    # not also after the final validation and the final epoch's end (the same weights again)
-    assert sorted(writes) == ["best.ckpt", "last.ckpt"]
+    # the final state written once: best.ckpt by the validation training stops after (marked
+    # finished), last.ckpt a hard link to it -- not again after the final epoch's end or at the end
+    assert writes == ["best.ckpt"]
+    assert (out / "checkpoints" / "last.ckpt").samefile(out / "checkpoints" / "best.ckpt")
     assert resume.finished_limits(torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True))
     assert set(metrics) == {"val/accuracy", "val/f1", "val/loss", "test/accuracy", "test/f1", "test/loss"}
     assert json.loads((out / "metrics.json").read_text()) == metrics

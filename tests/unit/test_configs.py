@@ -1,5 +1,6 @@
 """Every shipped config composes, validates and instantiates (house rule 2)."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,11 +82,27 @@ def test_size_presets_build_their_architecture_on_the_meta_device(model, tmp_pat
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_logger_presets_instantiate(logger, tmp_path, monkeypatch):
     from gpt2tasks.build import build_logger
+    from gpt2tasks.config import LOGGER_EXTRAS
 
+    if logger in LOGGER_EXTRAS:  # an optional extra (pyproject.toml); `.[dev]` installs them
+        pytest.importorskip(LOGGER_EXTRAS[logger][0], reason=f"optional extra: pip install 'gpt2tasks[{logger}]'")
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose(f"logger={logger}", f"output_dir={tmp_path}")
     built = build_logger(cfg, Path(tmp_path))
     assert (built is False) == (logger == "none")
+
+
+@pytest.mark.parametrize("logger", ["wandb", "tensorboard"])
+def test_a_logger_whose_extra_is_missing_is_refused_with_the_install_hint(logger, cli, tmp_path, monkeypatch):
+    from gpt2tasks.config import LOGGER_EXTRAS
+
+    for module in LOGGER_EXTRAS[logger]:  # as if not installed: `import` fails, find_spec finds nothing
+        monkeypatch.setitem(sys.modules, module, None)
+    done = cli("train", f"logger={logger}", f"output_dir={tmp_path / 'run'}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (f"logger={logger} needs the `{LOGGER_EXTRAS[logger][0]}` package, which is not installed. Fix: pip install "
+            f"'gpt2tasks[{logger}]'") in done.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml"))
