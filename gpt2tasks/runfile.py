@@ -389,8 +389,9 @@ def saved_run_config(output_dir: Path) -> dict | None:
         return None
     import yaml
 
-    try:  # OmegaConf's YAML reading, as it wrote the file (plain data: no interpolation is resolved)
-        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    try:  # OmegaConf's YAML reading, as it wrote the file (literal.literal_yaml): a "${" escaped there
+        # is text, and resolving gives it back as written (the file holds no real interpolation)
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
         raise UserError(f"resume=true: {path} is not readable YAML ({type(exc).__name__}), so the run's settings are "
                         "unknown. Fix: restore the run's config.yaml, or start a new run (overwrite=true or a new "
@@ -413,7 +414,7 @@ def resume_base(composed: DictConfig, typed: Sequence[str], groups: Sequence[str
     if saved is None:
         return composed
     # Keys the run's config.yaml lacks (added to gpt2tasks since the run started) keep their defaults.
-    cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(composed, resolve=False)), saved)
+    cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(composed, resolve=False)), literal_config(saved))
     for override in OverridesParser.create().parse_overrides(list(typed)):
         key = override.key_or_group
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):

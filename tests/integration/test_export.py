@@ -204,7 +204,7 @@ def test_a_single_task_checkpoint_keeps_the_single_task_format(trained):
     checkpoint = torch.load(trained("sample_sentiment") / "checkpoints" / "best.ckpt", weights_only=True)
     info = checkpoint["gpt2tasks"]
     assert list(info) == ["kind", "config", "hf_config", "label_space", "tokenizer_files", "new_token_ids",
-                          "frozen_base_from", "command", "rng", "validation"]  # rng, validation: added when saved
+                          "frozen_base_from", "command", "data_files", "rng", "validation"]  # rng, validation: added when saved
     assert set(info["validation"]) == {"step", "epoch", "metrics"}  # (tasks/base.py on_save_checkpoint)
     assert info["kind"] == "seq_cls" and not {"tasks", "multitask"} & set(info["config"])
     assert {".".join(k.split(".")[:2]) for k in checkpoint["state_dict"]} == {"model.transformer", "model.score"}
