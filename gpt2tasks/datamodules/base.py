@@ -338,17 +338,17 @@ class TaskDataModule(L.LightningDataModule):
                                                                      TaskDataModule.map_batch_size))
             yield first
             first += len(rows)
-        if not first:
-            raise UserError(f"{key}={file}: the file has no rows to predict. Fix: point it at a file with examples.")
 
     def count_predict_rows(self, path: str, key: str = "input") -> int:
         """The rows of a `predict` input, read once through (columns checked, nothing tokenized): every
-        reading error comes before any work, and progress knows the total."""
+        reading error, and an empty file, come before any work, and progress knows the total."""
         file = os.path.abspath(os.path.expanduser(path))
         total = 0
         for rows, _ in chunked(self.iter_file(file, key), 10_000):
             require_columns(rows, self.required_columns(labelled=False), file, key, total)
             total += len(rows)
+        if not total:
+            raise UserError(f"{key}={file}: the file has no rows to predict. Fix: point it at a file with examples.")
         return total
 
     def _label_columns(self) -> list[str]:

@@ -104,6 +104,14 @@ def test_predict_chunks_tokenize_one_chunk_at_a_time_in_flat_memory(tmp_path, ti
     assert sorted((tmp_path / "cache").rglob("*.arrow")) == cache  # nothing added to the tokenization cache
 
 
+def test_the_reading_pass_counts_rows_and_refuses_an_empty_file_before_any_work(tmp_path, tiny_tokenizer):
+    dm = file_datamodule(SeqClsDataModule, tmp_path, tiny_tokenizer, [review(i) for i in range(8)])
+    assert dm.count_predict_rows(str(write_rows(tmp_path / "rows.jsonl", 25_001))) == 25_001  # 3 reading chunks
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    with pytest.raises(UserError, match="empty.csv: the file has no rows to predict"):
+        dm.count_predict_rows(str(tmp_path / "empty.csv"))
+
+
 @pytest.mark.parametrize("kind", ["seq_cls", "token_cls", "qa", "mc"])
 def test_in_memory_tokenization_equals_the_cached_one(tmp_path, tiny_tokenizer, kind):
     cls, rows, spec = {
