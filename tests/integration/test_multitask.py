@@ -262,7 +262,8 @@ def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tin
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     out = tmp_path / "adapters"
     export(ExportOptions(ckpt=ckpt, out=str(out), merge_lora=False))
-    assert {p.name for p in out.iterdir()} == {".gpt2tasks-export", "README.md", "base", "sample_sentiment", "sample_ner"}
+    assert {p.name for p in out.iterdir()} == {".gpt2tasks-export", "README.md", "base", "sample_sentiment",
+                                               "sample_ner"}
     assert (out / "sample_ner" / "adapter_config.json").is_file()
     merged = tmp_path / "merged"
     export(ExportOptions(ckpt=ckpt, out=str(merged), task="sample_ner"))
