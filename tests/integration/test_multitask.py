@@ -198,7 +198,7 @@ def test_per_task_exports_load_in_plain_transformers_with_the_multitask_outputs(
     ckpt = str(run / "checkpoints" / "best.ckpt")
     out = tmp_path / "export"
     export(ExportOptions(ckpt=ckpt, out=str(out)))
-    assert {p.name for p in out.iterdir()} == {"README.md", "reviews", "sample_ner"}
+    assert {p.name for p in out.iterdir()} == {".gpt2tasks-export", "README.md", "reviews", "sample_ner"}
     checkpoint = load_checkpoint(ckpt)
     cfg = OmegaConf.create(checkpoint["gpt2tasks"]["config"])
     _, datamodule, module = restore(checkpoint, cfg)
@@ -272,11 +272,12 @@ def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tin
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     out = tmp_path / "adapters"
     export(ExportOptions(ckpt=ckpt, out=str(out), merge_lora=False))
-    assert {p.name for p in out.iterdir()} == {"README.md", "base", "sample_sentiment", "sample_ner"}
+    assert {p.name for p in out.iterdir()} == {".gpt2tasks-export", "README.md", "base", "sample_sentiment",
+                                               "sample_ner"}
     assert (out / "sample_ner" / "adapter_config.json").is_file()
     merged = tmp_path / "merged"
     export(ExportOptions(ckpt=ckpt, out=str(merged), task="sample_ner"))
-    assert {p.name for p in merged.iterdir()} == {"README.md", "sample_ner"}
+    assert {p.name for p in merged.iterdir()} == {".gpt2tasks-export", "README.md", "sample_ner"}
 
     checkpoint = load_checkpoint(ckpt)
     _, datamodule, module = restore(checkpoint, OmegaConf.create(checkpoint["gpt2tasks"]["config"]))
@@ -355,7 +356,7 @@ def test_adapters_trained_one_task_at_a_time_combine_into_one_checkpoint(tiny_gp
     assert {"reviews/val/accuracy", "sample_ner/val/f1", "val/mean"} <= set(both)
     out = tmp_path / "export"
     export(ExportOptions(ckpt=str(combined), out=str(out), merge_lora=False))
-    assert {p.name for p in out.iterdir()} == {"README.md", "base", "reviews", "sample_ner"}
+    assert {p.name for p in out.iterdir()} == {".gpt2tasks-export", "README.md", "base", "reviews", "sample_ner"}
 
     with pytest.raises(UserError, match="task 'reviews' is in more than one checkpoint"):
         combine([runs["reviews"], runs["reviews"]], str(tmp_path / "twice.ckpt"))
