@@ -483,7 +483,8 @@ def model_card(cfg, info: dict, scores: Scores, adapter: bool, options: ExportOp
     table = "\n".join(f"| {md_text(k)} | {v:.4f} |" for k, v in metrics.items())
     if more:
         table += f"\n| ({more} more in the run's metrics.json) | |"
-    evaluation = f"{scores.note}\n\n| metric | value |\n|---|---|\n{table}\n" if metrics else f"{scores.note}\n"
+    note = md_text(scores.note)  # it names the run's files: literal text
+    evaluation = f"{note}\n\n| metric | value |\n|---|---|\n{table}\n" if metrics else f"{note}\n"
     command = info.get("command") or "(trained from Python; no command line recorded)"
     shown = "".join(f"\n![{Path(name).stem}]({PLOTS_DIR}/{name})\n" for name in pictures)
     figures = f"\n## Training curves and evaluation pictures\n{shown}" if pictures else ""

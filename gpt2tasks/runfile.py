@@ -121,6 +121,30 @@ def _check_run_info(path: str, ckpt: Any) -> None:
         raise UserError(f"ckpt={path}: its run information's tokenizer_files is not a table of file names and "
                         f"contents. Fix: {UNMODIFIED}")
     check_file_names(run_info_file_names(info), f"ckpt={path}: run information", UNMODIFIED)
+    unknown = sorted({repr(kind) for kind in run_info_kinds(info)} - {repr(k) for k in known_kinds()})
+    if unknown:  # a kind picks the classes that build the model: only gpt2tasks' own, never a name from a file
+        raise UserError(f"ckpt={path}: its run information names the task kind {', '.join(unknown)}, which gpt2tasks "
+                        f"does not have (kinds: {', '.join(known_kinds())}). Fix: {UNMODIFIED}")
+
+
+def known_kinds() -> list[str]:
+    from gpt2tasks.tasks import KINDS
+
+    return [*KINDS, MULTITASK]
+
+
+def run_info_kinds(info: dict) -> Iterator[Any]:
+    """Every task kind a checkpoint's run information names: its own, its config's task.kind, and
+    each task's (a multi-task run's tasks.<name>)."""
+    yield info["kind"]
+    config = info["config"] if isinstance(info["config"], dict) else {}
+    task = config.get("task")
+    if isinstance(task, dict) and "kind" in task:
+        yield task["kind"]
+    tasks = info.get("tasks")
+    for entry in (tasks.values() if isinstance(tasks, dict) else ()):
+        if isinstance(entry, dict) and "kind" in entry:
+            yield entry["kind"]
 
 
 UNMODIFIED = "pass an unmodified checkpoints/best.ckpt or last.ckpt of a `gpt2tasks train` run."

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from gpt2tasks import runfile
 from gpt2tasks.errors import UserError
 from gpt2tasks.evaluation import evaluate, evaluate_checkpoint
-from gpt2tasks.export import ExportOptions, export
+from gpt2tasks.export import ExportOptions, export, md_text
 from gpt2tasks.predict import predict
 from gpt2tasks.resources import DATA_DIR
 from gpt2tasks.train import train
@@ -180,7 +180,7 @@ def test_a_checkpoint_between_validations_is_evaluated_at_export_or_has_no_metri
     meta, text = _card(export(ExportOptions(ckpt=str(last), out=str(tmp_path / "unscored"))))
     assert "model-index" not in meta and "| metric | value |" not in text
     assert "No metrics: no evaluation of these weights (last.ckpt, step 4, 4 batches into epoch 1)" in text
-    assert f"data.validation_file={val} does not exist" in text
+    assert md_text(f"data.validation_file={val} does not exist") in text  # a path, as literal markdown
 
 
 # ---- which sets a command line names (no model needed) -------------------------------------------
