@@ -172,3 +172,19 @@ def test_tokenizer_files_that_make_no_tokenizer_are_one_message(sandbox, cli):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the checkpoint's tokenizer_files do not make a tokenizer" in result.stderr, result.stderr
     assert not (sandbox / "out").exists() and left_in_tmp(sandbox) == []
+
+
+@pytest.mark.parametrize("edit", [
+    lambda info: info.update(kind="os.system"),
+    lambda info: info["config"]["task"].update(kind=["seq_cls"]),
+])
+def test_a_task_kind_gpt2tasks_does_not_have_is_refused_by_every_command(edit, sandbox, cli):
+    """A kind picks the classes that build the model: only the registry's names are accepted, and an
+    unknown one is one message (it was a KeyError traceback in export and combine)."""
+    ckpt = hostile_checkpoint(sandbox, edit)
+    out = sandbox / "out"
+    for command in COMMANDS:
+        result = cli(command, *args_of(command, ckpt, out))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (command, result.stderr)
+        assert "names the task kind" in result.stderr and "Fix: pass an unmodified" in result.stderr
+        assert not out.exists() and left_in_tmp(sandbox) == []
