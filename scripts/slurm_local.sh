@@ -86,6 +86,15 @@ start() {
 }
 
 stop() {
+  # Jobs first, while the daemons run: a job step whose slurmd is gone never completes (its srun and
+  # slurmstepd would be left behind). Running jobs are cancelled; ending ones get up to 30 s.
+  if [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2> /dev/null; then
+    scancel --partition=local 2> /dev/null || true
+    for _ in $(seq 1 60); do
+      [ -z "$(squeue -h 2> /dev/null)" ] && break
+      sleep 0.5
+    done
+  fi
   # the daemons this script started, by the pid files it gave them
   for pidfile in "$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid"; do
     if [ -f "$pidfile" ]; then

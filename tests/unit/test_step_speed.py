@@ -125,15 +125,19 @@ def test_fused_adamw_under_16_mixed_clips_unscaled_gradients():
 def test_progress_bar_redraws_at_the_logging_interval_on_cuda(monkeypatch):
     from lightning.pytorch.callbacks import TQDMProgressBar
 
+    import sys
+
     import gpt2tasks.build as build
 
-    on_cpu = build.progress_bar({"accelerator": "cpu", "enable_progress_bar": True})  # Lightning's pick, without v_num
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal: a bar (else plain lines)
+    watch = ("val/accuracy", "max")
+    on_cpu = build.progress_bar({"accelerator": "cpu", "enable_progress_bar": True}, *watch)  # Lightning's pick, without v_num
     assert on_cpu is not None and not (isinstance(on_cpu, TQDMProgressBar) and on_cpu.refresh_rate != 1)
-    assert build.progress_bar({"enable_progress_bar": True, "callbacks": [on_cpu]}) is None  # the caller's bar stays
+    assert build.progress_bar({"enable_progress_bar": True, "callbacks": [on_cpu]}, *watch) is None  # the caller's bar stays
     monkeypatch.setattr(build, "runs_on_cuda", lambda trainer: True)
-    bar = build.progress_bar({"enable_progress_bar": True, "log_every_n_steps": 25})
+    bar = build.progress_bar({"enable_progress_bar": True, "log_every_n_steps": 25}, *watch)
     assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 25
-    assert build.progress_bar({"enable_progress_bar": False}) is None
+    assert build.progress_bar({"enable_progress_bar": False}, *watch) is None
 
 
 def test_gpt2_gelu_runs_as_one_fused_kernel_with_the_same_outputs_gradients_and_config(tmp_path, cfg_factory):
