@@ -84,10 +84,10 @@ def test_eval_predict_and_export_keep_hostile_label_names(hostile_run, tmp_path)
     assert len(table) == len(HOSTILE)  # no name broke out of its row
 
     for source in (ckpt, out):
-        lines = predict(str(source), str(home / "train.jsonl"), str(tmp_path / f"{source.name}.jsonl"))
-        assert all(list(line["scores"]) == HOSTILE and line["label"] in HOSTILE for line in lines)
-        written = [json.loads(line) for line in (tmp_path / f"{source.name}.jsonl").read_text().splitlines()]
-        assert written == lines
+        count = predict(str(source), str(home / "train.jsonl"), str(tmp_path / f"{source.name}.jsonl"))
+        lines = [json.loads(line) for line in (tmp_path / f"{source.name}.jsonl").read_text().splitlines()]
+        assert len(lines) == count and all(list(line["scores"]) == HOSTILE and line["label"] in HOSTILE
+                                           for line in lines)
 
 
 # ---- many classes: bounded ------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_a_many_class_confusion_stays_bounded(tmp_path):
 
 
 def test_many_entity_types_and_labels_stay_bounded_in_the_report_and_card(cfg_factory, tmp_path):
-    from gpt2tasks.export import MAX_CARD_METRICS, ExportOptions, model_card
+    from gpt2tasks.export import MAX_CARD_METRICS, ExportOptions, Scores, model_card
 
     types = [f"$T{i}^$|x" for i in range(3000)]  # mathtext that does not parse, a table column break
     metrics = {"val/f1": 0.5, "val/accuracy": 0.9}
@@ -147,7 +147,8 @@ def test_many_entity_types_and_labels_stay_bounded_in_the_report_and_card(cfg_fa
     assert (tmp_path / "entity_report.png").is_file()
     cfg = cfg_factory("task=sample_sentiment")
     info = {"label_space": {"problem_type": "single_label_classification", "names": types}, "command": None}
-    card = model_card(cfg, info, metrics, False, ExportOptions(), "title")
+    scores = Scores(metrics, "Metrics of these weights: the run's metrics.json.", "step 1", {"step": 1}, of_run=True)
+    card = model_card(cfg, info, scores, False, ExportOptions(), "title")
     assert len(card) < 20_000
     assert "| val/f1 | 0.5000 |" in card and "| val/accuracy | 0.9000 |" in card  # overall metrics first
     assert f"({len(metrics) - MAX_CARD_METRICS} more in the run's metrics.json)" in card

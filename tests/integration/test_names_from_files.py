@@ -159,7 +159,9 @@ def test_eval_reads_a_checkpoint_whose_config_holds_dollar_braces(sandbox):
     ckpt = hostile_checkpoint(sandbox, lambda info: info["config"]["task"].update(label_names=["${oc.env:HOME}", "${x}"]))
     data = str(shutil.copy(INPUT, sandbox / "val.csv"))
     expected = json.loads((OLD / "metrics.json").read_text())
-    assert evaluate_checkpoint(str(ckpt), [f"data.validation_file={data}"]) == pytest.approx(expected, abs=1e-6)
+    # a named eval file is scored whole unless the command limits it: the old run scored its first 16 rows
+    scored = evaluate_checkpoint(str(ckpt), [f"data.validation_file={data}", "data.max_eval_samples=16"])
+    assert scored == pytest.approx(expected, abs=1e-6)
 
 
 def test_tokenizer_files_that_make_no_tokenizer_are_one_message(sandbox, cli):
