@@ -8,7 +8,7 @@ are read and tokenized exactly as in training:
   plus `gpt2tasks.json` (`runfile.read_export_info`). Its weights are already merged (no LoRA), so
   the HF head loads as is.
 No data of the training run is needed: its data files are dropped from the config, and only the
-caller's input is read (`datamodule.setup_predict`).
+caller's input is read, a chunk at a time (`datamodule.predict_chunks`).
 """
 
 from __future__ import annotations

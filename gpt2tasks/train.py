@@ -109,7 +109,8 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
             all_callbacks.append(last_checkpoint)
             # SLURM's SIGUSR1 before the time limit: last.ckpt at a step's end, then Lightning requeues
             all_callbacks.append(resume.RequeueOnSignal(ckpt_dir / "last.ckpt", on_save=commit))
-    all_callbacks.append(resume.StopOnSignal(last_checkpoint))  # SIGTERM/SIGINT: last.ckpt written, then exit 143/130
+        # SIGTERM/SIGINT: last.ckpt written, then exit 143/130 (fast_dev_run writes nothing: it stops at once)
+        all_callbacks.append(resume.StopOnSignal(last_checkpoint))
     quiet = {} if "enable_model_summary" in cfg.trainer else {"enable_model_summary": False}  # the model line says it
     # Built before the folder is touched: devices/strategy problems stop the run here. Nothing is
     # written until fit (the logger and the checkpoint callback create their folders lazily).

@@ -103,9 +103,9 @@ def test_eval_prints_and_writes_the_rows_it_scored(run, forty_rows, tmp_path, cl
 
 
 def test_predict_reads_every_input_row_whatever_the_runs_eval_limit(run, forty_rows, tmp_path):
-    lines = predict(str(run / "checkpoints" / "best.ckpt"), str(forty_rows), str(tmp_path / "p.jsonl"))
-    assert [line["index"] for line in lines] == list(range(40))
-    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 40
+    written = predict(str(run / "checkpoints" / "best.ckpt"), str(forty_rows), str(tmp_path / "p.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert written == 40 and [line["index"] for line in lines] == list(range(40))
 
 
 # ---- class 8: an export describes its weights ---------------------------------------------------
@@ -174,7 +174,7 @@ def test_a_checkpoint_between_validations_is_evaluated_at_export_or_has_no_metri
     meta, text = _card(export(ExportOptions(ckpt=str(last), out=str(tmp_path / "evaluated"))))
     assert _reported(meta, step=4) == evaluate_checkpoint(str(last))  # these weights, val and test
     assert "step 4, 4 batches into epoch 1" in text and "evaluated when exporting" in text
-    assert "trainer.max_epochs=3" in text and "after 3 epochs" not in text
+    assert md_text("trainer.max_epochs=3") in text and "after 3 epochs" not in text
 
     val.unlink()
     meta, text = _card(export(ExportOptions(ckpt=str(last), out=str(tmp_path / "unscored"))))

@@ -103,8 +103,8 @@ def _signal_inference(monkeypatch, signum: int) -> None:
 
     made = gpt2tasks.evaluation.inference_trainer
 
-    def with_signal(cfg):
-        trainer = made(cfg)
+    def with_signal(cfg, *args, **kwargs):
+        trainer = made(cfg, *args, **kwargs)
         trainer.callbacks.append(SignalAtBatch(signum))
         return trainer
 
