@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -509,6 +510,7 @@ class ResumeExactly(Callback):
 
     def __init__(self):
         self._rng: dict | None = None
+        self._complete_epoch: int | None = None  # the epoch a finished checkpoint trained to its end
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         datamodule = trainer.datamodule
@@ -518,7 +520,12 @@ class ResumeExactly(Callback):
 
         def position() -> tuple[int, int]:
             loop = trainer.fit_loop
-            return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.ready
+            epoch, done = loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.ready
+            if epoch == self._complete_epoch:
+                # saved at the validation that ended training with its last epoch (a last.ckpt linked
+                # to best.ckpt): that epoch is done whatever its length is now (another device count)
+                done = sys.maxsize
+            return epoch, done
 
         datamodule.train_dataloader = lambda: continue_epochs(make(), position)
         datamodule._continues_epochs = True
@@ -529,6 +536,7 @@ class ResumeExactly(Callback):
             # each rank its own states when resumed on as many processes; on another number, rank 0's
             by_rank = saved.get("rng_by_rank")
             self._rng = by_rank[trainer.global_rank] if by_rank and len(by_rank) == trainer.world_size else saved.get("rng")
+            self._complete_epoch = _epoch_trained_to_its_end(checkpoint)
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Here, not when the checkpoint loads: Lightning has made the train iterator since (which
@@ -538,6 +546,24 @@ class ResumeExactly(Callback):
 
             _set_rng_state(self._rng)
             self._rng = None
+
+
+def _epoch_trained_to_its_end(checkpoint: dict[str, Any]) -> int | None:
+    """The epoch of a checkpoint saved at the end of training when training ended because that epoch
+    was the last (trainer.max_epochs), not at a step limit inside it; None otherwise. Such a
+    checkpoint may hold the state of the epoch's final validation (LastCheckpoint links last.ckpt
+    to best.ckpt then), taken before Lightning counts the epoch as done."""
+    limits = finished_limits(checkpoint)
+    epoch, step = checkpoint.get("epoch"), checkpoint.get("global_step")
+    if not limits or not isinstance(epoch, int) or not isinstance(step, int):
+        return None
+    max_epochs, max_steps = limits.get("max_epochs"), limits.get("max_steps")
+    # `epoch` is Lightning's count of completed epochs when saved: the last epoch's index while its
+    # final validation runs (the linked state), max_epochs once on_train_end counted it (then the
+    # loop counters already say the epoch is done, and nothing is to be skipped)
+    by_epochs = isinstance(max_epochs, int) and max_epochs > 0 and epoch + 1 == max_epochs
+    by_steps = isinstance(max_steps, int) and max_steps > 0 and step >= max_steps
+    return epoch if by_epochs and not by_steps else None
 
 
 # ---- what the checkpoint resumed from says (read by runfile.peek) -----------------------------------
