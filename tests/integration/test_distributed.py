@@ -258,7 +258,8 @@ def test_two_nodes_one_run_equals_one_process_and_resumes_after_a_node_is_killed
     assert "effective batch: 16 = data.batch_size 8 x 2 device(s)" in logs[0]
     assert sorted(p.name for p in (tmp_path / "outputs" / "sample_sentiment").iterdir()) == ["full"]
     full = tmp_path / "outputs" / "sample_sentiment" / "full"
-    assert {p.name for p in full.iterdir()} == {"config.yaml", "metrics.json", "checkpoints", "logs", "plots"}
+    assert {p.name for p in full.iterdir()} == {".gpt2tasks-run", "config.yaml", "metrics.json", "checkpoints",
+                                                "logs", "plots"}
     assert _global_step(full / "checkpoints" / "last.ckpt") == 32
     metrics = json.loads((full / "metrics.json").read_text())
     assert _eval(full / "checkpoints" / "best.ckpt") == metrics  # 2 nodes' evaluation == 1 process, exactly

@@ -122,7 +122,8 @@ def test_sbatch_two_tasks_one_run_equals_one_process(uninterrupted):
     run = cwd / "outputs" / "sample_sentiment" / f"slurm_{job_id}"
     assert log.count("Done.") == 1  # global rank 0 reports
     assert "effective batch: 16 = data.batch_size 8 x 2 device(s)" in log
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.json", "checkpoints", "logs", "plots"}
+    assert {p.name for p in run.iterdir()} == {".gpt2tasks-run", "config.yaml", "metrics.json", "checkpoints",
+                                               "logs", "plots"}
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     assert _global_step(run / "checkpoints" / "last.ckpt") == 32
     assert _eval(run / "checkpoints" / "best.ckpt") == json.loads((run / "metrics.json").read_text())
