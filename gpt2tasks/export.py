@@ -35,8 +35,8 @@ from gpt2tasks import multitask, runfile
 from gpt2tasks.cli import Command, Option, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.literal import literal_config
-from gpt2tasks.outputs import (EXPORT_MARKER, MULTITASK_EXPORT_TITLE, check_writable, is_export, protected_reason,
-                               remove_marked, replace_problem)
+from gpt2tasks.outputs import (EXPORT_MARKER, MULTITASK_EXPORT_TITLE, check_writable, current_umask, is_export,
+                               protected_reason, remove_marked, replace_problem)
 from gpt2tasks.plots import PLOTS_DIR, run_name
 
 log = logging.getLogger(__name__)
@@ -361,8 +361,7 @@ def staging_dir(out: Path, overwrite: bool):
         (tmp / EXPORT_MARKER).write_text("written by gpt2tasks export\n")  # first: the staging folder is ours
         yield tmp
         # Some writers make owner-only files; an export is meant to be shared.
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = current_umask()
         for path in [tmp, *tmp.rglob("*")]:
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
         # Same filesystem, so the moves are renames: the old export is removed only once the new

@@ -351,11 +351,15 @@ def filesystem_problem(exc: OSError) -> str | None:
             f"{fix}, then run again (a train run: resume=true continues from its last checkpoint).")
 
 
-def new_file_mode() -> int:
-    """The mode `open()` gives a new file: 0666 less the process umask (0644 under the usual 022)."""
+def current_umask() -> int:
     umask = os.umask(0)  # reading the umask means setting it: put it straight back
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0666 less the process umask (0644 under the usual 022)."""
+    return 0o666 & ~current_umask()
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:

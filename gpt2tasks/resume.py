@@ -76,24 +76,16 @@ def _save_atomic(trainer: L.Trainer, path: str, weights_only: bool) -> None:
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not another plugin (XLA, async, a user's)
         trainer.strategy.checkpoint_io = DirectCheckpointIO()
     try:
-        # collective; rank 0 writes (a folder under DeepSpeed)
-        trainer.save_checkpoint(str(tmp), weights_only=weights_only)
-    except OSError as exc:
-        if tmp.is_dir():  # no partial checkpoint left behind
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        problem = filesystem_problem(exc)
-        if problem is None:
+        trainer.save_checkpoint(str(tmp), weights_only=weights_only)  # collective; rank 0 writes (a folder under DeepSpeed)
+    except BaseException as exc:
+        # a full disk, a signal mid-write, ...: no partial checkpoint beside the previous one
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        if not (isinstance(exc, OSError) and filesystem_problem(exc)):
             raise
         kept = f"the previous {target.name} is kept" if target.exists() else f"no {target.name} was written"
         raise UserError(f"checkpoint {target} could not be written ({exc.strerror}); {kept}. Fix: "
                         f"{FILESYSTEM_FIXES[exc.errno]}, then run again (resume=true continues from the last "
                         "checkpoint on disk, if the run has one).") from None
-    except BaseException:
-        if trainer.is_global_zero:  # e.g. a signal mid-write: no partial file beside the previous one
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
     if trainer.is_global_zero:
         _move_onto(tmp, target)
     trainer.strategy.barrier("gpt2tasks.save_atomic")
