@@ -13,9 +13,10 @@ cross-entropy, in plain PyTorch ops that torch.compile can fuse).
 
 Vocabulary padding: the output projection's weight is padded with zero rows to a multiple of
 `vocab_multiple` (64: 50,257 -> 50,304) for the matmuls only, because GEMMs whose sizes are
-multiples of 64 run markedly faster on GPUs (DESIGN.md section 6: +17% whole-step throughput for
-`gpt2`). The padded columns' logits are set to -inf before the softmax, so they are never predicted
-and get no gradient: the loss and every gradient are those of the unpadded vocabulary, exactly.
+multiples of 64 run markedly faster on GPUs (+17% whole-step throughput for `gpt2`: docs/design.md,
+"Performance baseline"). The padded columns' logits are set to -inf before the softmax, so they
+are never predicted and get no gradient: the loss and every gradient are those of the unpadded
+vocabulary, exactly.
 The model itself keeps its vocabulary (checkpoints, generation, evaluation and exports are those
 of the real vocabulary: an export has vocab_size 50,257).
 

@@ -11,7 +11,7 @@ Logged every step: `train/samples_per_sec`, `train/tokens_per_sec` (on the progr
 `train/padding_fraction`, and `train/mfu` when a peak is known (the datasheet on a known GPU,
 `throughput.peak_tflops` otherwise).
 
-Model FLOPs (the convention of PaLM appendix B / nanoGPT, the one DESIGN.md section 6 uses):
+Model FLOPs (the convention of PaLM appendix B / nanoGPT, the one docs/design.md's "Performance baseline" uses):
 
     training FLOPs per real token = 6 * N + 12 * L * C * T
 

@@ -44,7 +44,7 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 SHARED = Path(os.environ.get("GPT2TASKS_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
 # Per task: the compare_hf_trainer kind (its recipe: lr, warmup, weight decay), and the defaults of
-# this benchmark (DESIGN.md section 6: SST-2 batch 32; LM block 1024 batch 16).
+# this benchmark (docs/design.md, "Performance baseline": SST-2 batch 32; LM block 1024 batch 16).
 TASKS = {
     "sst2": dict(kind="seq_cls", batch_size=32, max_length=128),
     "conll2003": dict(kind="token_cls", batch_size=32, max_length=128),

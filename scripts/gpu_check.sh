@@ -13,7 +13,7 @@
 #      train` run per preset never run on a GPU: trainer=fsdp (1 device; SST-2 and WikiText-2 LM),
 #      precision=bf16-true, precision=16-mixed, peft=lora (SST-2; distilgpt2 architecture, random init);
 #   B. scripts/bench.py, gpt2tasks against a plain HF Trainer in one invocation each, bf16-mixed,
-#      gpt2tasks compiled (the Trainer eager: the plain-Trainer baseline of DESIGN.md section 6):
+#      gpt2tasks compiled (the Trainer eager: the plain-Trainer baseline of docs/design.md):
 #      LM gpt2 block 1024 batch 16; SST-2 gpt2 batch 32; LM gpt2-medium block 1024 batch 16.
 # Writes to $OUT (at most 8 files): gpu_check.log (every part's output, then the summary table),
 # summary.json, bench_{lm_gpt2,sst2,lm_medium}.{json,md}.

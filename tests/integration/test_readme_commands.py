@@ -1,6 +1,7 @@
-"""The README's `python -m gpt2tasks ...` commands run as written (with a step cap appended).
+"""The documented `python -m gpt2tasks ...` commands run as written (with a step cap appended).
 
-Every command in a code block or inline code is collected. Templates (`<...>`, `...`) are skipped.
+Every command in a code block or inline code of README.md, docs/reference.md and
+docs/recipes.md is collected. Templates (`<...>`, `...`) are skipped.
 Commands that need the Hub (a GPT-2 size preset without local weights, a GLUE preset without files)
 or GPUs are composed with `--cfg job` instead (their keys and groups must exist); those that read
 ../shared/datasets are skipped when it is absent. Training runs get
@@ -26,8 +27,12 @@ HUB_TASKS = tuple(p.stem for p in sorted((REPO / "conf" / "task").glob("*.yaml")
                   if ((yaml.safe_load(p.read_text()) or {}).get("data") or {}).get("hub_path"))
 
 
+# the user-facing documents (benchmark write-ups quote commands mid-sentence, as prose)
+DOCUMENTS = [REPO / "README.md", REPO / "docs" / "reference.md", REPO / "docs" / "recipes.md"]
+
+
 def readme_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
+    text = "\n".join(path.read_text() for path in DOCUMENTS)
     found = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = block.replace("\\\n", " ")
@@ -67,7 +72,7 @@ COMMANDS = readme_commands()
 
 
 def test_the_readme_commands_are_found():
-    # the examples this test exists for: they must stay in the README, and be picked up
+    # the examples this test exists for: they must stay documented, and be picked up
     joined = "\n".join(COMMANDS)
     for expected in ("task=sst2 model=tiny", "task=wikitext2", "multitask.tasks=[sst2,conll2003]",
                      "python -m gpt2tasks train peft=lora", "python -m gpt2tasks --help"):
@@ -87,11 +92,11 @@ def test_readme_command_runs(command, tmp_path):
     elif is_train:
         where = f"hydra.sweep.dir={tmp_path / 'sweep'}" if "-m" in args else f"output_dir={tmp_path / 'run'}"
         args = [*args, *CAP, where]
-    # ../shared paths in the README are relative to the repository root
+    # ../shared paths in the documents are relative to the repository root
     result = run_cli(*args, cwd=REPO)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    if command == "python -m gpt2tasks train peft=lora":  # the line the README quotes
-        quoted = re.search(r"prints `(model: [^`]*)`", " ".join((REPO / "README.md").read_text().split())).group(1)
+    if command == "python -m gpt2tasks train peft=lora":  # the line the reference quotes
+        quoted = re.search(r"prints `(model: [^`]*)`", " ".join((REPO / "docs" / "reference.md").read_text().split())).group(1)
         assert quoted in " ".join(result.stdout.split())
     if is_train and not what & {"hub", "gpu"} and "-m" not in args:
         assert (tmp_path / "run" / "metrics.json").is_file()

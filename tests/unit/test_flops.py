@@ -38,7 +38,7 @@ def test_flops_per_token_and_per_batch_by_hand():
 
 
 def test_gpt2_lm_matches_design_doc_convention():
-    # DESIGN.md: gpt2 LM at block 1024, 120.7K tok/s = 10.4% of 989 TFLOP/s with 6N + 12LCT.
+    # docs/design.md (Performance baseline): gpt2 LM at block 1024, 120.7K tok/s = 10.4% of 989 TFLOP/s with 6N + 12LCT.
     with torch.device("meta"):
         model = GPT2LMHeadModel(GPT2Config(n_layer=12, n_head=12, n_embd=768))
     per_token = FlopCounter(model, uses_lm_head=True).per_token(1024)
