@@ -9,7 +9,7 @@ trains the tiny model on the training texts (labels unused), and the LM checkpoi
 `save_pretrained` as a user's local checkpoint would be. Step 2 fine-tunes it for classification
 twice with the same recipe but the learning rate (LoRA's usual is 3-10x full fine-tuning's):
 `peft=none`, and `peft=lora` with adapters on attention and the token embeddings (`--lora-targets`;
-this small base's embeddings do not separate sentiment words, see docs/benchmarks.md). Prints
+this small base's embeddings do not separate sentiment words, see docs/benchmark-history.md). Prints
 held-out accuracy (validation and test) and the trainable share.
 """
 

@@ -97,7 +97,7 @@ class DataSpec:
     group_by_length: bool = False  # length-sorted padded batches (measured less stable); turns packing off
     # training batches of batch_size whole examples packed into rows of max_tokens_per_row (seq_cls,
     # token_cls, qa; datamodules/packing.py); evaluation keeps length-sorted padded batches. On in the
-    # CLI's conf/config.yaml (chosen by measurement, docs/benchmarks.md); off here, for datamodules
+    # CLI's conf/config.yaml (chosen by measurement, docs/benchmark-history.md); off here, for datamodules
     # built directly (tests, notebooks), which then pad.
     pack_examples: bool = False
     max_tokens_per_row: int | None = None  # null: max(longest training row, 128), at most n_positions

@@ -1,7 +1,7 @@
 """Packed training batches (`data.pack_examples=true`): whole examples, several per row.
 
 Why: length-grouped batches (the sampler in batching.py) cut padding by making batches length-
-homogeneous, which makes them non-random (a measured accuracy cost, docs/benchmarks.md), and every
+homogeneous, which makes them non-random (a measured accuracy cost, docs/benchmark-history.md), and every
 batch has a new shape, which defeats static-shape `torch.compile` / CUDA graphs. Packing keeps the
 draw random: every epoch draws the examples in a seeded random order, each exactly once, in
 batches that fit whole into `rows` rows of `row_len` tokens; only the tail of a row is padding.
@@ -133,7 +133,7 @@ class PackedSampler(Sampler[int]):
     same count per epoch, every example weighted alike in the mean loss -- laid out without padding. (A
     token budget alone, without the cap, made batches of 2 to 44 examples around a mean of 37 on the
     bundled sample (batch_size 32): 14% fewer, larger optimizer steps, and an epoch's last step on
-    as few as 2 examples -- training that measurably differed from random order, docs/benchmarks.md.)
+    as few as 2 examples -- training that measurably differed from random order, docs/benchmark-history.md.)
     The batch count is then made equal to the epoch-0 count (plus a small
     slack, rounded up to a multiple of world_size) by splitting batches along rows, or -- rarely,
     when an epoch needs more -- merging the two emptiest batches. Batches are dealt round-robin.

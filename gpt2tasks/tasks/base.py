@@ -248,7 +248,7 @@ class TaskModule(L.LightningModule):
                 # match the module type, not a name).
                 (no_decay if name == "bias" or isinstance(module, nn.LayerNorm) else decay).append(param)
         # Fused on CPU too: torch's for-loop AdamW makes ~10 passes over every tensor, the fused kernel
-        # one; for gpt2 on 2 CPU cores that is seconds per step (scripts/bench.py, docs/benchmarks.md).
+        # one; for gpt2 on 2 CPU cores that is seconds per step (scripts/bench.py, docs/benchmark-history.md).
         fused = self.optim.fused if self.optim.fused is not None else self.device.type in ("cuda", "cpu")
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.optim.weight_decay},

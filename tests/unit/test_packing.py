@@ -75,7 +75,7 @@ def sample_sentiment_lengths(tokenizer):
 
 
 def test_packed_batches_are_the_random_order_batches_on_the_bundled_sample(tiny_tokenizer):
-    """The stalled packed seed (docs/benchmarks.md): packing to a token budget alone gave the
+    """The stalled packed seed (docs/benchmark-history.md): packing to a token budget alone gave the
     sample (2,000 rows, mean 13 tokens, batch_size 32) 4 rows x 128 tokens = batches of 2 to 44
     examples around 37 -- 54 optimizer steps an epoch where random order takes 63, and each
     epoch's last step on as few as 2 examples weighted like 44. Capped at batch_size, every batch
