@@ -216,9 +216,3 @@ def job_return(overrides: list[str], status: Any, value: Any) -> Any:
     from hydra.core.utils import JobReturn
 
     return JobReturn(overrides=overrides, status=status, _return_value=value)
-
-
-def submitit_executor_name(launcher: Any) -> str:
-    """The submitit cluster name ("local", "slurm") of a hydra-submitit-launcher launcher: its
-    class attribute `_EXECUTOR`, which its own `launch` reads."""
-    return launcher._EXECUTOR

@@ -44,7 +44,7 @@ class _SweepGoesOn:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
-        executor_name = compat.submitit_executor_name(self)
+        executor_name = self.cluster
         # as the plugin builds its executor: submitit_folder and max_num_timeout when it is created,
         # the queue's keys (BaseQueueConf) as they are, the others prefixed with the executor's name
         params = dict(self.params)
@@ -89,11 +89,12 @@ def _record_death(sweep_dir: Path, num: int, overrides: list[str], message: str)
 
 
 if plugin is not None:  # the classes over the plugin's own
+    # `cluster`: submitit's name for where the jobs run (the plugin keeps its own in a private attribute)
     class LocalLauncher(_SweepGoesOn, plugin.LocalLauncher):
-        pass
+        cluster = "local"
 
     class SlurmLauncher(_SweepGoesOn, plugin.SlurmLauncher):
-        pass
+        cluster = "slurm"
 
     @dataclass
     class LocalQueueConf(plugin_config.LocalQueueConf):
