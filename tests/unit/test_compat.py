@@ -116,6 +116,19 @@ def test_the_causal_fast_path_serves_gpt2tasks_models_and_leaves_every_other_gpt
     assert compat._own_forwards == 0
 
 
+def test_the_kinds_that_print_a_pipeline_are_transformers_pipeline_tasks():
+    """A model card prints `pipeline(tag)` only for a task transformers' pipeline() knows
+    (transformers 5 has no question-answering pipeline): the registry's flags, checked."""
+    from transformers.pipelines import get_supported_tasks
+
+    from gpt2tasks.tasks import KINDS
+
+    with relies_on("transformers", "pipeline tasks (transformers.pipelines.get_supported_tasks)"):
+        supported = set(get_supported_tasks())
+        assert {name: kind.pipeline_tag in supported for name, kind in KINDS.items()} == \
+            {name: kind.pipeline for name, kind in KINDS.items()}
+
+
 # ---- torch --------------------------------------------------------------------------------------
 
 def test_tensor_version_counts_in_place_updates_but_not_through_data():
