@@ -72,13 +72,15 @@ def _leave_own_forward(module, args, output) -> None:
     _own_forwards -= 1
 
 
-def _create_causal_mask(config, inputs_embeds, attention_mask, cache=None, position_ids=None, **kwargs):
-    if (_own_forwards > 0 and attention_mask is None and cache is None and kwargs.get("past_key_values") is None
-            and (position_ids is None or position_ids.shape[0] == 1)
-            and attn_implementation(config) == "sdpa"):
+def _create_causal_mask(*args, **kwargs):
+    # GPT-2 passes keywords, whose names moved across transformers 5 releases (input_embeds ->
+    # inputs_embeds, past_key_values -> cache): read the few this needs, hand the call on untouched.
+    position_ids = kwargs.get("position_ids")
+    if (_own_forwards > 0 and not args and kwargs.get("attention_mask") is None and kwargs.get("cache") is None
+            and kwargs.get("past_key_values") is None and (position_ids is None or position_ids.shape[0] == 1)
+            and attn_implementation(kwargs.get("config")) == "sdpa"):
         return None  # SDPA then runs with is_causal=True
-    return _original_create_causal_mask(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                        cache=cache, position_ids=position_ids, **kwargs)
+    return _original_create_causal_mask(*args, **kwargs)
 
 
 def use_causal_fast_path(backbone: torch.nn.Module) -> None:
@@ -86,8 +88,9 @@ def use_causal_fast_path(backbone: torch.nn.Module) -> None:
     no attention mask run SDPA's `is_causal` kernel, with no mask tensor and no host sync.
 
     Relies on GPT-2's forward calling the module-level name `modeling_gpt2.create_causal_mask`
-    with (config, inputs_embeds, attention_mask, cache, position_ids) and on `None` meaning "causal,
-    no mask" to SDPA (see the comment above). Idempotent."""
+    with keywords (config, attention_mask, position_ids, and its cache as `cache` or
+    `past_key_values`), and on `None` meaning "causal, no mask" to SDPA (see the comment above).
+    Idempotent."""
     global _original_create_causal_mask
     from transformers.models.gpt2 import modeling_gpt2
 
