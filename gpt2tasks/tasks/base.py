@@ -63,7 +63,8 @@ class TaskModule(L.LightningModule):
     def __init__(self, model: nn.Module, optim: OptimSpec, evaluation: EvalSpec, run_info: dict | None = None):
         super().__init__()
         self.model = model
-        compat.use_causal_fast_path(self.backbone)  # unmasked forwards: SDPA is_causal (backbone_inputs)
+        if hasattr(model, "transformer"):  # (a multi-task module's task modules did it for their backbone)
+            compat.use_causal_fast_path(model.transformer)  # unmasked forwards: SDPA is_causal (backbone_inputs)
         self.optim = optim
         self.evaluation = evaluation
         # Saved in every checkpoint so `eval` needs nothing else: config, tokenizer, HF config, labels.
