@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # type hints only: `--help` and the Hydra callbacks import this module without torch
+    import torch
 
 # ---- transformers -------------------------------------------------------------------------------
 
