@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer, GPT2Config, PreTrainedModel, PreTrainedTokenizerBase
 
+from gpt2tasks import compat
 from gpt2tasks.errors import UserError
 from gpt2tasks.resources import BUNDLED_TOKENIZER
 
@@ -240,7 +241,7 @@ def build_model(head_cls: type[PreTrainedModel], spec: ModelSpec, config: GPT2Co
         except (OSError, ValueError) as exc:
             raise _unavailable("model.name_or_path", spec.name_or_path, "model", exc) from None
     else:
-        config._attn_implementation = spec.attn_implementation
+        compat.set_attn_implementation(config, spec.attn_implementation)
         model = head_cls(config)
     model.train()  # from_pretrained returns eval mode, and Lightning keeps the mode it is given
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -272,38 +273,6 @@ def fuse_gelu(model: torch.nn.Module) -> None:
                 setattr(module, name, GELUTanh())
 
 
-def _install_causal_fast_path() -> None:
-    """GPT-2 forwards with no attention mask (our unpadded batches: packed LM blocks) use SDPA's
-    `is_causal` (flash attention), with no mask tensor and no host sync.
-
-    transformers 5 builds GPT-2's mask with `create_causal_mask`, which, given no mask, inspects the
-    position ids for packed sequences: eagerly that reads a device tensor (a host sync every
-    forward); under torch.compile it cannot, and builds a full (B, 1, T, T) mask, which rules out
-    the flash kernel. GPT-2 made those position ids itself (arange, batch dim 1) whenever the
-    caller passed none, so there is nothing packed to find: plain causal attention is exact. The
-    wrapper answers only that case (no mask, no cache, batch-1 position ids) and leaves every
-    other call, generation included, to transformers."""
-    from transformers.models.gpt2 import modeling_gpt2
-
-    original = modeling_gpt2.create_causal_mask
-    if getattr(original, "_gpt2tasks_fast_path", False):
-        return
-
-    def create_causal_mask(config, inputs_embeds, attention_mask, cache=None, position_ids=None, **kwargs):
-        if (attention_mask is None and cache is None and kwargs.get("past_key_values") is None
-                and (position_ids is None or position_ids.shape[0] == 1)
-                and getattr(config, "_attn_implementation", None) == "sdpa"):
-            return None  # SDPA then runs with is_causal=True
-        return original(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
-                        position_ids=position_ids, **kwargs)
-
-    create_causal_mask._gpt2tasks_fast_path = True
-    modeling_gpt2.create_causal_mask = create_causal_mask
-
-
-_install_causal_fast_path()
-
-
 def n_positions(config: GPT2Config) -> int:
     return int(getattr(config, "n_positions", 1024))
 
@@ -333,7 +302,7 @@ def attach_head(head_cls: type[PreTrainedModel], config: GPT2Config, backbone: t
     for name, module in model.named_children():
         if name != "transformer":
             module.to_empty(device=device)
-            module.apply(model._init_weights)
+            compat.init_new_module(model, module)
     if getattr(model, "lm_head", None) is not None:
         model.lm_head.weight = backbone.get_input_embeddings().weight  # tied, as in every GPT-2 LM head
     model.train()

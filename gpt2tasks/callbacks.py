@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ProgressBar, RichProgressBar,
                                          TQDMProgressBar)
 
+from gpt2tasks import compat
 from gpt2tasks.errors import UserError
 
 
@@ -55,11 +56,9 @@ class TQDMBar(_WithoutVersion, TQDMProgressBar):
 def progress_bar(refresh_rate: int | None = None) -> L.Callback:
     """The bar Lightning would pick (rich when installed), without `v_num`; with `refresh_rate`, a
     tqdm bar redrawn every that many steps (the Rich bar reads the logged values every step)."""
-    from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
-
     if refresh_rate is not None:
         return TQDMBar(refresh_rate=refresh_rate)
-    return RichBar() if _RICH_AVAILABLE else TQDMBar()
+    return RichBar() if compat.rich_available() else TQDMBar()
 
 
 class ProgressLines(ProgressBar):
@@ -139,8 +138,8 @@ class LearningRateLogger(LearningRateMonitor):
     groups (with and without weight decay) that always share one learning rate, which Lightning
     would log twice as `lr-AdamW/pg1` and `lr-AdamW/pg2`."""
 
-    def _extract_stats(self, trainer, interval: str) -> dict[str, float]:
-        stats = super()._extract_stats(trainer, interval)
+    def _extract_stats(self, trainer, interval: str) -> dict[str, float]:  # Lightning's private hook (compat.py)
+        stats = compat.lr_monitor_stats(self, trainer, interval)
         rates = {value for name, value in stats.items() if not name.endswith(("-momentum", "-weight_decay"))}
         return {"train/lr": rates.pop()} if len(rates) == 1 else stats
 

@@ -579,7 +579,8 @@ tokenizer = AutoTokenizer.from_pretrained("<this folder>")
 ```
 """
     if not kind.pipeline:
-        load = f"from transformers import AutoTokenizer, {cls}\n\nmodel = {cls}.from_pretrained(\"<this folder>\")"
+        load = (f"from transformers import AutoTokenizer, {cls}\n\nmodel = {cls}.from_pretrained(\"<this folder>\")\n"
+                "tokenizer = AutoTokenizer.from_pretrained(\"<this folder>\")")
     else:
         load = f"from transformers import pipeline\n\npipe = pipeline(\"{kind.pipeline_tag}\", model=\"<this folder>\")"
     return f"\n```python\n{load}\n```\n"

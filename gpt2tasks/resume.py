@@ -39,7 +39,7 @@ from lightning.pytorch.callbacks import (Callback, Checkpoint, ModelCheckpoint, 
                                          WeightAveraging)
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset
 
-from gpt2tasks import signals
+from gpt2tasks import compat, signals
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import FILESYSTEM_FIXES, filesystem_problem
 
@@ -141,8 +141,7 @@ class BestCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         save_atomic(trainer, filepath, self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
+        compat.note_checkpoint_saved(self, trainer, filepath)
         self._written[filepath] = _weights_version(trainer)
 
     def holds_current(self, trainer: L.Trainer) -> bool:
@@ -177,7 +176,7 @@ def _averages_weights(trainer: L.Trainer) -> bool:
 
 def _weights_version(trainer: L.Trainer) -> tuple:
     """The optimizer step, and each parameter's identity and in-place version counter."""
-    return trainer.global_step, tuple((id(p), p._version) for p in trainer.lightning_module.parameters())
+    return trainer.global_step, tuple((id(p), compat.tensor_version(p)) for p in trainer.lightning_module.parameters())
 
 
 class LastCheckpoint(Checkpoint):
@@ -362,14 +361,13 @@ class RequeueOnSignal(Checkpoint):
 
         from lightning.fabric.plugins.environments import SLURMEnvironment
 
-        # the environment Lightning's signal connector decided on (private API: pinned lightning 2.6)
-        environment = trainer._accelerator_connector.cluster_environment
+        environment = compat.cluster_environment(trainer)  # the one Lightning's signal connector decided on
         if not (isinstance(environment, SLURMEnvironment) and environment.auto_requeue and environment.requeue_signal):
             return
         # Lightning's own handler, registered in fit before training starts -- not when another was
         # there first (Lightning then leaves the signal to it, e.g. submitit's own requeue)
         handler = signal.getsignal(environment.requeue_signal)
-        if trainer._signal_connector._slurm_sigusr_handler_fn in getattr(handler, "signal_handlers", ()):
+        if compat.is_lightning_requeue_handler(trainer, handler):
             self._signum, self._lightning_handler = environment.requeue_signal, handler
             signal.signal(self._signum, self._note)  # Lightning's teardown puts the original handler back
 
@@ -385,7 +383,7 @@ class RequeueOnSignal(Checkpoint):
         if trainer.should_stop or _is_last_batch(trainer) or _validates_after_this_batch(trainer):
             self._signalled = True  # at the next batch that can be resumed from (or training ends)
             return
-        hpc = Path(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))  # where Lightning saves
+        hpc = compat.hpc_save_path(trainer)  # where Lightning saves
         if trainer.is_global_zero:
             log.warning("SLURM requeue signal: saving %s at step %d and requeueing the job", self.last,
                         trainer.global_step)
@@ -417,8 +415,8 @@ def _training_ends(trainer: L.Trainer) -> bool:
     """Training stops after this validation or epoch end (its limits reached: ValidateAtEnd set
     `should_stop`; or early stopping), so `on_train_end` writes last.ckpt next, marked finished: a
     write here would be the same weights written again (1.5 GB for `gpt2` with its AdamW state).
-    Lightning's own test, private API: pinned lightning 2.6."""
-    return bool(trainer.should_stop) and trainer.fit_loop._can_stop_early
+    Lightning's own test (compat.can_stop_early)."""
+    return bool(trainer.should_stop) and compat.can_stop_early(trainer)
 
 
 def _is_last_batch(trainer: L.Trainer) -> bool:
@@ -426,10 +424,7 @@ def _is_last_batch(trainer: L.Trainer) -> bool:
 
 
 def _validates_after_this_batch(trainer: L.Trainer) -> bool:
-    # Lightning's own decision, asked at on_train_batch_end (it is asked again, identically, right
-    # after this hook). Private API: pinned lightning 2.6.
-    loop = trainer.fit_loop
-    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+    return compat.validates_after_this_batch(trainer)
 
 
 class ValidateAtEnd(Callback):

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from gpt2tasks import compat
 from gpt2tasks.outputs import write_atomic
 
 log = logging.getLogger("gpt2tasks")
@@ -95,7 +96,7 @@ class SweepSummary(Callback):
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
         if not _in_sweep(config):
             return
-        value = job_return._return_value  # the exception when the task function raised (.return_value re-raises it)
+        value = compat.job_return_value(job_return)  # the exception when the task function raised
         if isinstance(value, JobFailed):
             write_record(config, status=FAILED, error=value.error, ended=time.time())
         elif isinstance(value, BaseException) or getattr(job_return.status, "name", "") == FAILED:

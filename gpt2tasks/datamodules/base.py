@@ -37,6 +37,7 @@ import lightning as L
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
+from gpt2tasks import compat
 from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
 from gpt2tasks.datamodules.files import content_digest, iter_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
@@ -258,7 +259,7 @@ class TaskDataModule(L.LightningDataModule):
         if hub_split:
             ds = _load_hub_split(self.spec.hub_path, self.spec.hub_name, hub_split, key)
             where = f"{self.spec.hub_path}/{self.spec.hub_name or ''}:{hub_split}"
-            return RawSplit(ds.to_list(), f"hub:{where}:{ds._fingerprint}", key, where)
+            return RawSplit(ds.to_list(), f"hub:{where}:{compat.dataset_fingerprint(ds)}", key, where)
         return None
 
     def setup(self, stage: str | None = None) -> None:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import get_scheduler
 
-from gpt2tasks import lora
+from gpt2tasks import compat, lora
 from gpt2tasks.backbone import count_parameters
 from gpt2tasks.datamodules import packing
 from gpt2tasks.datamodules.labels import LabelSpace
@@ -63,6 +63,8 @@ class TaskModule(L.LightningModule):
     def __init__(self, model: nn.Module, optim: OptimSpec, evaluation: EvalSpec, run_info: dict | None = None):
         super().__init__()
         self.model = model
+        if hasattr(model, "transformer"):  # (a multi-task module's task modules did it for their backbone)
+            compat.use_causal_fast_path(model.transformer)  # unmasked forwards: SDPA is_causal (backbone_inputs)
         self.optim = optim
         self.evaluation = evaluation
         # Saved in every checkpoint so `eval` needs nothing else: config, tokenizer, HF config, labels.
@@ -204,13 +206,13 @@ class TaskModule(L.LightningModule):
         the next GPU work):
         - unpadded (see on_before_batch_transfer): no mask, and the token embeddings instead of the
           ids (ids without a mask are scanned for pad tokens to warn about); attention is then SDPA's
-          causal fast path (backbone._install_causal_fast_path);
+          causal fast path (compat.use_causal_fast_path);
         - padded, under SDPA: the (B, 1, T, T) boolean mask (causal and not padding) that transformers
           would build, built here, so it need not inspect the 2-D mask first;
         - otherwise (eager attention): ids and the 2-D mask, as given.
         A packed batch (data.pack_examples) goes first: its rows, position ids restarting at 0 for
         each example and, under SDPA, the block-diagonal causal mask (packing.backbone_inputs)."""
-        sdpa = getattr(self.backbone.config, "_attn_implementation", None) == "sdpa"
+        sdpa = compat.attn_implementation(self.backbone.config) == "sdpa"
         if packing.is_packed(batch):
             return packing.backbone_inputs(batch, sdpa)
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -227,7 +229,7 @@ class TaskModule(L.LightningModule):
         # fused AdamW under its AMP plugins. Under DDP gradients are averaged over ranks here; FSDP
         # and DeepSpeed clip where they keep them.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed: a GradScaler
-        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+        if scaler is not None and compat.unscales_in_step(optimizer):
             # Lightning leaves unscaling to a fused optimizer's own step, so the gradients here are
             # still multiplied by the loss scale (2**16): clipping them would shrink every update by
             # that factor. Unscale first; the scaler's step then skips its own unscaling (no host sync).

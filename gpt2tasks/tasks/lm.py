@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
+from gpt2tasks import compat
 from gpt2tasks.lm_loss import IGNORE_INDEX, compiled_linear_cross_entropy, linear_cross_entropy
 from gpt2tasks.strategies import shards_parameters
 from gpt2tasks.tasks.base import TaskModule
@@ -74,7 +75,7 @@ class LanguageModelingModule(TaskModule):
         hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # (B*(T-1), C)
         # With model.compile the loss is compiled too: its per-chunk softmax, masking and scaling
         # then run as a few fused kernels instead of one pass over the chunk's logits each.
-        compiled = getattr(self.backbone, "_compiled_call_impl", None) is not None
+        compiled = compat.is_compiled(self.backbone)
         loss_fn = compiled_linear_cross_entropy() if compiled else linear_cross_entropy
         nll = loss_fn(hidden, self.model.lm_head.weight, targets.reshape(-1), chunk, self._option("pad_vocab_multiple"))
         loss = nll / (targets != IGNORE_INDEX).sum().clamp(min=1)

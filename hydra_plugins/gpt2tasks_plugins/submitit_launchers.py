@@ -25,7 +25,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
 
-from gpt2tasks import sweep
+from gpt2tasks import compat, sweep
 from gpt2tasks.outputs import write_atomic
 
 try:
@@ -44,7 +44,7 @@ class _SweepGoesOn:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
-        executor_name = self._EXECUTOR
+        executor_name = self.cluster
         # as the plugin builds its executor: submitit_folder and max_num_timeout when it is created,
         # the queue's keys (BaseQueueConf) as they are, the others prefixed with the executor's name
         params = dict(self.params)
@@ -72,8 +72,7 @@ class _SweepGoesOn:
                 continue
             message = f"{type(error).__name__} (submitit job {job.job_id}): {str(error).strip()[-2000:]}"
             _record_death(sweep_dir, num, list(overrides), message)
-            returns.append(JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED,
-                                     _return_value=sweep.JobFailed(message)))
+            returns.append(compat.job_return(list(overrides), JobStatus.COMPLETED, sweep.JobFailed(message)))
         return returns
 
 
@@ -90,11 +89,12 @@ def _record_death(sweep_dir: Path, num: int, overrides: list[str], message: str)
 
 
 if plugin is not None:  # the classes over the plugin's own
+    # `cluster`: submitit's name for where the jobs run (the plugin keeps its own in a private attribute)
     class LocalLauncher(_SweepGoesOn, plugin.LocalLauncher):
-        pass
+        cluster = "local"
 
     class SlurmLauncher(_SweepGoesOn, plugin.SlurmLauncher):
-        pass
+        cluster = "slurm"
 
     @dataclass
     class LocalQueueConf(plugin_config.LocalQueueConf):

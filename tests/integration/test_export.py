@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -96,6 +97,22 @@ def run_without_gpt2tasks(script: str, *args: str, cwd: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# Appended to the model card's snippet: which of the names it was to define it did define.
+SNIPPET_REPORT = """
+import json, sys
+print(json.dumps({"names": sorted(n for n in ("pipe", "model", "tokenizer") if n in globals()),
+                  "imported_gpt2tasks": any(m.startswith("gpt2tasks") for m in sys.modules)}))
+"""
+
+
+def run_card_snippet(folder: Path, cwd: Path) -> dict:
+    """Run the model card's python block as the card prints it, `<this folder>` being the export, in
+    a process without gpt2tasks (what a user copying it does)."""
+    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+    assert len(snippets) == 1
+    return run_without_gpt2tasks(snippets[0].replace("<this folder>", str(folder)) + SNIPPET_REPORT, cwd=cwd)
+
+
 def gpt2tasks_side(ckpt: Path):
     """gpt2tasks' datamodule, model and first validation batch for a checkpoint."""
     from omegaconf import OmegaConf
@@ -180,6 +197,10 @@ def test_export_loads_in_plain_transformers_and_pipeline_agrees(task, trained, t
     if kind in ("seq_cls", "token_cls"):
         config = json.loads((out / "config.json").read_text())
         assert config["id2label"] and config["label2id"]
+
+    # 4. The card's code runs as printed: a pipeline only where transformers has one (none for QA or MC).
+    snippet = run_card_snippet(out, tmp_path)
+    assert snippet == {"names": ["model", "tokenizer"] if kind in ("qa", "mc") else ["pipe"], "imported_gpt2tasks": False}
 
 
 # ---- LoRA ---------------------------------------------------------------------------------------
