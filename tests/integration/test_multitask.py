@@ -260,7 +260,7 @@ def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tin
 
     # a step of the sentiment task moves its adapters and head only
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
-    module.training_step(first_batch(datamodule, "sample_sentiment"), 0).backward()
+    module.training_step(first_batch(datamodule, "sample_sentiment"), 0)["loss"].backward()
     optimizer.step()
     params = dict(module.named_parameters())
     changed = {n for n, before in trainable.items() if not torch.equal(params[n], before)}
@@ -306,7 +306,7 @@ def test_shared_lora_adapters_train_for_every_task_and_merge_per_head(tiny_gpt2_
     assert any(".score." in n for n in trainable) and any(".classifier." in n for n in trainable)  # heads in full
     before = {n: p.detach().clone() for n, p in module.named_parameters() if ".lora_B." in n}
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
-    module.training_step(first_batch(datamodule, "sample_ner"), 0).backward()
+    module.training_step(first_batch(datamodule, "sample_ner"), 0)["loss"].backward()
     optimizer.step()
     assert any(not torch.equal(p, before[n]) for n, p in module.named_parameters() if n in before)
     module.eval()
