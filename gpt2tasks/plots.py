@@ -1,7 +1,9 @@
 """The pictures of a run, written to `<output_dir>/plots/` when it ends (and copied into exports).
 
-- `curves.png`: training loss (raw and smoothed), the monitored metric at every validation, and
-  the learning rate, against the optimizer step;
+- `curves.png`: the training loss (raw and smoothed) and the validation loss at every validation
+  on one panel, the monitored metric at every validation, and the learning rate, against the
+  optimizer step; the checkpoint the run keeps (best.ckpt) is a dotted line at its step, its
+  monitored value named in the legend;
 - classification (single-label seq_cls): `confusion_matrix.png` (rows true, columns predicted, on
   the best checkpoint's validation set) and `class_report.png` (precision/recall/F1 per class,
   support in the labels);
@@ -9,8 +11,18 @@
   support = true entities) and `confusion_matrix.png` of the word-level tags;
 - language modelling: `perplexity.png` (validation perplexity, and exp of the smoothed train loss).
 
-`plots.json` beside them holds the numbers each picture shows. The numbers are computed here
-without matplotlib; drawing imports it (headless Agg backend) only when a picture is written.
+A confusion matrix whose true classes are imbalanced (IMBALANCED) shows each row as shares of its
+class (rows sum to 1), the counts in the cells beside them. Legends sit below the panels, never
+over the data.
+
+A multi-task run (`task=multitask`): `curves.png` shows each task's own training loss (each batch
+is one task's; recorded per task as it trains) and validation loss, the run's monitored metric
+and the learning rate; `plots/<task>/` holds each task's pictures as a single-task run of its kind
+has them, its `curves.png` with its own loss and its own monitored metric.
+
+`plots.json` beside them holds the numbers each picture shows, keyed by the picture's path under
+plots/ without ".png" ("curves", "<task>/confusion_matrix"). The numbers are computed here without
+matplotlib; drawing imports it (headless Agg backend) only when a picture is written.
 
 Class names are the user's data: plots.json holds them exactly, and the pictures draw them as
 plain text (never matplotlib's mathtext, which reads `$...$` as TeX and fails on e.g. `$x^$`),
@@ -145,9 +157,10 @@ def multitask_picture_data(tasks: dict[str, TaskPlots], monitor: str, history, m
     (smoothed) and validation loss on one panel, the run's monitored metric and the learning rate;
     `<task>/<picture>`: each task's pictures as a single-task run of its kind has them, its curves
     drawn from its own training loss (`history.task_train`) and its `<task>/val/...` metrics."""
-    run = curves([], history.evals, "", monitor, best)
-    data: dict[str, Any] = {"curves": {"step": [s for s, _, _ in history.train], "lr": [lr for _, _, lr in history.train],
-                                       "tasks": {}, **{k: v for k, v in run.items() if k.startswith(("monitor", "best"))}}}
+    steps, values = validations(history.evals, monitor)
+    data: dict[str, Any] = {"curves": {
+        "step": [s for s, _, _ in history.train], "lr": [lr for _, _, lr in history.train], "tasks": {},
+        "monitor": monitor, "monitor_step": steps, "monitor_value": values, "best": best}}
     for name, task in tasks.items():
         train = [(step, loss) for step, trained, loss in history.task_train if trained == name]
         own = task_pictures(task.kind, f"{name}/", train, history.evals, metrics, task.diagnostics,
@@ -183,10 +196,9 @@ def task_pictures(kind: str, prefix: str, train: list[tuple[int, float]], evals,
         if report:
             data["entity_report"] = report
     if kind == "lm":
-        key, train_curve = f"{prefix}val/perplexity", data["curves"]
-        ppl = [(s, m[key]) for s, m in evals if key in m]
-        data["perplexity"] = {"step": [s for s, _ in ppl], "val_perplexity": [v for _, v in ppl],
-                              "train_step": train_curve["step"],
+        steps, values = validations(evals, f"{prefix}val/perplexity")
+        train_curve = data["curves"]
+        data["perplexity"] = {"step": steps, "val_perplexity": values, "train_step": train_curve["step"],
                               "train_perplexity_smoothed": [math.exp(min(v, 50.0)) for v in train_curve["train_loss_smoothed"]]}
     return data
 
@@ -196,12 +208,17 @@ def curves(train: list[tuple[int, float]], evals, loss: str, monitor: str, best:
     """The training loss at every step of `train` (raw and smoothed), the validation loss (metric
     `loss`) and the `monitor`ed metric at every validation of `evals`, and the kept checkpoint."""
     losses = [value for _, value in train]
-    val = [(s, m[loss]) for s, m in evals if loss in m]
-    scored = [(s, m[monitor]) for s, m in evals if monitor in m]
+    val_steps, val_losses = validations(evals, loss)
+    steps, values = validations(evals, monitor)
     return {"step": [s for s, _ in train], "train_loss": losses, "train_loss_smoothed": smooth(losses),
-            "val_loss_step": [s for s, _ in val], "val_loss": [v for _, v in val],
-            "monitor": monitor, "monitor_step": [s for s, _ in scored], "monitor_value": [v for _, v in scored],
-            "best": best}
+            "val_loss_step": val_steps, "val_loss": val_losses,
+            "monitor": monitor, "monitor_step": steps, "monitor_value": values, "best": best}
+
+
+def validations(evals, metric: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of `metric` at the validations of `evals` ([(step, metrics)]) that have it."""
+    found = [(step, metrics[metric]) for step, metrics in evals if metric in metrics]
+    return [step for step, _ in found], [value for _, value in found]
 
 
 def confusion_picture(found: dict[str, Any]) -> dict[str, Any]:
