@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ProgressBar, RichProgressBar,
                                          TQDMProgressBar)
 
@@ -152,8 +153,8 @@ class MetricHistory(L.Callback):
     `train`: [(step, loss, lr)]; `evals`: [(step, {"val/accuracy": ..., ...})]; in a multi-task
     run also `task_train`: [(step, task, its own loss)], one row per batch (a batch is one task's:
     the training step returns its task and unweighted loss beside the run's loss). Losses are kept
-    as tensors until the epoch ends or a validation starts, then read in one transfer: reading one
-    every step would make the GPU wait for the host."""
+    as tensors until a validation or the epoch ends, then read in one transfer: reading one every
+    step would make the GPU wait for the host."""
 
     def __init__(self) -> None:
         self.train: list[tuple[int, float, float]] = []
@@ -176,8 +177,6 @@ class MetricHistory(L.Callback):
     def _flush(self) -> None:
         if not self._pending:
             return
-        import torch
-
         losses = torch.stack([loss.float().reshape(()) for _, loss, _, _, _ in self._pending]).tolist()
         tasks = [(step, task, loss) for step, _, _, task, loss in self._pending if task is not None and loss is not None]
         task_losses = torch.stack([loss.float().reshape(()) for _, _, loss in tasks]).tolist() if tasks else []
@@ -224,9 +223,7 @@ def report_run(trainer: L.Trainer, cfg, module, metrics: dict[str, float], outpu
 
     from omegaconf import OmegaConf
 
-    from gpt2tasks import plots
-
-    from gpt2tasks import multitask
+    from gpt2tasks import multitask, plots
 
     history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
     pictures: list[Path] = []

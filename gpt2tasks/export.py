@@ -118,8 +118,9 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
                  scores: Scores) -> None:
     """Every task of the run (or `task`) as a standard HF folder: a single-task run's is `folder`
     itself (with the run's pictures); a multi-task run's are `<folder>/<task>/` (its metrics the
-    run's `<task>/...` ones, its pictures the run's plots/<task>/) plus a README listing them, and with merge_lora=false `<folder>/base/`
-    (the frozen backbone), each task folder a PEFT adapter (adapters + head) over it."""
+    run's `<task>/...` ones, its pictures the run's plots/<task>/) plus a README listing them,
+    and with merge_lora=false `<folder>/base/` (the frozen backbone), each task folder a PEFT
+    adapter (adapters + head) over it."""
     from gpt2tasks import lora
     from gpt2tasks.build import lora_spec, tokenizer_from_files
     from gpt2tasks.tasks import KINDS
