@@ -321,7 +321,7 @@ def _draw_curves(d: dict[str, Any], title: str):
         for ax in axes[:2]:
             line = ax.axvline(best["step"], color="0.35", linestyle=":", linewidth=1.2,
                               label=f"kept checkpoint ({best['checkpoint']}): step {best['step']}, "
-                                    f"{best['monitor']} {best['value']:.4g}")
+                                    f"{best['monitor']} {best['value']:.4f}")
         handles.append(line)
         if best["step"] in d["monitor_step"]:  # this picture's metric where the kept weights were scored
             value = d["monitor_value"][d["monitor_step"].index(best["step"])]
