@@ -178,7 +178,7 @@ class MetricHistory(L.Callback):
         if not self._pending:
             return
         losses = torch.stack([loss.float().reshape(()) for _, loss, _, _, _ in self._pending]).tolist()
-        tasks = [(step, task, loss) for step, _, _, task, loss in self._pending if task is not None and loss is not None]
+        tasks = [(step, task, loss) for step, _, _, task, loss in self._pending if loss is not None]
         task_losses = torch.stack([loss.float().reshape(()) for _, _, loss in tasks]).tolist() if tasks else []
         self.train.extend((step, value, lr) for (step, _, lr, _, _), value in zip(self._pending, losses))
         self.task_train.extend((step, task, value) for (step, task, _), value in zip(tasks, task_losses))

@@ -197,9 +197,9 @@ def task_pictures(kind: str, prefix: str, train: list[tuple[int, float]], evals,
             data["entity_report"] = report
     if kind == "lm":
         steps, values = validations(evals, f"{prefix}val/perplexity")
-        train_curve = data["curves"]
-        data["perplexity"] = {"step": steps, "val_perplexity": values, "train_step": train_curve["step"],
-                              "train_perplexity_smoothed": [math.exp(min(v, 50.0)) for v in train_curve["train_loss_smoothed"]]}
+        smoothed = data["curves"]["train_loss_smoothed"]
+        data["perplexity"] = {"step": steps, "val_perplexity": values, "train_step": data["curves"]["step"],
+                              "train_perplexity_smoothed": [math.exp(min(v, 50.0)) for v in smoothed]}
     return data
 
 
@@ -299,7 +299,8 @@ def _draw_curves(d: dict[str, Any], title: str):
     if "tasks" in d:  # a multi-task run: each task's own losses, one colour per task
         for i, (name, task) in enumerate(d["tasks"].items()):
             color = f"C{i % 10}"
-            loss_ax.plot(task["step"], task["train_loss_smoothed"], color=color, label=f"{shown(name)}: train (smoothed)")
+            loss_ax.plot(task["step"], task["train_loss_smoothed"], color=color,
+                         label=f"{shown(name)}: train (smoothed)")
             loss_ax.plot(task["val_loss_step"], task["val_loss"], color=color, linestyle="--", marker="o", markersize=4,
                          label=f"{shown(name)}: validation")
     else:
