@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import (EarlyStopping, LearningRateMonitor, ProgressBar, RichProgressBar,
                                          TQDMProgressBar)
 
@@ -148,23 +149,38 @@ class MetricHistory(L.Callback):
     """Every training step's loss and learning rate, and every validation's metrics, in memory (and
     in checkpoints, so a resumed run's pictures cover the whole run).
 
-    `train`: [(step, loss, lr)]; `evals`: [(step, {"val/accuracy": ..., ...})]. Losses are kept as
-    tensors until the epoch ends: reading one every step would make the GPU wait for the host."""
+    `train`: [(step, loss, lr)]; `evals`: [(step, {"val/accuracy": ..., ...})]; in a multi-task
+    run also `task_train`: [(step, task, its own loss)], one row per batch (a batch is one task's:
+    the training step returns its task and unweighted loss beside the run's loss). Losses are kept
+    as tensors until a validation or the epoch ends, then read in one transfer: reading one every
+    step would make the GPU wait for the host."""
 
     def __init__(self) -> None:
         self.train: list[tuple[int, float, float]] = []
         self.evals: list[tuple[int, dict[str, float]]] = []
-        self._pending: list[tuple[int, Any, float]] = []
+        self.task_train: list[tuple[int, str, float]] = []
+        self._pending: list[tuple[int, Any, float, str | None, Any]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if loss is None:
+        out = outputs if isinstance(outputs, Mapping) else {"loss": outputs}
+        if out.get("loss") is None:
             return
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        self._pending.append((trainer.global_step, loss.detach(), float(lr)))
+        # Lightning hands over the loss divided by accumulate_grad_batches (what backward needs):
+        # the loss of the batch is that times accumulate_grad_batches.
+        loss = out["loss"].detach() * trainer.accumulate_grad_batches
+        task_loss = out.get("task_loss")
+        self._pending.append((trainer.global_step, loss, float(lr), out.get("task"),
+                              None if task_loss is None else task_loss.detach()))
 
     def _flush(self) -> None:
-        self.train.extend((step, float(loss), lr) for step, loss, lr in self._pending)
+        if not self._pending:
+            return
+        losses = torch.stack([loss.float().reshape(()) for _, loss, _, _, _ in self._pending]).tolist()
+        tasks = [(step, task, loss) for step, _, _, task, loss in self._pending if loss is not None]
+        task_losses = torch.stack([loss.float().reshape(()) for _, _, loss in tasks]).tolist() if tasks else []
+        self.train.extend((step, value, lr) for (step, _, lr, _, _), value in zip(self._pending, losses))
+        self.task_train.extend((step, task, value) for (step, task, _), value in zip(tasks, task_losses))
         self._pending = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -185,15 +201,17 @@ class MetricHistory(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         self._flush()
-        return {"train": [list(row) for row in self.train], "evals": [[s, dict(m)] for s, m in self.evals]}
+        return {"train": [list(row) for row in self.train], "evals": [[s, dict(m)] for s, m in self.evals],
+                "task_train": [list(row) for row in self.task_train]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores callback states from every checkpoint it loads, also for the final
         # evaluation of the best checkpoint: only a resume (nothing recorded yet) takes the history.
-        if self.train or self.evals or self._pending:
+        if self.train or self.evals or self.task_train or self._pending:
             return
         self.train = [tuple(row) for row in state_dict.get("train", [])]
         self.evals = [(int(s), dict(m)) for s, m in state_dict.get("evals", [])]
+        self.task_train = [(int(s), str(t), float(v)) for s, t, v in state_dict.get("task_train", [])]
 
 
 def report_run(trainer: L.Trainer, cfg, module, metrics: dict[str, float], output_dir) -> list:
@@ -204,13 +222,20 @@ def report_run(trainer: L.Trainer, cfg, module, metrics: dict[str, float], outpu
 
     from omegaconf import OmegaConf
 
-    from gpt2tasks import plots
+    from gpt2tasks import multitask, plots
 
     history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
     pictures: list[Path] = []
     if history is not None:
-        data = plots.picture_data(str(cfg.task.kind), str(cfg.task.monitor), history, metrics,
-                                  getattr(module, "latest_diagnostics", {}))
+        best = kept_checkpoint(trainer)
+        if multitask.is_multitask(cfg):  # each task's pictures, from its own module's evaluation
+            tasks = {name: plots.TaskPlots(str(section.task.kind), str(section.task.monitor),
+                                           module.tasks[name].latest_diagnostics)
+                     for name, section in cfg.tasks.items()}
+            data = plots.multitask_picture_data(tasks, str(cfg.task.monitor), history, metrics, best)
+        else:
+            data = plots.picture_data(str(cfg.task.kind), str(cfg.task.monitor), history, metrics,
+                                      getattr(module, "latest_diagnostics", {}), best)
         folder = Path(output_dir) / plots.PLOTS_DIR
         figures = plots.write_pictures(folder, data, plots.run_name(cfg))
         pictures = [folder / f"{name}.png" for name in figures]
@@ -220,6 +245,25 @@ def report_run(trainer: L.Trainer, cfg, module, metrics: dict[str, float], outpu
     for logger in trainer.loggers:
         _log_hyperparams(logger, OmegaConf.to_container(cfg, resolve=True), metrics)
     return pictures
+
+
+def kept_checkpoint(trainer: L.Trainer) -> dict[str, Any] | None:
+    """The best checkpoint the run keeps, as its pictures mark it: {"checkpoint": file name, "step":
+    the optimizer step it holds (read from the file), "monitor", "value"}; None without one
+    (checkpoint.save_top_k=0, no validation, or a DeepSpeed checkpoint folder)."""
+    from pathlib import Path
+
+    from gpt2tasks.resume import BestCheckpoint
+    from gpt2tasks.runfile import saved_step
+
+    kept = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint) and c.best_model_path), None)
+    if kept is None or kept.best_model_score is None:
+        return None
+    step = saved_step(kept.best_model_path)
+    if step is None:
+        return None
+    return {"checkpoint": Path(kept.best_model_path).name, "step": step, "monitor": str(kept.monitor),
+            "value": float(kept.best_model_score)}
 
 
 def _log_hyperparams(logger, params: dict, metrics: dict[str, float]) -> None:

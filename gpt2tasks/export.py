@@ -118,8 +118,9 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
                  scores: Scores) -> None:
     """Every task of the run (or `task`) as a standard HF folder: a single-task run's is `folder`
     itself (with the run's pictures); a multi-task run's are `<folder>/<task>/` (its metrics the
-    run's `<task>/...` ones) plus a README listing them, and with merge_lora=false `<folder>/base/`
-    (the frozen backbone), each task folder a PEFT adapter (adapters + head) over it."""
+    run's `<task>/...` ones, its pictures the run's plots/<task>/) plus a README listing them,
+    and with merge_lora=false `<folder>/base/` (the frozen backbone), each task folder a PEFT
+    adapter (adapters + head) over it."""
     from gpt2tasks import lora
     from gpt2tasks.build import lora_spec, tokenizer_from_files
     from gpt2tasks.tasks import KINDS
@@ -143,7 +144,7 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
         else:
             own = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
             write_folder(folder / name, model, tokenizer, view, view_info, replace(scores, metrics=own), adapter,
-                         options, run_name(view))
+                         options, run_name(view), run_plots(ckpt, scores.of_run, task=name))
     if mix is not None:
         if adapter:
             lora.plain_backbone(module.backbone).save_pretrained(folder / "base")
@@ -193,10 +194,12 @@ One GPT-2 backbone was trained with one head per task. {layout}
 HISTORY_PICTURES = ("curves.png", "perplexity.png")
 
 
-def run_plots(ckpt: Path, of_run: bool = True) -> list[Path]:
-    """The run's pictures (plots/*.png beside checkpoints/), or [] when there are none; those of the
-    run's final evaluation only when the exported weights are the ones it scored (`of_run`)."""
-    pictures = sorted((ckpt.expanduser().absolute().parent.parent / PLOTS_DIR).glob("*.png"))
+def run_plots(ckpt: Path, of_run: bool = True, task: str | None = None) -> list[Path]:
+    """The run's pictures (plots/*.png beside checkpoints/; a task of a multi-task run: its own,
+    plots/<task>/*.png), or [] when there are none; those of the run's final evaluation only when
+    the exported weights are the ones it scored (`of_run`)."""
+    folder = ckpt.expanduser().absolute().parent.parent / PLOTS_DIR
+    pictures = sorted((folder / task if task else folder).glob("*.png"))
     return [p for p in pictures if of_run or p.name in HISTORY_PICTURES]
 
 

@@ -1,7 +1,9 @@
 """The pictures of a run, written to `<output_dir>/plots/` when it ends (and copied into exports).
 
-- `curves.png`: training loss (raw and smoothed), the monitored metric at every validation, and
-  the learning rate, against the optimizer step;
+- `curves.png`: the training loss (raw and smoothed) and the validation loss at every validation
+  on one panel, the monitored metric at every validation, and the learning rate, against the
+  optimizer step; the checkpoint the run keeps (best.ckpt) is a dotted line at its step, its
+  monitored value named in the legend;
 - classification (single-label seq_cls): `confusion_matrix.png` (rows true, columns predicted, on
   the best checkpoint's validation set) and `class_report.png` (precision/recall/F1 per class,
   support in the labels);
@@ -9,8 +11,18 @@
   support = true entities) and `confusion_matrix.png` of the word-level tags;
 - language modelling: `perplexity.png` (validation perplexity, and exp of the smoothed train loss).
 
-`plots.json` beside them holds the numbers each picture shows. The numbers are computed here
-without matplotlib; drawing imports it (headless Agg backend) only when a picture is written.
+A confusion matrix whose true classes are imbalanced (IMBALANCED) shows each row as shares of its
+class (rows sum to 1), the counts in the cells beside them. Legends sit below the panels, never
+over the data.
+
+A multi-task run (`task=multitask`): `curves.png` shows each task's own training loss (each batch
+is one task's; recorded per task as it trains) and validation loss, the run's monitored metric
+and the learning rate; `plots/<task>/` holds each task's pictures as a single-task run of its kind
+has them, its `curves.png` with its own loss and its own monitored metric.
+
+`plots.json` beside them holds the numbers each picture shows, keyed by the picture's path under
+plots/ without ".png" ("curves", "<task>/confusion_matrix"). The numbers are computed here without
+matplotlib; drawing imports it (headless Agg backend) only when a picture is written.
 
 Class names are the user's data: plots.json holds them exactly, and the pictures draw them as
 plain text (never matplotlib's mathtext, which reads `$...$` as TeX and fails on e.g. `$x^$`),
@@ -24,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +48,11 @@ PLOTS_DIR = "plots"
 # the MAX_CLASSES - 1 classes with the most validation examples, and one last row and column for
 # all the others (the per-class report and its picture keep the same classes).
 MAX_CLASSES = 30
+# A confusion matrix is drawn row-normalised (each true class's row sums to 1) when its largest true
+# class has more than IMBALANCED times the examples of its smallest (classes without any aside):
+# drawn as counts, CoNLL's O tag (83% of the words) takes the whole colour scale and the rows of
+# the entity tags look empty. Up to this ratio the rarest row still reaches a fifth of the scale.
+IMBALANCED = 5.0
 # Longest class name drawn in a picture (plots.json keeps the whole name).
 MAX_SHOWN_CHARS = 28
 
@@ -114,31 +132,62 @@ def run_name(cfg) -> str:
     return f"{model}-{cfg.task.name}"
 
 
+@dataclass
+class TaskPlots:
+    """What the pictures of one task of a multi-task run need besides the run's history."""
+
+    kind: str  # its task kind, e.g. "seq_cls"
+    monitor: str  # its own monitored metric as a single-task run names it, e.g. "val/accuracy"
+    diagnostics: dict[str, dict]  # its module's `latest_diagnostics`
+
+
 def picture_data(kind: str, monitor: str, history, metrics: dict[str, float],
-                 diagnostics: dict[str, dict]) -> dict[str, Any]:
-    """What each picture of this run shows: {picture name: its numbers}."""
-    steps = [s for s, _, _ in history.train]
-    losses = [loss for _, loss, _ in history.train]
-    evals = [(s, m) for s, m in history.evals if monitor in m]
+                 diagnostics: dict[str, dict], best: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What each picture of a single-task run shows: {picture name: its numbers}. `best`: the
+    checkpoint the run keeps ({"checkpoint", "step", "monitor", "value"}), marked on the curves."""
+    train = [(step, loss) for step, loss, _ in history.train]
+    data = task_pictures(kind, "", train, history.evals, metrics, diagnostics, monitor, best)
+    data["curves"]["lr"] = [lr for _, _, lr in history.train]
+    return data
+
+
+def multitask_picture_data(tasks: dict[str, TaskPlots], monitor: str, history, metrics: dict[str, float],
+                           best: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What each picture of a multi-task run shows. `curves`: each task's own training loss
+    (smoothed) and validation loss on one panel, the run's monitored metric and the learning rate;
+    `<task>/<picture>`: each task's pictures as a single-task run of its kind has them, its curves
+    drawn from its own training loss (`history.task_train`) and its `<task>/val/...` metrics."""
+    steps, values = validations(history.evals, monitor)
     data: dict[str, Any] = {"curves": {
-        "step": steps, "train_loss": losses, "train_loss_smoothed": smooth(losses),
-        "lr": [lr for _, _, lr in history.train],
-        "monitor": monitor, "monitor_step": [s for s, _ in evals], "monitor_value": [m[monitor] for _, m in evals]}}
+        "step": [s for s, _, _ in history.train], "lr": [lr for _, _, lr in history.train], "tasks": {},
+        "monitor": monitor, "monitor_step": steps, "monitor_value": values, "best": best}}
+    for name, task in tasks.items():
+        train = [(step, loss) for step, trained, loss in history.task_train if trained == name]
+        own = task_pictures(task.kind, f"{name}/", train, history.evals, metrics, task.diagnostics,
+                            f"{name}/{task.monitor}", best)
+        data["curves"]["tasks"][name] = {k: own["curves"][k] for k in TASK_LOSS_KEYS}
+        data.update({f"{name}/{picture}": numbers for picture, numbers in own.items()})
+    return data
+
+
+# What the run-level curves of a multi-task run show of each task (its own curves have the rest).
+TASK_LOSS_KEYS = ("step", "train_loss_smoothed", "val_loss_step", "val_loss")
+
+
+def task_pictures(kind: str, prefix: str, train: list[tuple[int, float]], evals, metrics: dict[str, float],
+                  diagnostics: dict[str, dict], monitor: str, best: dict[str, Any] | None) -> dict[str, Any]:
+    """The pictures of one task: its `curves` (the training loss of `train`, [(step, loss)], the
+    validation loss and `monitor` at every validation of `evals`) and those of its kind. `prefix`
+    starts the task's metric names: "" in a single-task run, "<task>/" in a multi-task one."""
+    data: dict[str, Any] = {"curves": curves(train, evals, f"{prefix}val/loss", monitor, best)}
     val = diagnostics.get("val", {})  # the module's `diagnostics` of the validation set (`confusion`)
     if "confusion" in val:
-        counts, labels = np.asarray(val["confusion"]), list(val["labels"])
-        data["confusion_matrix"] = {"labels": labels, "counts": counts.tolist(), "what": val.get("what", "")}
-        if "other" in val:
-            bounded = {"classes": int(val["classes"]), "other": int(val["other"]), "note": (
-                f"{val['classes']} classes: the confusion matrix and the class report keep the {len(labels) - 1} "
-                f"with the most validation examples; the matrix's last row and column count the other "
-                f"{val['other']} (all of them would be {val['classes']}² counts)")}
-            data["confusion_matrix"].update(bounded)
-            log.info("plots: confusion matrix and class report of the %s", bounded["note"])
+        data["confusion_matrix"] = confusion_picture(val)
+        labels = list(val["labels"])
         if kind == "seq_cls":
-            data["class_report"] = class_report(counts, labels[:-1] if "other" in val else labels)
+            data["class_report"] = class_report(np.asarray(val["confusion"]), labels[:-1] if "other" in val else labels)
     if kind == "token_cls":
-        report = entity_report(metrics)
+        report = entity_report(metrics, f"{prefix}val")
         if len(report) > MAX_CLASSES:  # the types with the most true entities
             log.info("plots: entity report of the %d entity types with the most entities (of %d)", MAX_CLASSES,
                      len(report))
@@ -147,10 +196,52 @@ def picture_data(kind: str, monitor: str, history, metrics: dict[str, float],
         if report:
             data["entity_report"] = report
     if kind == "lm":
-        ppl = [(s, m["val/perplexity"]) for s, m in history.evals if "val/perplexity" in m]
-        data["perplexity"] = {"step": [s for s, _ in ppl], "val_perplexity": [v for _, v in ppl],
-                              "train_step": steps,
-                              "train_perplexity_smoothed": [math.exp(min(v, 50.0)) for v in smooth(losses)]}
+        steps, values = validations(evals, f"{prefix}val/perplexity")
+        smoothed = data["curves"]["train_loss_smoothed"]
+        data["perplexity"] = {"step": steps, "val_perplexity": values, "train_step": data["curves"]["step"],
+                              "train_perplexity_smoothed": [math.exp(min(v, 50.0)) for v in smoothed]}
+    return data
+
+
+def curves(train: list[tuple[int, float]], evals, loss: str, monitor: str, best: dict[str, Any] | None
+           ) -> dict[str, Any]:
+    """The training loss at every step of `train` (raw and smoothed), the validation loss (metric
+    `loss`) and the `monitor`ed metric at every validation of `evals`, and the kept checkpoint."""
+    losses = [value for _, value in train]
+    val_steps, val_losses = validations(evals, loss)
+    steps, values = validations(evals, monitor)
+    return {"step": [s for s, _ in train], "train_loss": losses, "train_loss_smoothed": smooth(losses),
+            "val_loss_step": val_steps, "val_loss": val_losses,
+            "monitor": monitor, "monitor_step": steps, "monitor_value": values, "best": best}
+
+
+def validations(evals, metric: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of `metric` at the validations of `evals` ([(step, metrics)]) that have it."""
+    found = [(step, metrics[metric]) for step, metrics in evals if metric in metrics]
+    return [step for step, _ in found], [value for _, value in found]
+
+
+def confusion_picture(found: dict[str, Any]) -> dict[str, Any]:
+    """The confusion matrix picture's numbers from a task's `confusion` diagnostics: the counts and,
+    when the true classes are imbalanced (see IMBALANCED), each row divided by its class's support
+    ("normalized_rows"; 0 for a class without examples), which the picture then shows."""
+    counts, labels = np.asarray(found["confusion"]), list(found["labels"])
+    data: dict[str, Any] = {"labels": labels, "counts": counts.tolist(), "what": found.get("what", "")}
+    support = counts.sum(1)
+    present = support[support > 0]
+    if present.size and present.max() > IMBALANCED * present.min():
+        data.update(support=support.tolist(), normalized_rows=(counts / np.maximum(support, 1)[:, None]).tolist(),
+                    note=f"rows normalised: the true classes have {int(present.min())} to {int(present.max())} "
+                         f"examples (more than {IMBALANCED:g}:1), so each row shows the shares of its class")
+    if "other" in found:
+        bounded = {"classes": int(found["classes"]), "other": int(found["other"]), "note": (
+            f"{found['classes']} classes: the confusion matrix and the class report keep the {len(labels) - 1} "
+            f"with the most validation examples; the matrix's last row and column count the other "
+            f"{found['other']} (all of them would be {found['classes']}² counts)")}
+        if "normalized_rows" in data:
+            bounded["note"] += "; " + data["note"]
+        data.update(bounded)
+        log.info("plots: confusion matrix and class report of the %s", bounded["note"])
     return data
 
 
@@ -178,56 +269,96 @@ def shown(name: str) -> str:
 
 
 def draw(name: str, numbers: dict[str, Any], title: str):
-    """A matplotlib Figure for one picture of `picture_data`."""
+    """A matplotlib Figure for one picture of `picture_data` (`name` may start with "<task>/")."""
     import matplotlib
 
+    task, _, picture = name.rpartition("/")
+    title = f"{title}: {shown(task)}" if task else title
     with matplotlib.rc_context(PLAIN_TEXT):
-        if name in ("class_report", "entity_report"):
-            what = "per-class report" if name == "class_report" else "entity-level scores per type"
+        if picture in ("class_report", "entity_report"):
+            what = "per-class report" if picture == "class_report" else "entity-level scores per type"
             return _draw_report(numbers, f"{title}\n{what}, validation")
         return {"curves": _draw_curves, "confusion_matrix": _draw_confusion,
-                "perplexity": _draw_perplexity}[name](numbers, title)
+                "perplexity": _draw_perplexity}[picture](numbers, title)
+
+
+# Legends go below the panels, outside them (`_legend_below`): inside, `loc="best"` still lands
+# on a curve or a bar whenever the data fill the panel.
+def _legend_below(fig, handles: list, ncols: int = 3) -> None:
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(ncols, len(handles)) or 1, fontsize=8,
+               frameon=False)
 
 
 def _draw_curves(d: dict[str, Any], title: str):
+    """Training and validation loss on one panel, the monitored metric, the learning rate (when
+    `d` has it); the kept checkpoint's step as a dotted line on each, named in the legend."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    loss_ax, metric_ax, lr_ax = axes
-    loss_ax.plot(d["step"], d["train_loss"], color="tab:blue", alpha=0.25, linewidth=0.8, label="per step")
-    loss_ax.plot(d["step"], d["train_loss_smoothed"], color="tab:blue", label="smoothed")
-    loss_ax.set(title="train loss", xlabel="step")
-    loss_ax.legend(fontsize=8)
+    panels = 3 if "lr" in d else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2), layout="constrained")
+    loss_ax, metric_ax = axes[0], axes[1]
+    if "tasks" in d:  # a multi-task run: each task's own losses, one colour per task
+        for i, (name, task) in enumerate(d["tasks"].items()):
+            color = f"C{i % 10}"
+            loss_ax.plot(task["step"], task["train_loss_smoothed"], color=color,
+                         label=f"{shown(name)}: train (smoothed)")
+            loss_ax.plot(task["val_loss_step"], task["val_loss"], color=color, linestyle="--", marker="o", markersize=4,
+                         label=f"{shown(name)}: validation")
+    else:
+        loss_ax.plot(d["step"], d["train_loss"], color="tab:blue", alpha=0.25, linewidth=0.8, label="train, per step")
+        loss_ax.plot(d["step"], d["train_loss_smoothed"], color="tab:blue", label="train (smoothed)")
+        loss_ax.plot(d["val_loss_step"], d["val_loss"], color="tab:red", marker="o", markersize=4, label="validation")
+    loss_ax.set(title="loss", xlabel="step")
     metric_ax.plot(d["monitor_step"], d["monitor_value"], marker="o", color="tab:green")
-    metric_ax.set(title=d["monitor"], xlabel="step")
+    metric_ax.set(title=f"{d['monitor']} (validation)", xlabel="step")
     if not d["monitor_step"]:
         metric_ax.text(0.5, 0.5, "no validation ran", ha="center", va="center", transform=metric_ax.transAxes)
-    lr_ax.plot(d["step"], d["lr"], color="tab:orange")
-    lr_ax.set(title="learning rate", xlabel="step")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    if panels == 3:
+        axes[2].plot(d["step"], d["lr"], color="tab:orange")
+        axes[2].set(title="learning rate", xlabel="step")
+        axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    handles = loss_ax.get_legend_handles_labels()[0]
+    best = d.get("best")
+    if best:
+        for ax in axes[:2]:
+            line = ax.axvline(best["step"], color="0.35", linestyle=":", linewidth=1.2,
+                              label=f"kept checkpoint ({best['checkpoint']}): step {best['step']}, "
+                                    f"{best['monitor']} {best['value']:.4f}")
+        handles.append(line)
+        if best["step"] in d["monitor_step"]:  # this picture's metric where the kept weights were scored
+            value = d["monitor_value"][d["monitor_step"].index(best["step"])]
+            metric_ax.plot([best["step"]], [value], marker="*", markersize=13, color="tab:red", linestyle="none")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    _legend_below(fig, handles, ncols=3 if "tasks" not in d else 2)
     return fig
 
 
 def _draw_confusion(d: dict[str, Any], title: str):
+    """Counts; or, for imbalanced classes (`confusion_picture`), each true class's row of shares,
+    with its counts in the cells too."""
     plt = _pyplot()
     counts, labels = np.asarray(d["counts"]), [shown(name) for name in d["labels"]]
+    normalized = "normalized_rows" in d
+    values = np.asarray(d["normalized_rows"]) if normalized else counts
     size = min(3 + 0.45 * len(labels), 12)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(counts, cmap="Blues", vmin=0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size + 0.4), layout="constrained")
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1.0 if normalized else None)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class (row sums to 1)" if normalized else "examples", fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set(xlabel="predicted", ylabel="true")
-    if len(labels) <= 20:  # counts stay readable up to about this many classes
-        threshold = counts.max() / 2 if counts.size else 0
+    if len(labels) <= 20:  # numbers stay readable up to about this many classes
+        threshold = values.max() / 2 if values.size else 0
         for (i, j), n in np.ndenumerate(counts):
-            ax.text(j, i, str(n), ha="center", va="center", fontsize=8, color="white" if n > threshold else "black")
-    ax.set_title(f"{title}\nconfusion matrix, validation ({d['what']})" if d.get("what") else
-                 f"{title}\nconfusion matrix, validation", fontsize=10)
-    fig.tight_layout()
+            text = f"{values[i, j]:.2f}\n({n})" if normalized and n else str(n)
+            ax.text(j, i, text, ha="center", va="center", fontsize=7 if normalized else 8,
+                    color="white" if values[i, j] > threshold else "black")
+    what = f"confusion matrix, validation ({d['what']})" if d.get("what") else "confusion matrix, validation"
+    if normalized:
+        what += "\nrows normalised: each true class's shares (counts in brackets)"
+    ax.set_title(f"{title}\n{what}", fontsize=10)
     return fig
 
 
@@ -235,30 +366,29 @@ def _draw_report(report: dict[str, dict[str, float]], title: str):
     plt = _pyplot()
     names = list(report)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(min(max(5, 1.1 * len(names) + 2), 3 + 0.75 * MAX_CLASSES), 3.6))
+    fig, ax = plt.subplots(figsize=(min(max(5, 1.1 * len(names) + 2), 3 + 0.75 * MAX_CLASSES), 4.0),
+                           layout="constrained")
     for offset, (key, color) in zip((-0.27, 0, 0.27), (("precision", "tab:blue"), ("recall", "tab:orange"),
                                                           ("f1", "tab:green"))):
         values = [report[n][key] for n in names]
         bars = ax.bar(x + offset, values, width=0.27, label=key, color=color)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, [f"{shown(n)}\n(n={report[n]['support']})" for n in names], fontsize=8)
-    ax.set(ylim=(0, 1.12), ylabel="score")
-    ax.legend(fontsize=8, ncols=3, loc="upper center")
+    ax.set(ylim=(0, 1.1), ylabel="score")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    _legend_below(fig, ax.get_legend_handles_labels()[0])
     return fig
 
 
 def _draw_perplexity(d: dict[str, Any], title: str):
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 4.0), layout="constrained")
     ax.plot(d["train_step"], d["train_perplexity_smoothed"], color="tab:blue", alpha=0.6, label="train (smoothed)")
     ax.plot(d["step"], d["val_perplexity"], marker="o", color="tab:green", label="validation")
     ax.set(xlabel="step", ylabel="perplexity", yscale="log", title=f"{title}\nperplexity")
-    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=2)
     return fig
 
 
@@ -268,8 +398,9 @@ def write_pictures(folder: Path, data: dict[str, Any], title: str) -> dict[str, 
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     figures = {}
-    for name, numbers in data.items():
+    for name, numbers in data.items():  # "<task>/<picture>": under the task's own folder
         fig = draw(name, numbers, title)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(folder / f"{name}.png", dpi=100)
         figures[name] = fig
     (folder / "plots.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -96,6 +96,15 @@ def peek(path: Path, source: str) -> dict[str, Any]:
     return ckpt
 
 
+def saved_step(path: str | Path) -> int | None:
+    """The optimizer step a training checkpoint holds (its `global_step`), its tensors memory-mapped,
+    not read; None for a DeepSpeed checkpoint folder or a file that cannot be read."""
+    try:
+        return int(_torch_load(Path(path), mmap=True)["global_step"])
+    except Exception:
+        return None
+
+
 def _torch_load(path: Path, weights_only: bool = True, mmap: bool = False) -> Any:
     import torch
 

@@ -266,12 +266,10 @@ def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final
 
 
 def _saved_step(path: str) -> int | str:
-    import torch
+    from gpt2tasks.runfile import saved_step
 
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception:  # a DeepSpeed folder, or an unreadable file: the report still prints
-        return "?"
+    step = saved_step(path)
+    return "?" if step is None else step  # a DeepSpeed folder, or an unreadable file: the report still prints
 
 
 def main() -> None:

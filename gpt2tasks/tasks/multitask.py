@@ -65,15 +65,17 @@ class MultiTaskModule(TaskModule):
             lora.activate(self.backbone, name)
 
     # ---- training -----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         name = batch["task"]
         self.activate(name)
-        loss, _ = self.tasks[name].step(batch)
+        task_loss, _ = self.tasks[name].step(batch)
         size = batch["input_ids"].shape[0]
-        self.log(f"{name}/train/loss", loss, batch_size=size)
-        loss = self.loss_weights[name] * loss
+        self.log(f"{name}/train/loss", task_loss, batch_size=size)
+        loss = self.loss_weights[name] * task_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        return loss
+        # The task and its own loss go to the run's MetricHistory (per-task curves), read on the
+        # host with the other losses, not now.
+        return {"loss": loss, "task": name, "task_loss": task_loss.detach()}
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _plan(self, split: str) -> list[tuple[str, str]]:

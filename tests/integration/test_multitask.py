@@ -9,11 +9,12 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gpt2tasks import lora, multitask
+from gpt2tasks import lora, multitask, plots
 from gpt2tasks.build import build_for_training, restore
 from gpt2tasks.datamodules.base import VAL
 from gpt2tasks.errors import UserError
@@ -135,6 +136,15 @@ def test_heads_share_the_backbone_and_one_step_updates_it_once(tmp_path):
         assert torch.equal(value, ner_head[key]), key
 
 
+def test_the_training_step_returns_its_task_and_own_loss_beside_the_weighted_one(tmp_path):
+    # what the run's MetricHistory records for each task's own loss curve
+    cfg = mt_cfg(tmp_path, "++multitask.loss_weights.sample_ner=0.25")
+    datamodule, module, _ = build_for_training(cfg)
+    out = module.training_step(first_batch(datamodule, "sample_ner"), 0)
+    assert out["task"] == "sample_ner" and not out["task_loss"].requires_grad
+    assert out["loss"].item() == pytest.approx(0.25 * out["task_loss"].item())
+
+
 def keyword_reviews(folder: Path) -> list[str]:
     """A generic text_classification task a tiny random model learns in a few dozen steps: the
     label is which of two keywords the sentence holds (the bundled sentiment sample needs ~15 epochs)."""
@@ -193,6 +203,38 @@ def test_two_task_run_improves_every_task_and_eval_task_reproduces_it(two_task_r
     assert evaluate(ckpt, [f"data.validation_file={twice}"], task="reviews")[1] == {"val": (128, 128, None)}
 
 
+def test_a_multitask_run_draws_each_task_pictures_and_its_own_loss_curves(two_task_run):
+    run, _ = two_task_run
+    folder = run / "plots"
+    data = json.loads((folder / "plots.json").read_text())
+    pictures = {"curves", "reviews/curves", "reviews/confusion_matrix", "reviews/class_report",
+                "sample_ner/curves", "sample_ner/confusion_matrix", "sample_ner/entity_report"}
+    assert set(data) == pictures  # plots.json's keys are the pictures' paths under plots/
+    for name in pictures:
+        assert (folder / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((run / "metrics.json").read_text())
+    saved = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True, mmap=True)
+    curves = data["curves"]
+    best = curves["best"]
+    assert best == {"checkpoint": "best.ckpt", "step": saved["global_step"], "monitor": "val/mean",
+                    "value": pytest.approx(metrics["val/mean"])}
+    assert curves["monitor_value"][curves["monitor_step"].index(best["step"])] == pytest.approx(metrics["val/mean"])
+    # every training batch is one task's: the tasks' own loss curves share out the run's steps
+    assert sorted(step for name in ("reviews", "sample_ner") for step in data[f"{name}/curves"]["step"]) == curves["step"]
+    for name, metric in (("reviews", "accuracy"), ("sample_ner", "f1")):
+        own = data[f"{name}/curves"]
+        assert own["monitor"] == f"{name}/val/{metric}" and own["best"] == best and "lr" not in own
+        assert own["val_loss_step"] == own["monitor_step"] == curves["monitor_step"]  # at every validation
+        at_best = own["val_loss_step"].index(best["step"])
+        assert own["val_loss"][at_best] == pytest.approx(metrics[f"{name}/val/loss"])
+        assert own["monitor_value"][at_best] == pytest.approx(metrics[f"{name}/val/{metric}"])
+        assert len(own["train_loss"]) == len(own["step"]) > 0
+        assert curves["tasks"][name] == {key: own[key] for key in plots.TASK_LOSS_KEYS}
+    counts = np.array(data["reviews/confusion_matrix"]["counts"])
+    assert counts.sum() == 64 and np.trace(counts) / counts.sum() == pytest.approx(metrics["reviews/val/accuracy"])
+    assert data["sample_ner/entity_report"]["PER"]["support"] == int(metrics["sample_ner/val/PER_number"])
+
+
 def test_per_task_exports_load_in_plain_transformers_with_the_multitask_outputs(two_task_run, tmp_path):
     run, _ = two_task_run
     ckpt = str(run / "checkpoints" / "best.ckpt")
@@ -216,6 +258,12 @@ def test_per_task_exports_load_in_plain_transformers_with_the_multitask_outputs(
         torch.testing.assert_close(torch.tensor(theirs["logits"]), ours, atol=1e-4, rtol=1e-4)
         info = json.loads((out / name / "gpt2tasks.json").read_text())
         assert info["kind"] == cfg.tasks[name].task.kind and info["config"]["task"]["name"] == name
+        # each task folder carries the run's pictures of that task, shown in its model card
+        card = (out / name / "README.md").read_text()
+        for picture in ("curves", "confusion_matrix", "class_report" if name == "reviews" else "entity_report"):
+            assert (out / name / "plots" / f"{picture}.png").read_bytes() == \
+                (run / "plots" / name / f"{picture}.png").read_bytes()
+            assert f"![{picture}](plots/{picture}.png)" in card
 
     # predict: the exported folder and the checkpoint's head give the same lines
     rows = [json.loads(line) for line in (Path(cfg.tasks.sample_ner.data.test_file).read_text().splitlines()[:20])]
@@ -260,7 +308,7 @@ def test_per_task_lora_adapters_train_apart_and_export_as_base_plus_adapters(tin
 
     # a step of the sentiment task moves its adapters and head only
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
-    module.training_step(first_batch(datamodule, "sample_sentiment"), 0).backward()
+    module.training_step(first_batch(datamodule, "sample_sentiment"), 0)["loss"].backward()
     optimizer.step()
     params = dict(module.named_parameters())
     changed = {n for n, before in trainable.items() if not torch.equal(params[n], before)}
@@ -306,7 +354,7 @@ def test_shared_lora_adapters_train_for_every_task_and_merge_per_head(tiny_gpt2_
     assert any(".score." in n for n in trainable) and any(".classifier." in n for n in trainable)  # heads in full
     before = {n: p.detach().clone() for n, p in module.named_parameters() if ".lora_B." in n}
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
-    module.training_step(first_batch(datamodule, "sample_ner"), 0).backward()
+    module.training_step(first_batch(datamodule, "sample_ner"), 0)["loss"].backward()
     optimizer.step()
     assert any(not torch.equal(p, before[n]) for n, p in module.named_parameters() if n in before)
     module.eval()

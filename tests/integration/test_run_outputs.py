@@ -5,10 +5,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
 from gpt2tasks.export import ExportOptions, export
+from gpt2tasks import plots
 from gpt2tasks.plots import class_report, confusion_counts, entity_report, smooth
 from gpt2tasks.train import train
 from tests.conftest import run_cli
@@ -47,6 +49,45 @@ def test_entity_report_reads_the_per_type_metrics():
     assert entity_report(metrics) == {"PER": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 4}}
 
 
+@pytest.mark.parametrize("rare, normalized", [(20, False), (19, True), (0, False)])
+def test_the_confusion_picture_shows_shares_of_each_true_class_when_classes_are_imbalanced(rare, normalized):
+    # class "a" has 100 examples; "c" has `rare` (none: it does not count as the smallest)
+    true = np.array([0] * 100 + [1] * 50 + [2] * rare)
+    pred = np.array([0] * 90 + [1] * 10 + [1] * 40 + [0] * 10 + [2] * (rare // 2) + [0] * (rare - rare // 2))
+    picture = plots.confusion_picture(plots.confusion(true, pred, ["a", "b", "c"]))
+    assert picture["counts"] == [[90, 10, 0], [10, 40, 0], [rare - rare // 2, 0, rare // 2]]
+    assert ("normalized_rows" in picture) == normalized  # 100:20 is 5:1, not more
+    if normalized:
+        assert picture["support"] == [100, 50, 19]
+        assert np.array(picture["normalized_rows"]) == pytest.approx(np.array([[0.9, 0.1, 0], [0.2, 0.8, 0],
+                                                                               [10 / 19, 0, 9 / 19]]))
+        assert picture["note"].startswith("rows normalised: the true classes have 19 to 100 examples")
+
+
+def test_multitask_history_keeps_each_task_own_loss_and_the_unscaled_run_loss():
+    from types import SimpleNamespace
+
+    from gpt2tasks.callbacks import MetricHistory
+
+    history = MetricHistory()
+    optimizer = SimpleNamespace(param_groups=[{"lr": 1e-3}])
+    trainer = SimpleNamespace(global_step=0, accumulate_grad_batches=2, optimizers=[optimizer])
+    # Lightning hands the loss over divided by accumulate_grad_batches; the task's own loss as returned
+    for step, task, own, weight in ((0, "a", 0.8, 1.0), (0, "b", 1.5, 2.0), (1, "a", 0.6, 1.0)):
+        trainer.global_step = step
+        history.on_train_batch_end(trainer, None, {"loss": torch.tensor(weight * own / 2), "task": task,
+                                                   "task_loss": torch.tensor(own)}, {}, 0)
+    assert history.train == [] and history.task_train == []  # read at the epoch's end, not every step
+    history.on_train_epoch_end(trainer, None)
+    assert [step for step, _, _ in history.train] == [0, 0, 1] and [lr for _, _, lr in history.train] == [1e-3] * 3
+    assert [loss for _, loss, _ in history.train] == pytest.approx([0.8, 3.0, 0.6])  # weighted, whole
+    assert [(step, task) for step, task, _ in history.task_train] == [(0, "a"), (0, "b"), (1, "a")]
+    assert [loss for _, _, loss in history.task_train] == pytest.approx([0.8, 1.5, 0.6])  # each task's own
+    restored = MetricHistory()
+    restored.load_state_dict(history.state_dict())  # a resumed run's pictures cover the whole run
+    assert restored.task_train == history.task_train
+
+
 def test_smoothing_is_debiased():
     assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
     assert smooth([1.0, 3.0], weight=0.5) == pytest.approx([1.0, (0.25 + 1.5) / 0.75])
@@ -67,11 +108,19 @@ def test_classification_run_writes_pictures_lr_and_hyperparameters(cfg_factory, 
     assert counts.sum() == 64
     assert np.trace(counts) / counts.sum() == pytest.approx(metrics["val/accuracy"])
     assert data["class_report"]["positive"]["support"] == int(counts[1].sum())
-    # every step's loss and LR; the monitored metric at each of the 2 validations
+    # every step's loss and LR; the validation loss and the monitored metric at each of the 2 validations
     curves = data["curves"]
     assert curves["step"] == list(range(1, 17))  # 128 / 16 x 2 epochs
     assert curves["monitor"] == "val/accuracy" and curves["monitor_step"] == [8, 16]
+    assert curves["val_loss_step"] == [8, 16] and len(curves["val_loss"]) == 2
     assert max(curves["monitor_value"]) == pytest.approx(metrics["val/accuracy"])
+    # the kept checkpoint, marked on the curves: best.ckpt's own step, and its validation's numbers
+    best = curves["best"]
+    saved = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True, mmap=True)
+    assert best == {"checkpoint": "best.ckpt", "step": saved["global_step"], "monitor": "val/accuracy",
+                    "value": pytest.approx(metrics["val/accuracy"])}
+    assert curves["monitor_value"][curves["monitor_step"].index(best["step"])] == pytest.approx(best["value"])
+    assert curves["val_loss"][curves["val_loss_step"].index(best["step"])] == pytest.approx(metrics["val/loss"])
     # linear schedule, 4 warmup steps: after step s the lr is 1e-3 x s/4, then falls to 0 at step 16
     assert curves["lr"][:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and curves["lr"][-1] == 0.0
 
@@ -120,6 +169,14 @@ def test_ner_and_lm_runs_draw_their_kind_pictures(cfg_factory, tmp_path):
     counts = np.array(data["confusion_matrix"]["counts"])
     # word tags: the diagonal share is the metrics' word accuracy
     assert np.trace(counts) / counts.sum() == pytest.approx(metrics["val/accuracy"])
+    # O is most of the words: the picture shows each true tag's row as shares (1 where it has words)
+    support = counts.sum(1)
+    assert support.max() > plots.IMBALANCED * support[support > 0].min()
+    assert data["confusion_matrix"]["support"] == support.tolist()
+    rows = np.array(data["confusion_matrix"]["normalized_rows"])
+    assert rows.sum(1) == pytest.approx(np.where(support > 0, 1.0, 0.0))
+    assert rows[support > 0] == pytest.approx(counts[support > 0] / support[support > 0, None])
+    assert "rows normalised" in data["confusion_matrix"]["note"]
     assert data["entity_report"]["PER"]["support"] == int(metrics["val/PER_number"])
     for png in ("entity_report.png", "confusion_matrix.png"):
         assert_png(ner / "plots" / png)
