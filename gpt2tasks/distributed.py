@@ -101,10 +101,12 @@ def cluster_environment(num_nodes: int) -> ClusterEnvironment | None:
                                                        TorchElasticEnvironment)
     from lightning.fabric.utilities.warnings import PossibleUserWarning
 
-    if launched_by_srun() or num_nodes != 1:
+    one_node = not launched_by_srun() and num_nodes == 1
+    # the latest run of this process decides (a later run on several nodes gets the hint back)
+    warnings.filterwarnings("ignore" if one_node else "default", category=PossibleUserWarning,
+                            message="The `srun` command is available on your system but is not used")
+    if not one_node:
         return None
-    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used",
-                            category=PossibleUserWarning)
     for environment in (TorchElasticEnvironment, LSFEnvironment, MPIEnvironment):
         if environment.detect():
             return environment()
