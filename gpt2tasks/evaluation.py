@@ -27,8 +27,9 @@ EVAL = Command(
      Option("task", metavar="<name>", help="one task of a multi-task checkpoint (default: every task)"),
      Option(runfile.TRUST_KEY, "bool", False, "load a checkpoint holding more than plain data (see below)")),
     about="""Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the task's headline
-metrics (a `Done.` line, as train ends), then every metric as JSON. key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
-data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu.
+metrics (a `Done.` line, as train ends), then every metric as JSON. key=value overrides apply to the
+run's saved config, e.g. data.validation_file=<file> data.test_file=<file> data.eval_batch_size=64
+precision=bf16-mixed trainer.accelerator=cpu.
 It runs on one device, whatever the run trained on (metrics do not depend on the device count).
 Only the eval sets are read (the training file need not exist here). The run's own eval files keep
 its data.max_eval_samples (so its metrics are reproduced); a file given here is scored whole unless

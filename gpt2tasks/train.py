@@ -176,7 +176,8 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
         report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
         last = outputs.checkpoints_dir(output_dir) / "last.ckpt"
-        _report(output_dir, best, module.headline(metrics, str(cfg.task.monitor)), trainer.global_step, cfg.task.monitor,
+        headline = module.headline(metrics, str(cfg.task.monitor))  # metrics.json has every metric
+        _report(output_dir, best, headline, trainer.global_step, cfg.task.monitor,
                 validated=str(cfg.task.monitor) in metrics, last=str(last) if last.exists() else None)
     return metrics
 
@@ -254,10 +255,12 @@ def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final
         weights = f"from {Path(last).name}: the final weights" if last else "from the final weights"
         why = "validated at the end; checkpoint.save_top_k=0 keeps no best" if validated else "no validation ran"
         scored = f"{weights}, step {final_step}: {why}"
-    none = f"none saved (checkpoint.save_last=false; {'checkpoint.save_top_k=0' if validated else 'no validation chose a best'})"
+    why_none = "checkpoint.save_top_k=0" if validated else "no validation chose a best"
     print("\n" + done_lines(format_metrics(metrics), [
-        ("run", output_dir), ("config", output_dir / "config.yaml"), ("metrics", f"{output_dir / 'metrics.json'} ({scored})"),
-        ("checkpoint", ckpt or none), ("re-evaluate", f"python -m gpt2tasks eval ckpt={ckpt}" if ckpt else None)]))
+        ("run", output_dir), ("config", output_dir / "config.yaml"),
+        ("metrics", f"{output_dir / 'metrics.json'} ({scored})"),
+        ("checkpoint", ckpt or f"none saved (checkpoint.save_last=false; {why_none})"),
+        ("re-evaluate", f"python -m gpt2tasks eval ckpt={ckpt}" if ckpt else None)]))
 
 
 def _saved_step(path: str) -> int | str:
