@@ -364,10 +364,14 @@ def _choose_cluster_environment(kwargs: dict[str, Any]) -> None:
 def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) -> L.Trainer:
     """lightning.Trainer from `trainer.*` (+ `extra` keywords); its refusals (no such device, a
     strategy that does not fit the accelerator, ...) become a UserError naming the trainer keys."""
-    kwargs = {**trainer_kwargs(cfg, single_device), **extra}
+    return trainer_with_progress(cfg, {**trainer_kwargs(cfg, single_device), **extra})
+
+
+def trainer_with_progress(cfg: DictConfig, kwargs: dict[str, Any]) -> L.Trainer:
+    """trainer_from_kwargs with the progress display of every command (`progress_bar`)."""
     bar = progress_bar(kwargs, str(cfg.task.monitor), str(cfg.task.mode))
     if bar is not None:
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), bar]
+        kwargs = {**kwargs, "callbacks": [*kwargs.get("callbacks", []), bar]}
     return trainer_from_kwargs(kwargs)
 
 

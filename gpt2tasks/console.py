@@ -72,6 +72,14 @@ def setup_logging() -> None:
             logger.removeHandler(handler)
         logger.propagate = True
     warnings.showwarning = show_warning
+    if not sys.stderr.isatty():
+        # bars redrawn in place (datasets' "Tokenizing", transformers' "Writing model shards") are
+        # one long line of control characters in a log file (nohup, SLURM, CI)
+        from datasets.utils.logging import disable_progress_bar as datasets_bars_off
+        from transformers.utils.logging import disable_progress_bar as transformers_bars_off
+
+        datasets_bars_off()
+        transformers_bars_off()
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -94,8 +102,8 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
 
 
 def done_lines(headline: str, rows: Iterable[tuple[str, Any]]) -> str:
-    """The final block of a command: `Done. <headline>`, then `  <label>: <value>` per row, the
-    values aligned (rows whose value is None are left out)."""
-    lines = [f"Done. {headline}".rstrip()]
+    """The final block of a command, after a blank line: `Done. <headline>`, then `  <label>: <value>`
+    per row, the values aligned (rows whose value is None are left out)."""
+    lines = ["", f"Done. {headline}".rstrip()]
     lines += [f"  {label + ':':<11} {value}" for label, value in rows if value is not None]
     return "\n".join(lines)

@@ -47,10 +47,11 @@ USAGE = EVAL.usage()
 def inference_trainer(cfg, single_device: bool = True, **extra: Any) -> L.Trainer:
     """The Trainer of eval and predict: no logger, no checkpoints (+ `extra` keywords); settings it
     refuses (e.g. trainer.accelerator=gpu without a GPU) are a UserError naming the keys, as in train."""
-    from gpt2tasks.build import trainer_from_kwargs
+    from gpt2tasks.build import trainer_with_progress
 
-    return trainer_from_kwargs({**inference_trainer_kwargs(cfg, single_device), "logger": False,
-                                "enable_checkpointing": False, **extra})
+    # a terminal gets the bars of validation and test; a log file (no terminal) no redrawn bar
+    return trainer_with_progress(cfg, {**inference_trainer_kwargs(cfg, single_device), "logger": False,
+                                       "enable_checkpointing": False, **extra})
 
 
 def inference_trainer_kwargs(cfg, single_device: bool = True) -> dict[str, Any]:

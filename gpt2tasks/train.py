@@ -256,7 +256,7 @@ def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final
         why = "validated at the end; checkpoint.save_top_k=0 keeps no best" if validated else "no validation ran"
         scored = f"{weights}, step {final_step}: {why}"
     why_none = "checkpoint.save_top_k=0" if validated else "no validation chose a best"
-    print("\n" + done_lines(format_metrics(metrics), [
+    print(done_lines(format_metrics(metrics), [
         ("run", output_dir), ("config", output_dir / "config.yaml"),
         ("metrics", f"{output_dir / 'metrics.json'} ({scored})"),
         ("checkpoint", ckpt or f"none saved (checkpoint.save_last=false; {why_none})"),

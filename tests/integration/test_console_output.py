@@ -106,7 +106,7 @@ def test_one_console_format_for_logs_and_warnings(capsys):
                    f"warning: a genuine warning still shows (UserWarning, {__file__}:{line})\n")
     assert format_metrics({"val/f1": 0.87654, "test/f1": 1}) == "val/f1=0.8765  test/f1=1.0000"
     assert done_lines("x=1.0000", [("run", "/r"), ("re-evaluate", "cmd"), ("skipped", None)]) == (
-        "Done. x=1.0000\n  run:        /r\n  re-evaluate: cmd")
+        "\nDone. x=1.0000\n  run:        /r\n  re-evaluate: cmd")
 
 
 # ---- Lightning's warnings: fixed where they come from -------------------------------------------------
