@@ -90,7 +90,8 @@ def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: d
     if check_monitor and monitor_set not in datamodule.eval_sets:
         raise UserError(f"task.monitor={cfg.task.monitor}: there is no eval set {monitor_set!r} "
                         f"(this run has {datamodule.eval_sets}). Fix: task.monitor=val/<metric>.")
-    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=kind.options(cfg.task))
+    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=kind.options(cfg.task),
+                          monitor=str(cfg.task.monitor))
     return kind.module(model, _spec(OptimSpec, cfg.optim), evaluation, run_info)
 
 
@@ -339,16 +340,38 @@ def trainer_kwargs(cfg: DictConfig, single_device: bool = False) -> dict[str, An
     kwargs["precision"] = normalize_precision(cfg.precision)
     # Our samplers shard by rank themselves (length-grouped, exact eval): no DistributedSampler.
     kwargs["use_distributed_sampler"] = False
+    _choose_cluster_environment(kwargs)
     return kwargs
+
+
+def _choose_cluster_environment(kwargs: dict[str, Any]) -> None:
+    """Add distributed.cluster_environment's choice to the Trainer's plugins (unless trainer.plugins
+    names a cluster environment already)."""
+    from lightning.fabric.plugins.environments import ClusterEnvironment
+
+    from gpt2tasks.distributed import cluster_environment
+
+    given = kwargs.get("plugins")
+    plugins = list(given) if isinstance(given, (list, tuple)) else [given] if given is not None else []
+    num_nodes = kwargs.get("num_nodes", 1)
+    if any(isinstance(p, ClusterEnvironment) for p in plugins) or not isinstance(num_nodes, int):
+        return
+    environment = cluster_environment(num_nodes)
+    if environment is not None:
+        kwargs["plugins"] = [*plugins, environment]
 
 
 def build_trainer(cfg: DictConfig, single_device: bool = False, **extra: Any) -> L.Trainer:
     """lightning.Trainer from `trainer.*` (+ `extra` keywords); its refusals (no such device, a
     strategy that does not fit the accelerator, ...) become a UserError naming the trainer keys."""
-    kwargs = {**trainer_kwargs(cfg, single_device), **extra}
+    return trainer_with_progress(cfg, {**trainer_kwargs(cfg, single_device), **extra})
+
+
+def trainer_with_progress(cfg: DictConfig, kwargs: dict[str, Any]) -> L.Trainer:
+    """trainer_from_kwargs with the progress display of every command (`progress_bar`)."""
     bar = progress_bar(kwargs, str(cfg.task.monitor), str(cfg.task.mode))
     if bar is not None:
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), bar]
+        kwargs = {**kwargs, "callbacks": [*kwargs.get("callbacks", []), bar]}
     return trainer_from_kwargs(kwargs)
 
 

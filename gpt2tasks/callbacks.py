@@ -89,6 +89,8 @@ class ProgressLines(ProgressBar):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._start = (time.monotonic(), trainer.global_step)  # a resumed run: ETA from its own pace
+        if trainer.log_every_n_steps:  # clamped to an epoch's length by train (config.fit_log_interval)
+            self.every_n_steps = min(self.every_n_steps, trainer.log_every_n_steps)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step, total = trainer.global_step, trainer.estimated_stepping_batches

@@ -14,12 +14,8 @@ from typing import Any
 
 import yaml
 
+from gpt2tasks.console import setup_logging
 from gpt2tasks.errors import UserError, redact
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    logging.getLogger("gpt2tasks").setLevel(logging.INFO)
 
 
 def run_and_report(job: Callable[[], Any], cleanup_dir: Path | None = None) -> Any:
@@ -202,11 +198,3 @@ def quiet_known_noise() -> None:
              "Loaded model weights from the checkpoint", "to estimate number of stepping batches")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not any(text in record.getMessage() for text in noise))
-    # `import lightning` gives its top logger its own stderr handler even when the application has
-    # configured logging: every Lightning message then appears twice. The application's handlers print it.
-    import lightning  # noqa: F401  (the handler is added on import)
-
-    top = logging.getLogger("lightning")
-    if logging.getLogger().handlers:
-        for handler in list(top.handlers):
-            top.removeHandler(handler)

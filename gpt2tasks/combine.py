@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpt2tasks import multitask
 from gpt2tasks.cli import Command, Option, run_command
+from gpt2tasks.console import done_lines
 from gpt2tasks.errors import UserError
 from gpt2tasks.literal import literal_config
 from gpt2tasks.outputs import check_output_file, save_atomic
@@ -79,7 +80,7 @@ def combine(ckpts: list[str], out: str, overwrite: bool = False, trust_checkpoin
         raise UserError(f"combine: no checkpoint holds {missing[0]}. Fix: pass every run whose tasks you combine.")
     lean = {k: v for k, v in module.state_dict().items() if v.data_ptr() in trained}
     save_atomic(target, lambda f: torch.save({"gpt2tasks": info, "state_dict": lean}, f))
-    log.info("combined %d checkpoints (%s) -> %s", len(ckpts), ", ".join(info["tasks"]), target)
+    log.info("combine: tasks %s from %d checkpoints", ", ".join(info["tasks"]), len(ckpts))
     return target
 
 
@@ -132,6 +133,8 @@ def _combined_info(infos: list[dict], ckpts: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     def job(options: dict[str, Any], _: list[str]) -> None:
-        print(f"combined into {combine(options['ckpt'], options['out'], options['overwrite'], options[TRUST_KEY])}")
+        target = combine(options["ckpt"], options["out"], options["overwrite"], options[TRUST_KEY])
+        print(done_lines(f"combined {len(options['ckpt'])} checkpoints into one multi-task checkpoint",
+                         [("checkpoint", target)]))
 
     run_command(argv, COMBINE, job)

@@ -439,13 +439,43 @@ def check_epoch_length(cfg: DictConfig, trainer, datamodule) -> None:
     interval = trainer.val_check_interval
     if not _is_int(interval) or trainer.check_val_every_n_epoch is None:
         return
-    datamodule.trainer = trainer  # the batches this rank gets (Lightning sets it again in fit)
-    batches = len(datamodule.train_dataloader())
-    limit = trainer.limit_train_batches
-    batches = min(batches, limit) if _is_int(limit) else int(batches * limit)
+    batches = epoch_batches(trainer, datamodule)
     if interval > batches:
         per = f" on each of {trainer.world_size} devices" if trainer.world_size > 1 else ""
         raise UserError(f"trainer.val_check_interval={interval} is more than the {batches} training batches of an "
                         f"epoch{per} (data.batch_size={cfg.data.batch_size}), so Lightning would refuse it once "
                         f"training started. Fix: trainer.val_check_interval={batches} or less, a fraction of an "
                         "epoch (e.g. 0.5), or trainer.check_val_every_n_epoch=null to count batches across epochs.")
+
+
+def epoch_batches(trainer, datamodule) -> int:
+    """The training batches of an epoch on this rank, as Lightning counts them (after
+    trainer.limit_train_batches). Needs the datamodule set up and the Trainer built."""
+    import logging
+
+    datamodule.trainer = trainer  # the batches this rank gets (Lightning sets it again in fit)
+    datamodules = logging.getLogger("gpt2tasks.datamodules")
+    level = datamodules.level
+    datamodules.setLevel(logging.WARNING)  # counted here; how they are made is said when fit makes them
+    try:
+        batches = len(datamodule.train_dataloader())
+    finally:
+        datamodules.setLevel(level)
+    limit = trainer.limit_train_batches
+    return min(batches, limit) if _is_int(limit) else int(batches * limit)
+
+
+def fit_log_interval(trainer, datamodule) -> None:
+    """trainer.log_every_n_steps longer than an epoch: Lightning would log no training step within
+    an epoch (and warn that the number of training batches is smaller than the logging interval), and
+    the progress lines would wait as long. It is clamped to the epoch's length, said once."""
+    if trainer.fast_dev_run or not trainer.log_every_n_steps:
+        return
+    batches = epoch_batches(trainer, datamodule)
+    if 0 < batches < trainer.log_every_n_steps:
+        import logging
+
+        logging.getLogger("gpt2tasks").info(
+            "trainer.log_every_n_steps=%d is more than the %d training batches of an epoch: logging every %d steps.",
+            trainer.log_every_n_steps, batches, batches)
+        trainer.log_every_n_steps = batches

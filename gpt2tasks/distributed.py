@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2tasks.literal import literal_yaml
+
+if TYPE_CHECKING:
+    from lightning.fabric.plugins.environments import ClusterEnvironment
 
 #: the resolved config (YAML) that a rank Lightning re-launched must run
 RANK_CONFIG_ENV = "GPT2TASKS_RANK_CONFIG"
@@ -70,3 +75,39 @@ def ranks_run(cfg: DictConfig) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def launched_by_srun() -> bool:
+    """Whether SLURM's srun started this process: Lightning's rule (SLURM_NTASKS is set, and the job
+    is not an interactive allocation, whose job name SLURM sets to bash or interactive)."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def cluster_environment(num_nodes: int) -> ClusterEnvironment | None:
+    """The cluster environment of a run on one node that srun did not start, chosen here; None
+    (Lightning detects it) under srun, and for several nodes.
+
+    Lightning looks for SLURM itself and, wherever an `srun` command is installed but did not start
+    this process (a SLURM login node, an interactive shell, a machine with SLURM's client tools),
+    warns "The `srun` command is available on your system but is not used" -- for every run, though
+    on one node nothing needs srun. So on one node the environment is chosen in Lightning's order
+    without SLURM (torchrun's, LSF's, MPI's when they started the process, else Lightning's own).
+    Lightning asks SLURM again at each fit/validate/test/predict started without a checkpoint path
+    (whether SLURM's requeue left an hpc checkpoint to load), which repeats the hint: that exact
+    warning is silenced here, and only here -- where it says nothing about the run. Several nodes
+    without srun keep Lightning's detection and its hint: their processes are started by a launcher,
+    and a forgotten srun is then the likely mistake."""
+    from lightning.fabric.plugins.environments import (LightningEnvironment, LSFEnvironment, MPIEnvironment,
+                                                       TorchElasticEnvironment)
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    one_node = not launched_by_srun() and num_nodes == 1
+    # the latest run of this process decides (a later run on several nodes gets the hint back)
+    warnings.filterwarnings("ignore" if one_node else "default", category=PossibleUserWarning,
+                            message="The `srun` command is available on your system but is not used")
+    if not one_node:
+        return None
+    for environment in (TorchElasticEnvironment, LSFEnvironment, MPIEnvironment):
+        if environment.detect():
+            return environment()
+    return LightningEnvironment()

@@ -15,6 +15,7 @@ from typing import Any
 # torch, lightning and gpt2tasks.build are imported where used: `eval --help` answers without them.
 from gpt2tasks import runfile
 from gpt2tasks.cli import Command, Option, run_command
+from gpt2tasks.console import done_lines, format_metrics
 from gpt2tasks.outputs import check_output_file, prediction_path, write_metrics, write_predictions
 
 EVAL = Command(
@@ -25,9 +26,10 @@ EVAL = Command(
      Option("overwrite", "bool", False, "replace an existing output="),
      Option("task", metavar="<name>", help="one task of a multi-task checkpoint (default: every task)"),
      Option(runfile.TRUST_KEY, "bool", False, "load a checkpoint holding more than plain data (see below)")),
-    about="""Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the metrics as
-JSON. key=value overrides apply to the run's saved config, e.g. data.validation_file=<file>
-data.test_file=<file> data.eval_batch_size=64 precision=bf16-mixed trainer.accelerator=cpu.
+    about="""Re-evaluates a gpt2tasks checkpoint on its validation (and test) data and prints the task's headline
+metrics (a `Done.` line, as train ends), then every metric as JSON. key=value overrides apply to the
+run's saved config, e.g. data.validation_file=<file> data.test_file=<file> data.eval_batch_size=64
+precision=bf16-mixed trainer.accelerator=cpu.
 It runs on one device, whatever the run trained on (metrics do not depend on the device count).
 Only the eval sets are read (the training file need not exist here). The run's own eval files keep
 its data.max_eval_samples (so its metrics are reproduced); a file given here is scored whole unless
@@ -45,10 +47,11 @@ USAGE = EVAL.usage()
 def inference_trainer(cfg, single_device: bool = True, **extra: Any) -> L.Trainer:
     """The Trainer of eval and predict: no logger, no checkpoints (+ `extra` keywords); settings it
     refuses (e.g. trainer.accelerator=gpu without a GPU) are a UserError naming the keys, as in train."""
-    from gpt2tasks.build import trainer_from_kwargs
+    from gpt2tasks.build import trainer_with_progress
 
-    return trainer_from_kwargs({**inference_trainer_kwargs(cfg, single_device), "logger": False,
-                                "enable_checkpointing": False, **extra})
+    # a terminal gets the bars of validation and test; a log file (no terminal) no redrawn bar
+    return trainer_with_progress(cfg, {**inference_trainer_kwargs(cfg, single_device), "logger": False,
+                                       "enable_checkpointing": False, **extra})
 
 
 def inference_trainer_kwargs(cfg, single_device: bool = True) -> dict[str, Any]:
@@ -81,6 +84,13 @@ def evaluate(ckpt: str, overrides: list[str] = (), output: str | None = None, ta
     An eval file given in `overrides` is scored whole unless they also set data.max_eval_samples;
     the run's own files keep the run's limit (runfile.named_eval_sets). `output` gets the metrics
     and, per set, `<set>/rows` (and `<set>/rows_in_file` where a limit cut the set)."""
+    return _evaluated(ckpt, overrides, output, task, trust_checkpoint, overwrite)[:2]
+
+
+def _evaluated(ckpt: str, overrides: list[str], output: str | None, task: str | None, trust_checkpoint: bool,
+               overwrite: bool) -> tuple[dict[str, float], dict[str, tuple[int, int, str | None]], dict[str, float]]:
+    """evaluate's (metrics, rows), and the headline of the metrics (TaskModule.headline: what `eval`
+    prints first)."""
     from gpt2tasks.build import restore
 
     if output:
@@ -100,7 +110,7 @@ def evaluate(ckpt: str, overrides: list[str] = (), output: str | None = None, ta
                               overwrite)
         write_metrics(Path(output), {**metrics, **row_counts(rows)})
         write_predictions(Path(output).parent, predictions)
-    return metrics, rows
+    return metrics, rows, module.headline(metrics, str(cfg.task.monitor))
 
 
 def score(cfg, module, datamodule) -> dict[str, float]:
@@ -148,9 +158,12 @@ def describe_rows(rows: dict[str, tuple[int, int, str | None]]) -> str:
 
 def main(argv: list[str]) -> None:
     def job(options: dict[str, Any], overrides: list[str]) -> None:
-        metrics, rows = evaluate(options["ckpt"], overrides, options["output"], options["task"],
-                                 options[runfile.TRUST_KEY], options["overwrite"])
-        print(describe_rows(rows))
+        metrics, rows, headline = _evaluated(options["ckpt"], overrides, options["output"], options["task"],
+                                             options[runfile.TRUST_KEY], options["overwrite"])
+        output = options["output"] and Path(options["output"]).expanduser().absolute()
+        print(done_lines(format_metrics(headline), [("checkpoint", Path(options["ckpt"]).expanduser().absolute()),
+                                                    ("output", output)]))
+        print(describe_rows(rows))  # then every metric, as JSON (metrics.json's keys)
         print(json.dumps(metrics, indent=2))
 
     run_command(argv, EVAL, job)

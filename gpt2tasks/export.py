@@ -108,7 +108,6 @@ def export(options: ExportOptions) -> Path:
     module.eval()
     with staging_dir(out, options.overwrite) as tmp:
         export_tasks(module, cfg, info, task, Path(options.ckpt), options, tmp, scores)
-    log.info("exported %s -> %s", options.ckpt, out)
     if options.push_to_hub:
         push(out, options.hub_repo_id, options.hub_private, options.hub_commit_message, token)
     return out
@@ -633,4 +632,11 @@ def push(folder: Path, repo_id: str, private: bool, message: str, token: str) ->
 
 
 def main(argv: list[str]) -> None:
-    run_command(argv, EXPORT, lambda options, _: print(f"exported to {export(ExportOptions(**options))}"))
+    from gpt2tasks.console import done_lines
+
+    def job(options: dict[str, Any], _: list[str]) -> None:
+        out = export(ExportOptions(**options))
+        print(done_lines(f"exported {Path(options['ckpt']).expanduser().absolute()} as a Hugging Face folder",
+                         [("folder", out), ("pushed", options["hub_repo_id"] if options["push_to_hub"] else None)]))
+
+    run_command(argv, EXPORT, job)

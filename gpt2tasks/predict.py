@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpt2tasks.cli import Command, Option, run_command
+from gpt2tasks.console import done_lines
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import check_output_file, save_atomic
 from gpt2tasks.runfile import TRUST_KEY
@@ -100,7 +101,8 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
                                                  trust_checkpoint=trust_checkpoint)
     module.predict_options = check_options(type(module), cfg.task.kind, options or {})
     total = datamodule.count_predict_rows(input)  # every reading error before any work
-    log.info("predict: %d rows of %s with %s (%s), %d at a time", total, input, ckpt, cfg.task.kind, chunk_rows)
+    log.info("predict: %d rows of %s with %s (%s), %d at a time", total, Path(input).expanduser().absolute(),
+             Path(ckpt).expanduser().absolute(), cfg.task.kind, chunk_rows)
 
     # Lightning's bar would start over for every chunk: the progress of the whole file is ours.
     trainer = inference_trainer(cfg, single_device=not sets_devices(overrides), enable_progress_bar=False)
@@ -116,7 +118,7 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
     def predict_chunks(out: IO[bytes] | None) -> int:
         done = 0
         for first in datamodule.predict_chunks(input, chunk_rows):
-            trainer.predict(module, dataloaders=datamodule.predict_dataloader(), return_predictions=False)
+            trainer.predict(module, dataloaders=Batches(datamodule.predict_dataloader()), return_predictions=False)
             rows = module.predict_rows(module.predicted, datamodule)
             if out is not None:
                 examples = datamodule.examples[PREDICT]
@@ -131,8 +133,26 @@ def predict(ckpt: str, input: str, output: str, overrides: Sequence[str] = (), b
         return predict_chunks(None)
     written: list[int] = []
     save_atomic(output_path, lambda out: written.append(predict_chunks(out)))
-    log.info("predict: wrote %d lines to %s", written[0], output_path)
     return written[0]
+
+
+class Batches:
+    """A DataLoader's batches as a plain iterable, for `trainer.predict`. Lightning rebuilds every
+    DataLoader it is given to predict, to record the rows of each batch for its prediction writers
+    (lightning.pytorch.utilities.data._update_dataloader). It cannot rebuild ours -- a batch sampler
+    that deals length-sorted batches to this rank (batching.RankBatchSampler) -- so it used it as
+    it is and warned that it cannot make sure the sampler drops no row (`drop_last`). predict needs
+    neither: RankBatchSampler never drops a row, and every output carries its row's index (`idx`).
+    Lightning takes an iterable that is not a DataLoader as it is."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def sets_devices(overrides: Sequence[str]) -> bool:
@@ -226,12 +246,18 @@ def kind_options() -> list[Option]:
 
 
 def main(argv: list[str]) -> None:
+    from gpt2tasks.distributed import is_rank_zero
+
     def job(options: dict[str, Any], _: list[str]) -> None:
         check_paths(options["input"], options["output"], options["overwrite"])  # fail fast, before the heavy imports
         given, overrides = PREDICT.parse(argv, more=kind_options())  # again, now with the kinds' options
-        predict(options["ckpt"], options["input"], options["output"], overrides, batch_size=options["batch_size"],
-                overwrite=options["overwrite"], task=options["task"], trust_checkpoint=options[TRUST_KEY],
-                chunk_rows=options["chunk_rows"], progress_every=options["progress_every"],
-                options={key: value for key, value in given.items() if key not in options})
+        lines = predict(options["ckpt"], options["input"], options["output"], overrides,
+                        batch_size=options["batch_size"], overwrite=options["overwrite"], task=options["task"],
+                        trust_checkpoint=options[TRUST_KEY], chunk_rows=options["chunk_rows"],
+                        progress_every=options["progress_every"],
+                        options={key: value for key, value in given.items() if key not in options})
+        if is_rank_zero():
+            print(done_lines(f"predicted {lines:,} rows: one JSON line each, in input order",
+                             [("output", Path(options["output"]).expanduser().absolute())]))
 
     run_command(argv, PREDICT, job)

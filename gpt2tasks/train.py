@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from gpt2tasks import distributed, multitask, outputs, signals
-from gpt2tasks.config import check_epoch_length, validate_config
+from gpt2tasks.config import check_epoch_length, fit_log_interval, validate_config
+from gpt2tasks.console import done_lines, format_metrics
 from gpt2tasks.literal import literal_yaml
 from gpt2tasks.errors import UserError
 
@@ -117,6 +118,7 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
     trainer = build_trainer(cfg, logger=logger, callbacks=all_callbacks, default_root_dir=str(output_dir),
                             **quiet, **({"enable_checkpointing": False} if debug else {}))
     check_epoch_length(cfg, trainer, datamodule)  # trainer.val_check_interval needs the batches of an epoch
+    fit_log_interval(trainer, datamodule)  # trainer.log_every_n_steps: at most an epoch
     resume.check_can_continue(saved, trainer, source,
                               has_metrics=(output_dir / "metrics.json").exists() if cfg.resume else True)
 
@@ -163,7 +165,7 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
     if debug:
         if trainer.is_global_zero:
             outputs.remove_if_empty(output_dir)  # Hydra made it; nothing was written to it
-            shown = "  ".join(f"{k}={v:.4f}" for k, v in module.headline(metrics).items())
+            shown = format_metrics(module.headline(metrics, str(cfg.task.monitor)))
             print(f"\nfast_dev_run: a debug run of {int(cfg.trainer.fast_dev_run)} batch(es) per stage; nothing was "
                   f"written (no config.yaml, checkpoint, metrics.json or plots).\n  metrics of those batches "
                   f"(not a result): {shown}")
@@ -174,7 +176,8 @@ def _train(cfg: DictConfig, callbacks: Sequence[Callback], output_dir: Path, ran
         outputs.write_predictions(output_dir, getattr(module, "latest_predictions", {}))
         report_run(trainer, cfg, module, metrics, output_dir)  # plots/*.png, hyperparameters in the logger
         last = outputs.checkpoints_dir(output_dir) / "last.ckpt"
-        _report(output_dir, best, module.headline(metrics), trainer.global_step, cfg.task.monitor,
+        headline = module.headline(metrics, str(cfg.task.monitor))  # metrics.json has every metric
+        _report(output_dir, best, headline, trainer.global_step, cfg.task.monitor,
                 validated=str(cfg.task.monitor) in metrics, last=str(last) if last.exists() else None)
     return metrics
 
@@ -252,17 +255,12 @@ def _report(output_dir: Path, best: str | None, metrics: dict[str, float], final
         weights = f"from {Path(last).name}: the final weights" if last else "from the final weights"
         why = "validated at the end; checkpoint.save_top_k=0 keeps no best" if validated else "no validation ran"
         scored = f"{weights}, step {final_step}: {why}"
-    shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    lines = [f"\nDone. {shown}",
-             f"  run:        {output_dir}",
-             f"  config:     {output_dir / 'config.yaml'}",
-             f"  metrics:    {output_dir / 'metrics.json'} ({scored})"]
-    if ckpt:
-        lines += [f"  checkpoint: {ckpt}", f"  re-evaluate: python -m gpt2tasks eval ckpt={ckpt}"]
-    else:
-        lines.append("  checkpoint: none saved (checkpoint.save_last=false; "
-                     f"{'checkpoint.save_top_k=0' if validated else 'no validation chose a best'})")
-    print("\n".join(lines))
+    why_none = "checkpoint.save_top_k=0" if validated else "no validation chose a best"
+    print(done_lines(format_metrics(metrics), [
+        ("run", output_dir), ("config", output_dir / "config.yaml"),
+        ("metrics", f"{output_dir / 'metrics.json'} ({scored})"),
+        ("checkpoint", ckpt or f"none saved (checkpoint.save_last=false; {why_none})"),
+        ("re-evaluate", f"python -m gpt2tasks eval ckpt={ckpt}" if ckpt else None)]))
 
 
 def _saved_step(path: str) -> int | str:
@@ -279,6 +277,7 @@ def main() -> None:
 
     from gpt2tasks import plugins, sweep
     from gpt2tasks.cli import quiet_known_noise, run_and_report
+    from gpt2tasks.console import setup_logging
     from gpt2tasks.keys import check_overrides
     from gpt2tasks.resources import CONF_DIR, register_resolvers
 
@@ -287,6 +286,7 @@ def main() -> None:
     if spawned is not None:
         # Lightning re-launched this command line as another rank: run rank 0's config, not a new
         # Hydra composition of the arguments (see gpt2tasks/distributed.py).
+        setup_logging()
         quiet_known_noise()
         run_and_report(lambda: train(spawned))
         return
@@ -305,6 +305,7 @@ def main() -> None:
         # In a -m sweep every job gets its own folder; Hydra knows it, the config does not.
         hydra_cfg = HydraConfig.get()
         cfg.output_dir = hydra_cfg.runtime.output_dir
+        setup_logging()  # every command's console format (conf/config.yaml leaves Hydra's job logging off)
         quiet_known_noise()
         from gpt2tasks.runfile import resume_base
 

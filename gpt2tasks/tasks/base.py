@@ -57,6 +57,8 @@ class EvalSpec:
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     eval_sets: list[str] = field(default_factory=lambda: ["val"])  # one per val dataloader, in order
     options: dict[str, Any] = field(default_factory=dict)  # the kind's `eval_options`, from task.*
+    # task.monitor ("val/accuracy"): the one eval metric the progress bar shows (None: none)
+    monitor: str | None = None
 
 
 class TaskModule(L.LightningModule):
@@ -121,6 +123,12 @@ class TaskModule(L.LightningModule):
         plots.confusion's {"confusion": counts, "labels": class names, ...} (bounded whatever the
         number of classes); {} for kinds without any."""
         return {}
+
+    #: the kind's main metrics (names within an eval set), in the order the final lines of `train`
+    #: and `eval` show them, after the monitored one and before the task's other task.metrics
+    #: (empty: task.metrics alone, as for classification). Every other metric (NER's per-type
+    #: <TYPE>_f1, QA's HasAns_/NoAns_ splits, losses) is in metrics.json and the eval JSON.
+    headline_metrics: tuple[str, ...] = ()
 
     #: kinds with a fixed metric set: the names task.metrics may list, and what else is reported
     metric_names: tuple[str, ...] = ()
@@ -282,14 +290,19 @@ class TaskModule(L.LightningModule):
         # loss: the mean of per-example losses, unless compute_metrics returns its own (LM: per token)
         return {"loss": float(outputs["loss"].mean()), **self.compute_metrics(outputs, eval_set)}
 
-    def publish(self, metrics: dict[str, float], prog_bar: bool = False) -> None:
+    def publish(self, metrics: dict[str, float], shown: str | None = None) -> None:
+        """Log `metrics` (identical on every rank: no sync); the one named `shown` also on the progress
+        bar. One metric at most: a bar's metrics share its line, and a NER run's 20-odd per-type
+        metrics there wrapped the bar to dozens of lines."""
         self.latest_metrics.update(metrics)  # full precision, for metrics.json
-        self.log_dict(metrics, prog_bar=prog_bar, sync_dist=False)  # identical on every rank
+        self.log_dict({k: v for k, v in metrics.items() if k != shown}, sync_dist=False)
+        if shown in metrics:
+            self.log(shown, metrics[shown], prog_bar=True, sync_dist=False)
 
     def _finish(self, prefix_of: list[str]) -> None:
         for i, prefix in enumerate(prefix_of):
             metrics = self.eval_metrics(self._outputs.get(i, []), prefix)
-            self.publish({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=prefix == "val")
+            self.publish({f"{prefix}/{k}": v for k, v in metrics.items()}, shown=self.evaluation.monitor)
         self._outputs = {}
 
     def on_validation_epoch_start(self) -> None:
@@ -360,7 +373,10 @@ class TaskModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # (the RNG states are put back by gpt2tasks.resume.ResumeExactly when training continues)
+        from gpt2tasks.resume import drop_absent_callback_states
+
         self.complete_state_dict(checkpoint)
+        drop_absent_callback_states(self._trainer, checkpoint)
 
     def complete_state_dict(self, checkpoint: dict[str, Any]) -> None:
         """Put back the frozen base weights a lean checkpoint left out: this module was built from
@@ -374,9 +390,14 @@ class TaskModule(L.LightningModule):
         """Task `name`'s own module: a single-task run's module is its one task's."""
         return self
 
-    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
-        """The metrics the end-of-run line shows: all of a single task's."""
-        return metrics
+    def headline(self, metrics: dict[str, float], monitor: str) -> dict[str, float]:
+        """The metrics the final lines of `train` and `eval` show, in order: per eval set (the
+        monitored one, the other validation sets, then test) the monitored metric, the kind's
+        `headline_metrics`, then the task's other task.metrics."""
+        names = dict.fromkeys([monitor.rsplit("/", 1)[-1], *self.headline_metrics, *self.evaluation.metrics])
+        order = dict.fromkeys([monitor.rsplit("/", 1)[0], *self.evaluation.eval_sets, "test"])
+        order.update(dict.fromkeys(sorted({key.rsplit("/", 1)[0] for key in metrics})))  # any other set last
+        return {f"{s}/{n}": metrics[f"{s}/{n}"] for s in order for n in names if f"{s}/{n}" in metrics}
 
     def parameter_summary(self) -> str:
         trainable, total = count_parameters(self.model)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 class LanguageModelingModule(TaskModule):
     metric_names = ("perplexity",)
+    headline_metrics = ("perplexity",)
     metric_note = "loss is the mean NLL per predicted token, perplexity = exp(loss)"
     computes_vocab_logits = True
     eval_options = {"sample_prompts": [], "sample_max_new_tokens": 24, "sample_top_p": 0.9,

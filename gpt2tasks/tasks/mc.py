@@ -36,6 +36,7 @@ class MultipleChoiceModule(TaskModule):
     head_modules = ("multiple_choice_head",)
     min_max_length = 8
     metric_names = ("accuracy",)
+    headline_metrics = ("accuracy",)
     metric_note = "mc_loss is always reported, and lm_loss when task.lm_coef > 0"
     # Loss weights, read from task.*. lm_coef defaults to 0: the auxiliary LM loss costs a vocab-sized
     # softmax per token, and GPT-1 (Radford et al. 2018, sec. 5) found it helps large datasets but

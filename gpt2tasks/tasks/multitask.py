@@ -55,10 +55,13 @@ class MultiTaskModule(TaskModule):
         module.task_datamodule = None  # alone, it reads the datamodule of the Trainer that runs it
         return module
 
-    def headline(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Each task's own monitored metric and the means (metrics.json has the rest)."""
-        return {k: v for k, v in metrics.items()
-                if k.endswith("/mean") or k.split("/")[-1] == self.main_metrics.get(k.split("/")[0])}
+    def headline(self, metrics: dict[str, float], monitor: str) -> dict[str, float]:
+        """The monitored metric, then per split (validation, then test) the mean and each task's own
+        monitored metric (metrics.json has the rest)."""
+        main = [k for k in metrics if k.endswith("/mean") or k.split("/")[-1] == self.main_metrics.get(k.split("/")[0])]
+        split = lambda key: key.split("/")[-2].split("_")[0]  # noqa: E731  (val, val_<name> -> val; test)
+        main.sort(key=lambda k: (k != monitor, split(k) == "test", not k.endswith("/mean")))  # stable: task order
+        return {k: metrics[k] for k in main}
 
     def activate(self, name: str) -> None:
         if self.per_task_adapters:
@@ -109,7 +112,7 @@ class MultiTaskModule(TaskModule):
         if main and self.report_mean:
             weights = {name: self.monitor_weights[name] for name in main}
             score = sum(weights[n] * main[n] for n in main) / max(sum(weights.values()), 1e-12)
-            self.publish({f"{split}/mean": score}, prog_bar=split == "val")
+            self.publish({f"{split}/mean": score}, shown="val/mean")
         self._outputs = {}
 
     @property

@@ -37,6 +37,7 @@ class QAModule(TaskModule):
     head_modules = ("qa_outputs",)
     eval_pad_values = {"start_logits": -np.inf, "end_logits": -np.inf}
     metric_names = ("exact_match", "f1")
+    headline_metrics = ("f1", "exact_match")
     metric_scale = 100.0  # SQuAD's official EM/F1 are percentages
     metric_note = "with task.version_2=true the HasAns_/NoAns_ splits are always reported"
     eval_options = {"version_2": False, "n_best": 20, "max_answer_length": 30, "null_threshold": 0.0}

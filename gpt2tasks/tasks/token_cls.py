@@ -41,6 +41,7 @@ class TokenClsModule(TaskModule):
     min_max_length = 8
     eval_pad_values = {"preds": -100, "labels": -100, "word_ids": -1}
     metric_names = METRICS
+    headline_metrics = ("f1", "precision", "recall")  # entity-level, over all types
     metric_note = "per entity type, <TYPE>_precision/_recall/_f1 are always reported"
     eval_options = {"tag_scheme": "IOB2"}
 
