@@ -632,7 +632,7 @@ def push(folder: Path, repo_id: str, private: bool, message: str, token: str) ->
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.console import done_lines
+    from gpt2tasks.cli import done_lines
 
     def job(options: dict[str, Any], _: list[str]) -> None:
         out = export(ExportOptions(**options))

@@ -675,23 +675,3 @@ def _labels(info: dict) -> Any:
     if "tasks" in info:  # multi-task: each task's kind and label space
         return {name: (t.get("kind"), t.get("label_space")) for name, t in info["tasks"].items()}
     return info.get("label_space")
-
-
-def drop_absent_callback_states(trainer: L.Trainer | None, checkpoint: dict[str, Any]) -> None:
-    """Before Lightning restores callback states: a checkpoint's states of callbacks this run does
-    not have are dropped, with one line saying so. Lightning would warn "Be aware that when using
-    `ckpt_path`, callbacks used to create the checkpoint need to be provided during `Trainer`
-    instantiation. Please add the following callbacks: [...]" -- wrong advice when the run left them
-    out on purpose, e.g. `resume=true early_stopping.patience=null` (early stopping off from here
-    on) or `ckpt_path=` into a new run with another task.monitor. Called from the module's
-    on_load_checkpoint, which Lightning calls before it restores the callbacks."""
-    states = checkpoint.get("callbacks")
-    if trainer is None or not states:
-        return
-    present = {callback.state_key for callback in trainer.callbacks}
-    absent = [key for key in states if key not in present]
-    if absent:
-        log.info("not restored from the checkpoint: the state of %s, which this run does not use (e.g. early "
-                 "stopping with early_stopping.patience=null)", ", ".join(str(key) for key in absent))
-        for key in absent:
-            del states[key]

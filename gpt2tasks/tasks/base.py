@@ -15,6 +15,7 @@ order whatever the batching.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from gpt2tasks.datamodules import packing
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
 from gpt2tasks.strategies import clip_gradients
+
+log = logging.getLogger("gpt2tasks")
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
@@ -373,8 +376,6 @@ class TaskModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # (the RNG states are put back by gpt2tasks.resume.ResumeExactly when training continues)
-        from gpt2tasks.resume import drop_absent_callback_states
-
         self.complete_state_dict(checkpoint)
         drop_absent_callback_states(self._trainer, checkpoint)
 
@@ -402,6 +403,26 @@ class TaskModule(L.LightningModule):
     def parameter_summary(self) -> str:
         trainable, total = count_parameters(self.model)
         return f"{trainable:,} trainable / {total:,} parameters ({100 * trainable / max(total, 1):.2f}%); {lora.describe(self.model)}"
+
+
+def drop_absent_callback_states(trainer: L.Trainer | None, checkpoint: dict[str, Any]) -> None:
+    """Before Lightning restores callback states: a checkpoint's states of callbacks this run does
+    not have are dropped, with one line saying so. Lightning would warn "Be aware that when using
+    `ckpt_path`, callbacks used to create the checkpoint need to be provided during `Trainer`
+    instantiation. Please add the following callbacks: [...]" -- wrong advice when the run left them
+    out on purpose, e.g. `resume=true early_stopping.patience=null` (early stopping off from here
+    on) or `ckpt_path=` into a new run with another task.monitor. Called from the module's
+    on_load_checkpoint, which Lightning calls before it restores the callbacks."""
+    states = checkpoint.get("callbacks")
+    if trainer is None or not states:
+        return
+    present = {callback.state_key for callback in trainer.callbacks}
+    absent = [key for key in states if key not in present]
+    if absent:
+        log.info("not restored from the checkpoint: the state of %s, which this run does not use (e.g. early "
+                 "stopping with early_stopping.patience=null)", ", ".join(str(key) for key in absent))
+        for key in absent:
+            del states[key]
 
 
 def gather_by_idx(parts: list[dict[str, torch.Tensor]], pad_values: dict[str, float] | None = None

@@ -84,7 +84,7 @@ def test_ner_run_shows_its_headline_and_keeps_the_bar_to_one_eval_metric(cfg_fac
 
 # ---- one log format ---------------------------------------------------------------------------------
 def test_one_console_format_for_logs_and_warnings(capsys):
-    from gpt2tasks.console import done_lines, format_metrics, setup_logging
+    from gpt2tasks.cli import done_lines, format_metrics, setup_logging
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
