@@ -201,6 +201,24 @@ def run_trainer(args, model_dir: Path, files: dict[str, Path], dm, out: Path, se
     return score(trainer.model, run_clm_blocks(files["test"], tok, args.block_size)), score(trainer.model, ours_test)
 
 
+def per_word_exponents(files: dict[str, Path], dm) -> tuple[float, float]:
+    """(gpt2tasks, run_clm) exponents e with perplexity per word = perplexity per token ** e.
+
+    Per token, the two streams are different yardsticks (gpt2tasks: documents + eos, blank lines
+    skipped; run_clm: a newline per line and per blank line, the remainder dropped). Per word they
+    are one: e = scored targets / words covered, words = whitespace words + one end of paragraph
+    per document (eos, or the line's newline: the same information), run_clm's scaled by the share
+    of its tokens it keeps."""
+    tok = dm.tokenizer
+    with open(files["test"], encoding="utf-8", newline="") as f:
+        lines = f.readlines()
+    words = sum(len(line.split()) for line in lines) + sum(1 for line in lines if line.strip())
+    ours = sum(len(r["input_ids"]) - 1 for r in dm.datasets["test"].rows)
+    blocks = run_clm_blocks(files["test"], tok, dm.spec.block_size)
+    kept = sum(len(b) for b in blocks) / sum(len(tok(line)["input_ids"]) for line in lines)
+    return ours / words, sum(len(b) - 1 for b in blocks) / (words * kept)
+
+
 def padded_collator(tok):
     import torch
 
@@ -258,6 +276,7 @@ def main() -> None:
             rows.append((seed, ours, theirs, theirs_on_ours, middle - start, time.perf_counter() - middle))
             print(f"seed {seed}: gpt2tasks {ours:.4f}  Trainer {theirs:.4f} (on gpt2tasks' test blocks "
                   f"{theirs_on_ours:.4f})", flush=True)
+        ours_e, theirs_e = per_word_exponents(files, dm)
         unigram = unigram_perplexity((t for r in dm.datasets["train"].rows for t in r["input_ids"]),
                                      (t for r in dm.datasets["test"].rows for t in r["input_ids"]), len(dm.tokenizer))
         print(f"\nunigram baseline (gpt2tasks' test tokens under its training tokens' add-one unigram): {unigram:.1f}")
@@ -272,6 +291,14 @@ def main() -> None:
     if len(rows) > 1:
         cells = [f"{statistics.mean(c):.2f} ± {statistics.stdev(c):.2f}" for c in list(zip(*rows))[1:4]]
         print(f"| mean ± sd | {' | '.join(cells)} | | |")
+    print(f"\nper word (exponents {ours_e:.4f} / {theirs_e:.4f}; see per_word_exponents)\n"
+          "| seed | gpt2tasks | Trainer (run_clm blocks) |\n|---|---|---|")
+    words = [(seed, ours ** ours_e, theirs ** theirs_e) for seed, ours, theirs, *_ in rows]
+    for seed, ours, theirs in words:
+        print(f"| {seed} | {ours:.1f} | {theirs:.1f} |")
+    if len(words) > 1:
+        print("| mean ± sd | " + " | ".join(f"{statistics.mean(c):.1f} ± {statistics.stdev(c):.1f}"
+                                           for c in list(zip(*words))[1:]) + " |")
 
 
 if __name__ == "__main__":
