@@ -134,7 +134,7 @@ def scored_rows(datamodule) -> dict[str, tuple[int, int, str | None]]:
     rows = {}
     for name, part in parts:
         for eval_set, (scored, in_file) in part.scored_rows().items():
-            key = f"{f'tasks.{name}.' if several else ''}data.max_eval_samples={part.row_limit(eval_set)}"
+            key = f"{f'tasks.{name}.' if several else ''}{part.row_limit_key(eval_set)}"
             rows[f"{name}/{eval_set}" if several else eval_set] = (scored, in_file, key if scored < in_file else None)
     return rows
 

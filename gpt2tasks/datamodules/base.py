@@ -107,6 +107,7 @@ class DataSpec:
     cache_dir: str | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    max_val_tokens: int | None = None  # LM: validation sets scored on their first N tokens (datamodules/lm.py)
     # Not a config key: the eval sets (val, val_<name>, test) read whole whatever max_eval_samples
     # says -- `eval` names here the sets whose file its command line gives (runfile.named_eval_sets).
     whole_eval_sets: tuple[str, ...] = ()
@@ -314,6 +315,10 @@ class TaskDataModule(L.LightningDataModule):
         if split == TRAIN:
             return self.spec.max_train_samples
         return None if split in self.spec.whole_eval_sets else self.spec.max_eval_samples
+
+    def row_limit_key(self, split: str) -> str:
+        """The setting that cut an eval set, for the 'scored val: 32 of 300 rows (...)' line."""
+        return f"data.max_eval_samples={self.row_limit(split)}"
 
     def scored_rows(self) -> dict[str, tuple[int, int]]:
         """Per eval set loaded (val, val_<name>, test): (examples scored, examples its file or Hub

@@ -155,10 +155,16 @@ class LanguageModelingModule(TaskModule):
     def check_config(cls, task, data) -> list[str]:
         # data.max_length is not read; the upper bound (the model's n_positions) is checked once
         # the model config is known
+        problems = []
         size = data.block_size
-        if isinstance(size, int) and not isinstance(size, bool) and size >= 2:
-            return []
-        return [f"data.block_size={size!r} must be an integer >= 2 (tokens per row). Fix: e.g. data.block_size=128."]
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 2):
+            problems.append(f"data.block_size={size!r} must be an integer >= 2 (tokens per row). Fix: e.g. "
+                            "data.block_size=128.")
+        budget = data.get("max_val_tokens")
+        if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1):
+            problems.append(f"data.max_val_tokens={budget!r} must be a positive number of tokens, or null to score "
+                            "the whole validation set. Fix: e.g. data.max_val_tokens=65536.")
+        return problems
 
     @staticmethod
     def configure_head(config, label_space) -> None:

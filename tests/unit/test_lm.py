@@ -35,8 +35,8 @@ def datamodule(tmp_path, tokenizer, lines=DOCS, **spec):
 
 
 def documents(tokenizer, lines=DOCS):
-    """(row number, tokens + eos) of each non-empty line."""
-    return [(i, tokenizer(t)["input_ids"] + [tokenizer.eos_token_id]) for i, t in enumerate(lines) if t.strip()]
+    """(document number, tokens + eos) of each non-empty line: blank lines are no documents."""
+    return list(enumerate(tokenizer(t)["input_ids"] + [tokenizer.eos_token_id] for t in lines if t.strip()))
 
 
 def test_packing_covers_every_token_exactly_once(tmp_path, tiny_tokenizer):
@@ -47,7 +47,7 @@ def test_packing_covers_every_token_exactly_once(tmp_path, tiny_tokenizer):
     assert [t for b in blocks for t in b["input_ids"]] == stream  # in order, none lost or repeated
     assert [len(b["input_ids"]) for b in blocks[:-1]] == [8] * (len(blocks) - 1)
     assert 1 <= len(blocks[-1]["input_ids"]) <= 8 and len(stream) % 8 != 0  # the short last block is kept
-    # `example` = the row (line) of the document a block starts in; idx = the block's own number
+    # `example` = the document a block starts in; idx = the block's own number
     starts = [i for i, d in docs for _ in d]
     assert [b["example"] for b in blocks] == [starts[8 * k] for k in range(len(blocks))]
     assert [b["idx"] for b in blocks] == list(range(len(blocks)))
@@ -146,6 +146,51 @@ def test_bad_input_messages(tmp_path, tiny_tokenizer, caplog):
         dm.setup("fit")
 
 
+def test_max_samples_count_documents_not_blank_lines(tmp_path, tiny_tokenizer):
+    # DOCS' second and fourth lines are blank: the first 2 documents are lines 1 and 3, the first 3
+    # add line 5, whatever the blank lines between them.
+    dm = datamodule(tmp_path, tiny_tokenizer, block_size=1024, max_train_samples=2, max_eval_samples=3)
+    docs = [d for _, d in documents(tiny_tokenizer)]
+    assert [len(dm.examples[s]) for s in ("train", "val")] == [2, 3]
+    assert dm.datasets["train"].rows[0]["input_ids"] == docs[0] + docs[1]
+    assert dm.datasets["val"].rows[0]["input_ids"] == docs[0] + docs[1] + docs[2]
+    assert dm.rows_in_source["val"] == 4  # documents in the file, for "scored val: 3 of 4 rows"
+    # the same for a JSONL text column: a row with empty text is no document either
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"text": ""}\n{"text": "one doc ."}\n{"text": null}\n{"text": "two docs ."}\n{"text": "three ."}\n')
+    dm = LanguageModelingDataModule(DataSpec(train_file=str(path), validation_file=str(path), max_train_samples=2,
+                                             cache_dir=str(tmp_path / "c3")), tiny_tokenizer)
+    dm.setup("fit")
+    assert [r["text"] for r in dm.examples["train"]] == ["one doc .", "two docs ."]
+
+
+def test_validation_is_cut_to_max_val_tokens_and_test_is_scored_whole(tmp_path, tiny_tokenizer):
+    from gpt2tasks.evaluation import describe_rows, scored_rows
+
+    path = tmp_path / "train.txt"
+    path.write_text("\n".join(DOCS) + "\n")
+    stream = sum(len(d) for _, d in documents(tiny_tokenizer))
+
+    def setup(**spec):
+        dm = LanguageModelingDataModule(DataSpec(train_file=str(path), validation_file=str(path), test_file=str(path),
+                                                 block_size=8, cache_dir=str(tmp_path / "cache"), **spec), tiny_tokenizer)
+        dm.setup("fit")
+        return dm
+
+    dm = setup(max_val_tokens=20)  # blocks of 8: the first two (16 tokens) fit, a third would make 24
+    assert [len(r["input_ids"]) for r in dm.datasets["val"].rows] == [8, 8]
+    assert sum(len(r["input_ids"]) for r in dm.datasets["test"].rows) == stream  # test: every token
+    assert dm.datasets["train"].rows == setup().datasets["train"].rows  # training untouched
+    dm.setup("fit")  # Lightning calls setup again: the cut stays the same
+    assert len(dm.datasets["val"].rows) == 2
+    # documents scored (the second block ends inside document 1), and the line that says why
+    assert len(dm.examples["val"]) == dm.datasets["val"].rows[-1]["example"] + 1 < len(dm.examples["test"])
+    assert f"(data.max_val_tokens=20: 16 of {stream} tokens)" in describe_rows(scored_rows(dm))
+    assert len(setup(max_val_tokens=4).datasets["val"].rows) == 1  # at least one block
+    whole = setup(max_val_tokens=20, whole_eval_sets=("val",))  # `eval` with a validation file on its command line
+    assert sum(len(r["input_ids"]) for r in whole.datasets["val"].rows) == stream
+
+
 def test_block_size_is_checked_before_any_data_is_read(cfg_factory, tmp_path):
     from gpt2tasks.train import train
 
@@ -153,7 +198,9 @@ def test_block_size_is_checked_before_any_data_is_read(cfg_factory, tmp_path):
         train(cfg_factory("task=sample_lm", "data.block_size=2048", output_dir=tmp_path / "big"))
     with pytest.raises(UserError, match=r"data.block_size=1 must be an integer >= 2"):
         train(cfg_factory("task=sample_lm", "data.block_size=1", output_dir=tmp_path / "small"))
-    assert not (tmp_path / "big").exists() and not (tmp_path / "small").exists()
+    with pytest.raises(UserError, match=r"data.max_val_tokens=0 must be a positive number of tokens, or null"):
+        train(cfg_factory("task=sample_lm", "data.max_val_tokens=0", output_dir=tmp_path / "none"))
+    assert not any((tmp_path / name).exists() for name in ("big", "small", "none"))
 
 
 def test_line_by_line_is_part_of_the_cache_key(tmp_path, tiny_tokenizer):
