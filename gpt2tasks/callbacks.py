@@ -231,12 +231,12 @@ def report_run(trainer: L.Trainer, cfg, module, metrics: dict[str, float], outpu
     if history is not None:
         best = kept_checkpoint(trainer)
         if multitask.is_multitask(cfg):  # each task's pictures, from its own module's evaluation
-            tasks = {name: plots.TaskPlots(str(section.task.kind), str(section.task.monitor),
+            tasks = {name: plots.TaskPlots(module.tasks[name].pictures, str(section.task.monitor),
                                            module.tasks[name].latest_diagnostics)
                      for name, section in cfg.tasks.items()}
             data = plots.multitask_picture_data(tasks, str(cfg.task.monitor), history, metrics, best)
         else:
-            data = plots.picture_data(str(cfg.task.kind), str(cfg.task.monitor), history, metrics,
+            data = plots.picture_data(getattr(module, "pictures", None), str(cfg.task.monitor), history, metrics,
                                       getattr(module, "latest_diagnostics", {}), best)
         folder = Path(output_dir) / plots.PLOTS_DIR
         figures = plots.write_pictures(folder, data, plots.run_name(cfg))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,21 +133,26 @@ def run_name(cfg) -> str:
     return f"{model}-{cfg.task.name}"
 
 
+# A kind's own pictures (TaskModule.pictures): (prefix, curves' numbers, evals, metrics) -> {picture: numbers}
+KindPictures = Callable[[str, dict, Any, dict], dict]
+
+
 @dataclass
 class TaskPlots:
     """What the pictures of one task of a multi-task run need besides the run's history."""
 
-    kind: str  # its task kind, e.g. "seq_cls"
+    pictures: KindPictures  # its module's `pictures`
     monitor: str  # its own monitored metric as a single-task run names it, e.g. "val/accuracy"
     diagnostics: dict[str, dict]  # its module's `latest_diagnostics`
 
 
-def picture_data(kind: str, monitor: str, history, metrics: dict[str, float],
+def picture_data(kind_pictures: KindPictures | None, monitor: str, history, metrics: dict[str, float],
                  diagnostics: dict[str, dict], best: dict[str, Any] | None = None) -> dict[str, Any]:
     """What each picture of a single-task run shows: {picture name: its numbers}. `best`: the
-    checkpoint the run keeps ({"checkpoint", "step", "monitor", "value"}), marked on the curves."""
+    checkpoint the run keeps ({"checkpoint", "step", "monitor", "value"}), marked on the curves;
+    `kind_pictures`: the task module's `pictures`."""
     train = [(step, loss) for step, loss, _ in history.train]
-    data = task_pictures(kind, "", train, history.evals, metrics, diagnostics, monitor, best)
+    data = task_pictures("", train, history.evals, metrics, diagnostics, monitor, best, kind_pictures)
     data["curves"]["lr"] = [lr for _, _, lr in history.train]
     return data
 
@@ -163,8 +169,8 @@ def multitask_picture_data(tasks: dict[str, TaskPlots], monitor: str, history, m
         "monitor": monitor, "monitor_step": steps, "monitor_value": values, "best": best}}
     for name, task in tasks.items():
         train = [(step, loss) for step, trained, loss in history.task_train if trained == name]
-        own = task_pictures(task.kind, f"{name}/", train, history.evals, metrics, task.diagnostics,
-                            f"{name}/{task.monitor}", best)
+        own = task_pictures(f"{name}/", train, history.evals, metrics, task.diagnostics,
+                            f"{name}/{task.monitor}", best, task.pictures)
         data["curves"]["tasks"][name] = {k: own["curves"][k] for k in TASK_LOSS_KEYS}
         data.update({f"{name}/{picture}": numbers for picture, numbers in own.items()})
     return data
@@ -174,33 +180,46 @@ def multitask_picture_data(tasks: dict[str, TaskPlots], monitor: str, history, m
 TASK_LOSS_KEYS = ("step", "train_loss_smoothed", "val_loss_step", "val_loss")
 
 
-def task_pictures(kind: str, prefix: str, train: list[tuple[int, float]], evals, metrics: dict[str, float],
-                  diagnostics: dict[str, dict], monitor: str, best: dict[str, Any] | None) -> dict[str, Any]:
+def task_pictures(prefix: str, train: list[tuple[int, float]], evals, metrics: dict[str, float],
+                  diagnostics: dict[str, dict], monitor: str, best: dict[str, Any] | None,
+                  kind_pictures: KindPictures | None = None) -> dict[str, Any]:
     """The pictures of one task: its `curves` (the training loss of `train`, [(step, loss)], the
-    validation loss and `monitor` at every validation of `evals`) and those of its kind. `prefix`
-    starts the task's metric names: "" in a single-task run, "<task>/" in a multi-task one."""
+    validation loss and `monitor` at every validation of `evals`), the confusion matrix when its
+    module's diagnostics have one, and those its kind adds (`kind_pictures`: the task module's
+    `pictures`). `prefix` starts the task's metric names: "" in a single-task run, "<task>/" in a
+    multi-task one."""
     data: dict[str, Any] = {"curves": curves(train, evals, f"{prefix}val/loss", monitor, best)}
     val = diagnostics.get("val", {})  # the module's `diagnostics` of the validation set (`confusion`)
     if "confusion" in val:
         data["confusion_matrix"] = confusion_picture(val)
-        labels = list(val["labels"])
-        if kind == "seq_cls":
-            data["class_report"] = class_report(np.asarray(val["confusion"]), labels[:-1] if "other" in val else labels)
-    if kind == "token_cls":
-        report = entity_report(metrics, f"{prefix}val")
-        if len(report) > MAX_CLASSES:  # the types with the most true entities
-            log.info("plots: entity report of the %d entity types with the most entities (of %d)", MAX_CLASSES,
-                     len(report))
-            top = sorted(report, key=lambda name: -report[name]["support"])[:MAX_CLASSES]
-            report = {name: report[name] for name in report if name in top}
-        if report:
-            data["entity_report"] = report
-    if kind == "lm":
-        steps, values = validations(evals, f"{prefix}val/perplexity")
-        smoothed = data["curves"]["train_loss_smoothed"]
-        data["perplexity"] = {"step": steps, "val_perplexity": values, "train_step": data["curves"]["step"],
-                              "train_perplexity_smoothed": [math.exp(min(v, 50.0)) for v in smoothed]}
+    if kind_pictures is not None:
+        data.update(kind_pictures(prefix, data["curves"], evals, metrics))
     return data
+
+
+def class_report_picture(val: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The per-class report of a (bounded) confusion diagnostics: its folded last row left out."""
+    labels = list(val["labels"])
+    return class_report(np.asarray(val["confusion"]), labels[:-1] if "other" in val else labels)
+
+
+def entity_picture(metrics: dict[str, float], eval_set: str) -> dict[str, dict[str, float]]:
+    """The entity report of `eval_set`, bounded to the MAX_CLASSES types with the most true entities."""
+    report = entity_report(metrics, eval_set)
+    if len(report) > MAX_CLASSES:
+        log.info("plots: entity report of the %d entity types with the most entities (of %d)", MAX_CLASSES,
+                 len(report))
+        top = sorted(report, key=lambda name: -report[name]["support"])[:MAX_CLASSES]
+        report = {name: report[name] for name in report if name in top}
+    return report
+
+
+def perplexity_picture(curves_data: dict[str, Any], evals, metric: str) -> dict[str, Any]:
+    """Validation perplexity (`metric`) at each validation, and exp of the smoothed training loss."""
+    steps, values = validations(evals, metric)
+    smoothed = curves_data["train_loss_smoothed"]
+    return {"step": steps, "val_perplexity": values, "train_step": curves_data["step"],
+            "train_perplexity_smoothed": [math.exp(min(v, 50.0)) for v in smoothed]}
 
 
 def curves(train: list[tuple[int, float]], evals, loss: str, monitor: str, best: dict[str, Any] | None

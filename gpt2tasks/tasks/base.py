@@ -127,6 +127,13 @@ class TaskModule(L.LightningModule):
         number of classes); {} for kinds without any."""
         return {}
 
+    def pictures(self, prefix: str, curves: dict[str, Any], evals, metrics: dict[str, float]) -> dict[str, Any]:
+        """The kind's own pictures beside the curves and the confusion matrix (plots.task_pictures):
+        {picture name: its numbers}, from the run's final `metrics`, the validations' `evals`
+        ([(step, metrics)]), the curves' numbers and `self.latest_diagnostics`. `prefix` starts
+        this task's metric names ("" alone, "<task>/" in a multi-task run). None by default."""
+        return {}
+
     #: the kind's main metrics (names within an eval set), in the order the final lines of `train`
     #: and `eval` show them, after the monitored one and before the task's other task.metrics
     #: (empty: task.metrics alone, as for classification). Every other metric (NER's per-type

@@ -30,6 +30,7 @@ from transformers.utils import logging as hf_logging
 
 from gpt2tasks import compat
 from gpt2tasks.lm_loss import IGNORE_INDEX, compiled_linear_cross_entropy, linear_cross_entropy
+from gpt2tasks.plots import perplexity_picture
 from gpt2tasks.strategies import shards_parameters
 from gpt2tasks.tasks.base import TaskModule
 
@@ -107,6 +108,10 @@ class LanguageModelingModule(TaskModule):
             out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, pad_token_id=pad_id,
                                       num_beams=1, **how)  # (B, W + new'), new' <= new when all rows ended
         return {"new_tokens": out[:, width:]}
+
+    def pictures(self, prefix: str, curves: dict[str, Any], evals, metrics: dict[str, float]) -> dict[str, Any]:
+        """Validation perplexity at each validation beside exp of the smoothed training loss."""
+        return {"perplexity": perplexity_picture(curves, evals, f"{prefix}val/perplexity")}
 
     def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
         """The continuation text of each prompt, up to (not including) the first eos: the document

@@ -17,7 +17,7 @@ from scipy.special import expit, softmax
 from gpt2tasks.datamodules.labels import MULTI, REGRESSION
 from gpt2tasks.datamodules.packing import unpack
 from gpt2tasks.metrics import MULTI_LABEL_THRESHOLD, available_metrics, check_metric_names, compute_metrics
-from gpt2tasks.plots import confusion
+from gpt2tasks.plots import class_report_picture, confusion
 from gpt2tasks.tasks.base import TaskModule
 
 
@@ -79,6 +79,11 @@ class SeqClsModule(TaskModule):
         names = [id2label[i] for i in range(len(id2label))]
         preds = outputs["logits"].argmax(-1)
         return confusion(outputs["labels"], preds, names)
+
+    def pictures(self, prefix: str, curves: dict[str, Any], evals, metrics: dict[str, float]) -> dict[str, Any]:
+        """Single-label runs: precision/recall/F1 per class of the validation set's confusion."""
+        val = self.latest_diagnostics.get("val", {})
+        return {"class_report": class_report_picture(val)} if "confusion" in val else {}
 
     def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
         """Single-label: the argmax label + softmax scores per class; multi-label: the classes whose

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from gpt2tasks.datamodules.base import PREDICT
 from gpt2tasks.datamodules.packing import unpack
 from gpt2tasks.errors import UserError
-from gpt2tasks.plots import confusion
+from gpt2tasks.plots import confusion, entity_picture
 from gpt2tasks.tasks.base import TaskModule
 
 METRICS = ("precision", "recall", "f1", "accuracy")
@@ -88,6 +88,11 @@ class TokenClsModule(TaskModule):
         true = np.array([t for e in sorted(golds) for t in golds[e]], dtype=np.int64)
         pred = np.array([t for e in sorted(golds) for t in preds[e]], dtype=np.int64)
         return confusion(true, pred, names, what="word tags")
+
+    def pictures(self, prefix: str, curves: dict[str, Any], evals, metrics: dict[str, float]) -> dict[str, Any]:
+        """Entity-level precision/recall/F1 per entity type, from the run's validation metrics."""
+        report = entity_picture(metrics, f"{prefix}val")
+        return {"entity_report": report} if report else {}
 
     def predict_rows(self, outputs: dict[str, np.ndarray], datamodule) -> list[dict[str, Any]]:
         """One tag per input word (its first sub-token's prediction, across windows) and the entity
