@@ -127,21 +127,27 @@ class RawSplit:
     lines: list[int] | None = None  # the file line each row starts on, when the format has lines
     labelled: bool = True  # false for `predict` inputs: encode_rows leaves the labels out
     first: int = 0  # the file's row number of rows[0] (a chunk of a `predict` input)
+    numbers: list[int] | None = None  # the source's row number of each row, when they are a subset of it
 
     def subset(self, ids: list[int], tag: str, key: str | None = None) -> RawSplit:
         """The rows `ids` as a split of their own, in file order; `tag` says which rows (cache key)."""
         ids = sorted(ids)
         lines = [self.lines[i] for i in ids] if self.lines else None
-        return RawSplit([self.rows[i] for i in ids], f"{self.identity}:{tag}", key or self.key, self.where, lines)
+        return RawSplit([self.rows[i] for i in ids], f"{self.identity}:{tag}", key or self.key, self.where, lines,
+                        numbers=[self.number(i) for i in ids])
+
+    def number(self, i: int) -> int:
+        """The source's row number (from 0) of row i."""
+        return self.numbers[i] if self.numbers is not None else self.first + i
 
     def locate(self, i: int) -> str:
         """Where row i is, for error messages: 'line 17' in a file, else 'row 17 (from 0)'."""
-        return f"line {self.lines[i]}" if self.lines else f"row {self.first + i} (counting from 0)"
+        return f"line {self.lines[i]}" if self.lines else f"row {self.number(i)} (counting from 0)"
 
     def locate_rows(self, rows: list[int], shown: int = 5) -> str:
         """Where some rows are: 'lines 3, 17 and 20', 'lines 3, 5, 8, 9, 12 and 40 more', or rows
         counted from 0 when the format has no lines."""
-        first = [str(self.lines[i]) if self.lines else str(self.first + i) for i in rows[:shown]]
+        first = [str(self.lines[i]) if self.lines else str(self.number(i)) for i in rows[:shown]]
         listed = (", ".join(first[:-1]) + " and " + first[-1]) if len(first) > 1 else first[0]
         if len(rows) > shown:
             listed = f"{', '.join(first)} and {len(rows) - shown} more"

@@ -118,3 +118,21 @@ def test_rows_alone_keep_the_former_hold_out(tmp_path, tiny_tokenizer):
     random.Random(5).shuffle(order)
     assert texts(dm, "val") == [f"row {i:02d}" for i in sorted(order[:8])]
     assert texts(dm) == [f"row {i:02d}" for i in sorted(order[8:])]
+
+
+def test_errors_name_the_rows_of_the_source_not_of_the_subset(tmp_path, tiny_tokenizer):
+    # a nested SQuAD JSON has no lines: rows are named by their number in the file, also after a draw
+    import json
+
+    paragraphs = [{"context": f"Paragraph {i} says it is here.",
+                   "qas": [{"id": f"q{i}", "question": "Where is it?", "answers": [{"text": "here", "answer_start": 20}]}]}
+                  for i in range(30)]
+    paragraphs[18]["context"] = ""  # refused by encode_rows, which sees the drawn rows only
+    (tmp_path / "train.json").write_text(json.dumps({"data": [{"title": "article", "paragraphs": paragraphs}]}))
+    dm = QADataModule(DataSpec(train_file=str(tmp_path / "train.json"), validation_file=str(tmp_path / "train.json"),
+                               cache_dir=str(tmp_path / "cache"), max_length=48, doc_stride=8, max_question_length=16,
+                               max_train_samples=12, sample_strategy="random", sample_seed=1), tiny_tokenizer)
+    drawn = sorted(random.Random(1).sample(range(30), 12))
+    assert 18 in drawn and drawn.index(18) != 18
+    with pytest.raises(UserError, match=r"data.train_file=.*, row 18 \(counting from 0\): empty data.context_column"):
+        dm.setup("fit")
