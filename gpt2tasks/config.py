@@ -102,11 +102,16 @@ def task_problems(cfg: DictConfig) -> list[str]:
     need(data.eval_batch_size is None or (_is_int(data.eval_batch_size) and data.eval_batch_size >= 1),
          f"data.eval_batch_size={data.eval_batch_size!r} must be a positive integer or null.")
     need(_is_int(data.num_workers) and data.num_workers >= 0, "data.num_workers must be >= 0.")
+    strategy = data.get("sample_strategy", "first")  # a config saved before the key existed: its default
+    need(strategy in ("first", "random"),
+         f"data.sample_strategy={strategy!r} must be first (the first max_*_samples rows) or random (that many "
+         "rows drawn with data.sample_seed).")
     need(data.validation_fraction is None or (_is_number(data.validation_fraction) and 0 < data.validation_fraction < 1),
          f"data.validation_fraction={data.validation_fraction!r} must be between 0 and 1.")
     from gpt2tasks.datamodules.base import DataSpec
 
-    checked = ("batch_size", "max_length", "eval_batch_size", "num_workers", "validation_fraction", "block_size")
+    checked = ("batch_size", "max_length", "eval_batch_size", "num_workers", "validation_fraction", "block_size",
+               "sample_strategy")
     typed = typed_problems(cfg, "data", DataSpec)
     problems += [p for p in typed if p.split("=")[0].removeprefix("data.") not in checked]  # those: above
     if not typed:  # ranges of the values that have the right type

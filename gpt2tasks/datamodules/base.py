@@ -67,6 +67,9 @@ class DataSpec:
     validation_split: str | None = "validation"
     test_split: str | None = None
     validation_fraction: float | None = None  # hold out part of train when there is no validation set
+    # rows with the same value here stay on one side of that hold-out (e.g. SQuAD's `title`: no article
+    # of the validation set in training); null: each row alone (QA: each context, see qa.py)
+    validation_group_column: str | None = None
     column_names: list[str] | None = None  # for headerless CSV/TSV files
     text_column: str = "text"
     text_pair_column: str | None = None
@@ -108,6 +111,10 @@ class DataSpec:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_val_tokens: int | None = None  # LM: validation sets scored on their first N tokens (datamodules/lm.py)
+    # which rows max_*_samples keeps: "first" (the file's first N) or "random" (N drawn with
+    # sample_seed, kept in file order: the same rows on every rank and every run with that seed)
+    sample_strategy: str = "first"
+    sample_seed: int = 0
     # Not a config key: the eval sets (val, val_<name>, test) read whole whatever max_eval_samples
     # says -- `eval` names here the sets whose file its command line gives (runfile.named_eval_sets).
     whole_eval_sets: tuple[str, ...] = ()
@@ -122,15 +129,27 @@ class RawSplit:
     lines: list[int] | None = None  # the file line each row starts on, when the format has lines
     labelled: bool = True  # false for `predict` inputs: encode_rows leaves the labels out
     first: int = 0  # the file's row number of rows[0] (a chunk of a `predict` input)
+    numbers: list[int] | None = None  # the source's row number of each row, when they are a subset of it
+
+    def subset(self, ids: list[int], tag: str, key: str | None = None) -> RawSplit:
+        """The rows `ids` as a split of their own, in file order; `tag` says which rows (cache key)."""
+        ids = sorted(ids)
+        lines = [self.lines[i] for i in ids] if self.lines else None
+        return RawSplit([self.rows[i] for i in ids], f"{self.identity}:{tag}", key or self.key, self.where, lines,
+                        numbers=[self.number(i) for i in ids])
+
+    def number(self, i: int) -> int:
+        """The source's row number (from 0) of row i."""
+        return self.numbers[i] if self.numbers is not None else self.first + i
 
     def locate(self, i: int) -> str:
         """Where row i is, for error messages: 'line 17' in a file, else 'row 17 (from 0)'."""
-        return f"line {self.lines[i]}" if self.lines else f"row {self.first + i} (counting from 0)"
+        return f"line {self.lines[i]}" if self.lines else f"row {self.number(i)} (counting from 0)"
 
     def locate_rows(self, rows: list[int], shown: int = 5) -> str:
         """Where some rows are: 'lines 3, 17 and 20', 'lines 3, 5, 8, 9, 12 and 40 more', or rows
         counted from 0 when the format has no lines."""
-        first = [str(self.lines[i]) if self.lines else str(self.first + i) for i in rows[:shown]]
+        first = [str(self.lines[i]) if self.lines else str(self.number(i)) for i in rows[:shown]]
         listed = (", ".join(first[:-1]) + " and " + first[-1]) if len(first) > 1 else first[0]
         if len(rows) > shown:
             listed = f"{', '.join(first)} and {len(rows) - shown} more"
@@ -301,9 +320,10 @@ class TaskDataModule(L.LightningDataModule):
         if self.label_space is None:
             self.label_space = self.fit_label_space(raw[TRAIN].rows)
         for split, part in usable.items():
-            self.examples[split] = part.rows[:self.row_limit(split)] if self.row_limit(split) else part.rows
             self.rows_in_source[split] = len(part.rows)
-            self.datasets[split] = self._tokenize(split, self.examples[split], part)
+            part = self.sample(part, self.row_limit(split))
+            self.examples[split] = part.rows
+            self.datasets[split] = self._tokenize(split, part)
         self.eval_sets = [s for s in self.datasets if s.startswith(VAL)]
         if need_train and self.packs:
             self.packed_layout()  # refuses a data.max_tokens_per_row the data does not fit, before training
@@ -319,6 +339,19 @@ class TaskDataModule(L.LightningDataModule):
     def row_limit_key(self, split: str) -> str:
         """The setting that cut an eval set, for the 'scored val: 32 of 300 rows (...)' line."""
         return f"data.max_eval_samples={self.row_limit(split)}"
+
+    def sample(self, part: RawSplit, limit: int | None) -> RawSplit:
+        """The rows of `part` that max_*_samples=`limit` keeps (all when None): its first `limit`, or
+        with data.sample_strategy=random `limit` rows drawn with data.sample_seed (then kept in file
+        order). Only the seed, the limit and the split's rows decide: every rank, and every run of
+        the same config, gets the same rows (config.yaml records both keys; resume refuses a change)."""
+        n = len(part.rows)
+        if limit is None or limit >= n:
+            return part.subset(range(n), f"all {n} rows")
+        if self.spec.sample_strategy == "random":
+            ids = random.Random(self.spec.sample_seed).sample(range(n), limit)
+            return part.subset(ids, f"random {limit} rows, seed {self.spec.sample_seed}")
+        return part.subset(range(limit), f"first {limit} rows")
 
     def scored_rows(self) -> dict[str, tuple[int, int]]:
         """Per eval set loaded (val, val_<name>, test): (examples scored, examples its file or Hub
@@ -369,27 +402,47 @@ class TaskDataModule(L.LightningDataModule):
         require_columns(part.rows, self.required_columns(labelled=True), part.where, part.key)
         return True
 
+    def holdout_group(self, row: dict) -> Any:
+        """What keeps rows together in data.validation_fraction's hold-out: the value of
+        data.validation_group_column (None: the row is a group of its own)."""
+        column = self.spec.validation_group_column
+        return row[column] if column else None
+
     def _hold_out(self, train: RawSplit) -> tuple[RawSplit, RawSplit]:
-        order = list(range(len(train.rows)))
+        """(train, validation) from the training rows: data.validation_fraction of them, drawn as
+        whole groups (holdout_group), so no group is seen on both sides."""
+        column = self.spec.validation_group_column
+        if column:
+            require_columns(train.rows, {"data.validation_group_column": column}, train.where, train.key)
+        groups: dict[Any, list[int]] = {}
+        for i, row in enumerate(train.rows):
+            value = self.holdout_group(row)
+            groups.setdefault(("row", i) if value is None else ("value", str(value)), []).append(i)
+        order = list(groups.values())  # first-seen order: the same on every rank
         random.Random(self.seed).shuffle(order)
-        n_val = max(1, int(len(order) * self.spec.validation_fraction))
-        tag = f"{train.identity}:holdout:{self.spec.validation_fraction}:{self.seed}"
+        wanted = max(1, int(len(train.rows) * self.spec.validation_fraction))
+        held: list[int] = []
+        taken = 0
+        while len(held) < wanted and taken < len(order) - 1:  # at least one group stays for training
+            held += order[taken]
+            taken += 1
+        if not held:
+            raise UserError(f"data.validation_fraction={self.spec.validation_fraction}: all {len(train.rows)} rows of "
+                            f"{train.key}={train.where} are one group (data.validation_group_column={column!r}), so "
+                            "none can be held out without its group in training. Fix: pass data.validation_file, or "
+                            "group by a column with several values.")
+        tag = f"holdout:{self.spec.validation_fraction}:{column}:{self.seed}"
+        kept = [i for group in order[taken:] for i in group]
+        return (train.subset(kept, tag + ":train"),
+                train.subset(held, tag + ":val", "data.validation_fraction"))
 
-        def pick(ids: list[int], suffix: str, key: str) -> RawSplit:
-            ids = sorted(ids)
-            lines = [train.lines[i] for i in ids] if train.lines else None
-            return RawSplit([train.rows[i] for i in ids], tag + suffix, key, train.where, lines)
-
-        return pick(order[n_val:], ":train", train.key), pick(order[:n_val], ":val", "data.validation_fraction")
-
-    def _tokenize(self, split: str, rows: list[dict], part: RawSplit) -> ListDataset:
+    def _tokenize(self, split: str, part: RawSplit) -> ListDataset:
         import datasets  # heavy import, only when data is actually prepared
 
-        columns = self.encode_rows(rows, part)
-        columns["example"] = list(range(len(rows)))
+        columns = self.encode_rows(part.rows, part)
+        columns["example"] = list(range(len(part.rows)))
         tokenize, batch_size = self.tokenize_batch, self.map_batch_size
-        identity = f"{part.identity}:first {len(rows)} rows"
-        fingerprint = self._fingerprint(identity, split)  # max_*_samples cut
+        fingerprint = self._fingerprint(part.identity, split)  # which rows: sample() and _hold_out tag it
         cache_dir = Path(self.spec.cache_dir or default_cache_dir()) / "tokenized"
         cache_dir.mkdir(parents=True, exist_ok=True)
         ds = datasets.Dataset.from_dict(columns)

@@ -74,6 +74,11 @@ class QADataModule(TaskDataModule):
     def fit_label_space(self, rows: list[dict]) -> LabelSpace:
         return LabelSpace(QUESTION_ANSWERING, [])
 
+    def holdout_group(self, row: dict) -> Any:
+        # A context's questions stay together in data.validation_fraction's hold-out: a validation
+        # question whose paragraph was trained on (under another question) is scored on seen text.
+        return super().holdout_group(row) if self.spec.validation_group_column else row[self.spec.context_column]
+
     # ---- examples -> columns ------------------------------------------------------------------
     def example_id(self, row: dict, i: int) -> str:
         return str(row.get(self.spec.id_column, i))

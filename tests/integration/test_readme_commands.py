@@ -1,7 +1,9 @@
-"""The documented `python -m gpt2tasks ...` commands run as written (with a step cap appended).
+"""The `python -m gpt2tasks ...` commands of the user-facing documents (README.md, docs/reference.md,
+docs/recipes.md) run as written (with a step cap appended).
 
-Every command in a code block or inline code of README.md, docs/reference.md and
-docs/recipes.md is collected. Templates (`<...>`, `...`) are skipped.
+Every command in a code block or inline code is collected. Templates (`<...>`, `...`) are skipped.
+The docs name a user's own files (`data.train_file=path/to/SST-2/train.tsv`): each such folder is
+one of ../shared/datasets here (LOCAL_COPIES), and a `path/to/` the table lacks fails the test.
 Commands that need the Hub (a GPT-2 size preset without local weights, a GLUE preset without files)
 or GPUs are composed with `--cfg job` instead (their keys and groups must exist); those that read
 ../shared/datasets are skipped when it is absent. Training runs get
@@ -27,12 +29,33 @@ HUB_TASKS = tuple(p.stem for p in sorted((REPO / "conf" / "task").glob("*.yaml")
                   if ((yaml.safe_load(p.read_text()) or {}).get("data") or {}).get("hub_path"))
 
 
+# The placeholder folders the documents give -> their copies in ../shared/datasets
+LOCAL_COPIES = {
+    "path/to/SST-2/": "sst2/",
+    "path/to/conll2003/": "conll2003/",
+    "path/to/squad/": "squad_v1.1/",
+    "path/to/codah/": "codah/cv_split/fold_0/",
+    "path/to/wikitext-2/": "wikitext-2/",
+    "path/to/gpt2_tokenizer": "gpt2_tokenizer",
+    # WikiText-2's own file names: only its valid and test files are shared (its SOURCE.md)
+    "path/to/wiki.train.tokens": "wikitext-2/valid.txt",
+    "path/to/wiki.valid.tokens": "wikitext-2/valid.txt",
+    "path/to/wiki.test.tokens": "wikitext-2/test.txt",
+}
 # the user-facing documents (benchmark write-ups quote commands mid-sentence, as prose)
-DOCUMENTS = [REPO / "README.md", REPO / "docs" / "reference.md", REPO / "docs" / "recipes.md"]
+DOCUMENTS = ("README.md", "docs/reference.md", "docs/recipes.md")
+
+
+def local_copies(command: str) -> str:
+    """The command with each placeholder folder replaced by its copy in ../shared/datasets."""
+    for placeholder, copy in LOCAL_COPIES.items():
+        command = command.replace(placeholder, f"{SHARED_DATASETS}/{copy}")
+    assert "path/to/" not in command, f"a placeholder path LOCAL_COPIES does not map: {command}"
+    return command
 
 
 def readme_commands() -> list[str]:
-    text = "\n".join(path.read_text() for path in DOCUMENTS)
+    text = "\n".join((REPO / name).read_text() for name in DOCUMENTS)
     found = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = block.replace("\\\n", " ")
@@ -63,7 +86,7 @@ def needs(args: list[str]) -> set[str]:
             what.add("hub")
     if keys.get("trainer") == "fsdp" or (int(keys.get("trainer.devices", 1)) > 1 and keys.get("trainer.accelerator") != "cpu"):
         what.add("gpu")
-    if any("../shared" in a for a in args):
+    if any("../shared" in a or str(SHARED_DATASETS) in a for a in args):
         what.add("shared")
     return what
 
@@ -72,8 +95,11 @@ COMMANDS = readme_commands()
 
 
 def test_the_readme_commands_are_found():
-    # the examples this test exists for: they must stay documented, and be picked up
+    # the examples this test exists for: they must stay documented, be picked up, and name only
+    # placeholder folders that map to a local copy
     joined = "\n".join(COMMANDS)
+    for command in COMMANDS:
+        local_copies(command)
     for expected in ("task=sst2 model=tiny", "task=wikitext2", "multitask.tasks=[sst2,conll2003]",
                      "python -m gpt2tasks train peft=lora", "python -m gpt2tasks --help"):
         assert expected in joined, expected
@@ -82,7 +108,7 @@ def test_the_readme_commands_are_found():
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs(command, tmp_path):
-    args = shlex.split(command)[3:]  # after "python -m gpt2tasks"
+    args = shlex.split(local_copies(command))[3:]  # after "python -m gpt2tasks"
     what = needs(args)
     if "shared" in what and not SHARED_DATASETS.exists():
         pytest.skip(f"needs {SHARED_DATASETS}")

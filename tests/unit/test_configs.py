@@ -213,6 +213,8 @@ def test_a_key_of_another_task_kind_is_refused_after_composition():
     ("data.group_by_length=maybe", "data.group_by_length='maybe' must be true/false"),
     ("data.max_train_samples=0", "data.max_train_samples=0 must be a positive integer or null"),
     ("data.max_eval_samples=abc", "data.max_eval_samples='abc' must be an integer or null"),
+    ("data.sample_strategy=last", "data.sample_strategy='last' must be first (the first max_*_samples rows) or random"),
+    ("data.sample_seed=abc", "data.sample_seed='abc' must be an integer"),
     ("data.column_names=abc", "data.column_names='abc' must be a list of strings or null"),
     ("data.pad_to_multiple_of=0", "data.pad_to_multiple_of=0 must be a positive integer or null"),
     ("optim.betas=[0.9]", "optim.betas=[0.9] must be a list of 2 numbers"),
