@@ -49,7 +49,8 @@ def trained(tmp_path_factory):
 
 # Runs in a fresh interpreter that must not import gpt2tasks: what a user without it has.
 # argv: export folder, task kind, a JSON file {"inputs": model inputs, "rows": pipeline inputs,
-# "snippet": the model card's code, run last as a user copying it would, in a namespace of its own}.
+# "snippet" (optional): the model card's code, run last as a user copying it would, in a namespace
+# of its own}.
 CHECK = r"""
 import json, sys
 import torch, transformers
@@ -82,9 +83,10 @@ elif kind == "lm":
     pipe = pipeline("text-generation", model=folder)
     out["texts"] = [pipe(r, max_new_tokens=8, do_sample=False, return_full_text=False,
                          add_special_tokens=True)[0]["generated_text"] for r in rows]
-card = {}
-exec(request["snippet"], card)
-out["card_names"] = sorted(n for n in ("pipe", "model", "tokenizer") if n in card)
+if "snippet" in request:
+    card = {}
+    exec(request["snippet"], card)
+    out["card_names"] = sorted(n for n in ("pipe", "model", "tokenizer") if n in card)
 out["imported_gpt2tasks"] = any(m.startswith("gpt2tasks") for m in sys.modules)
 print(json.dumps(out))
 """
