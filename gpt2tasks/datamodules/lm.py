@@ -20,8 +20,8 @@ validation file does not make every validation slow; the test split is always sc
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import accumulate, chain
