@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpt2tasks import multitask
-from gpt2tasks.cli import Command, Option, run_command
-from gpt2tasks.cli import done_lines
+from gpt2tasks.cli import Command, Option, done_lines, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.literal import literal_config
 from gpt2tasks.outputs import check_output_file, save_atomic

@@ -14,8 +14,7 @@ from typing import Any
 
 # torch, lightning and gpt2tasks.build are imported where used: `eval --help` answers without them.
 from gpt2tasks import runfile
-from gpt2tasks.cli import Command, Option, run_command
-from gpt2tasks.cli import done_lines, format_metrics
+from gpt2tasks.cli import Command, Option, done_lines, format_metrics, run_command
 from gpt2tasks.outputs import check_output_file, prediction_path, write_metrics, write_predictions
 
 EVAL = Command(

@@ -32,7 +32,7 @@ import yaml
 # torch, peft, gpt2tasks.build and the kind registry (gpt2tasks.tasks) are imported where used:
 # `export --help` answers without them.
 from gpt2tasks import multitask, runfile
-from gpt2tasks.cli import Command, Option, run_command
+from gpt2tasks.cli import Command, Option, done_lines, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.literal import literal_config
 from gpt2tasks.outputs import (EXPORT_MARKER, MULTITASK_EXPORT_TITLE, check_writable, current_umask, is_export,
@@ -632,8 +632,6 @@ def push(folder: Path, repo_id: str, private: bool, message: str, token: str) ->
 
 
 def main(argv: list[str]) -> None:
-    from gpt2tasks.cli import done_lines
-
     def job(options: dict[str, Any], _: list[str]) -> None:
         out = export(ExportOptions(**options))
         print(done_lines(f"exported {Path(options['ckpt']).expanduser().absolute()} as a Hugging Face folder",

@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from gpt2tasks.cli import Command, Option, run_command
-from gpt2tasks.cli import done_lines
+from gpt2tasks.cli import Command, Option, done_lines, run_command
 from gpt2tasks.errors import UserError
 from gpt2tasks.outputs import check_output_file, save_atomic
 from gpt2tasks.runfile import TRUST_KEY

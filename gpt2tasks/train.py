@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from gpt2tasks import distributed, multitask, outputs, signals
-from gpt2tasks.config import check_epoch_length, fit_log_interval, validate_config
 from gpt2tasks.cli import done_lines, format_metrics
+from gpt2tasks.config import check_epoch_length, fit_log_interval, validate_config
 from gpt2tasks.literal import literal_yaml
 from gpt2tasks.errors import UserError
 
@@ -276,8 +276,7 @@ def main() -> None:
     from hydra.types import RunMode
 
     from gpt2tasks import plugins, sweep
-    from gpt2tasks.cli import quiet_known_noise, run_and_report
-    from gpt2tasks.cli import setup_logging
+    from gpt2tasks.cli import quiet_known_noise, run_and_report, setup_logging
     from gpt2tasks.keys import check_overrides
     from gpt2tasks.resources import CONF_DIR, register_resolvers
 
