@@ -197,8 +197,12 @@ def run_plots(ckpt: Path, of_run: bool = True, task: str | None = None) -> list[
     """The run's pictures (plots/*.png beside checkpoints/; a task of a multi-task run: its own,
     plots/<task>/*.png), or [] when there are none; those of the run's final evaluation only when
     the exported weights are the ones it scored (`of_run`)."""
-    folder = ckpt.expanduser().absolute().parent.parent / PLOTS_DIR
-    pictures = sorted((folder / task if task else folder).glob("*.png"))
+    plots = ckpt.expanduser().absolute().parent.parent / PLOTS_DIR
+    folder = plots / task if task else plots
+    if plots.is_symlink() or folder.is_symlink():
+        return []  # not the run's own pictures: a link could point anywhere (and an export may be pushed)
+    # regular files only, never through a link: the export copies their bytes, and may push them
+    pictures = sorted(p for p in folder.glob("*.png") if p.is_file() and not p.is_symlink())
     return [p for p in pictures if of_run or p.name in HISTORY_PICTURES]
 
 

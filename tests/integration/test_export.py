@@ -228,6 +228,26 @@ def test_a_single_task_checkpoint_keeps_the_single_task_format(trained):
     assert {".".join(k.split(".")[:2]) for k in checkpoint["state_dict"]} == {"model.transformer", "model.score"}
 
 
+def test_the_export_copies_the_run_pictures_but_never_through_a_link(trained, tmp_path):
+    """A picture that is a link (to any file) is not the run's: its bytes never reach the export."""
+    run = trained("sample_sentiment")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a picture of this run")
+    original = run / "plots" / "class_report.png"
+    kept = original.read_bytes()
+    original.unlink()
+    original.symlink_to(secret)
+    try:
+        out = tmp_path / "export"
+        export(ExportOptions(ckpt=str(run / "checkpoints" / "best.ckpt"), out=str(out)))
+        copied = {p.name: p.read_bytes() for p in out.rglob("*.png")}
+        assert "curves.png" in copied and "class_report.png" not in copied
+        assert all(b"not a picture" not in data for data in copied.values())
+    finally:
+        original.unlink()
+        original.write_bytes(kept)  # the module-scoped run stays as the other tests expect it
+
+
 def test_lora_exports_merged_and_as_adapter_with_equal_outputs(trained, tiny_gpt2_dir, tmp_path):
     run = trained("sample_sentiment", "peft=lora", f"model.name_or_path={tiny_gpt2_dir}")
     ckpt = run / "checkpoints" / "best.ckpt"
