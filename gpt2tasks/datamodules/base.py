@@ -38,7 +38,7 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from gpt2tasks import compat
-from gpt2tasks.datamodules.batching import Collator, LengthGroupedSampler, RankBatchSampler, longest_sequence
+from gpt2tasks.datamodules.batching import BatchSource, Collator, LengthGroupedSampler, longest_sequence
 from gpt2tasks.datamodules.files import content_digest, iter_records, require_columns
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.datamodules.packing import PackedCollator, PackedSampler, default_layout
@@ -502,9 +502,7 @@ class TaskDataModule(L.LightningDataModule):
                                    self.padded_fields, skip=self.unbatched_fields)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_sampler=RankBatchSampler(self.sampler(split, train)),
-                          collate_fn=self.collator(), num_workers=self.spec.num_workers,
-                          persistent_workers=self.spec.num_workers > 0)
+        return BatchSource(self.sampler(split, train), self.collator()).loader(self.datasets[split], self.spec.num_workers)
 
     @property
     def packs(self) -> bool:
@@ -522,11 +520,14 @@ class TaskDataModule(L.LightningDataModule):
                             "default (max(longest row, 128)).")
         return default_layout(lengths, self.spec.batch_size, self.n_positions, limit)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_batches(self) -> BatchSource:
+        """This rank's training batches: packed (data.pack_examples, packing.py) or padded. Both this
+        task's train_dataloader and a multi-task run's mixer take them from here, so a task trains
+        on the same batches alone or among others."""
         if not self.packs:
             if self.spec.pack_examples and not self.packable:  # on by default: lm and mc batch their own way
                 log.debug("data.pack_examples does not apply to %s: padded batches.", type(self).__name__)
-            return self._loader(TRAIN, train=True)
+            return BatchSource(self.sampler(TRAIN, train=True), self.collator())
         rank, world = self._world()
         rows, row_len = self.packed_layout()
         lengths = [len(r["input_ids"]) for r in self.datasets[TRAIN].rows]
@@ -541,8 +542,10 @@ class TaskDataModule(L.LightningDataModule):
                      "needs.", sampler.num_batches, row_len)
         collator = PackedCollator(self.collator(), row_len, self.tokenizer.pad_token_id,
                                   rows=rows if self.static_shapes else None, multiple=self.spec.pad_to_multiple_of or 1)
-        return DataLoader(self.datasets[TRAIN], batch_sampler=RankBatchSampler(sampler), collate_fn=collator,
-                          num_workers=self.spec.num_workers, persistent_workers=self.spec.num_workers > 0)
+        return BatchSource(sampler, collator)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.train_batches().loader(self.datasets[TRAIN], self.spec.num_workers)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(name, train=False) for name in self.eval_sets]

@@ -9,11 +9,13 @@ seeded order, so no DistributedSampler is needed and shards never overlap.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -98,11 +100,20 @@ class LengthGroupedSampler(Sampler[int]):
         return sum(len(b) for b in self.rank_batches())
 
 
+class RankSampler(Protocol):
+    """What a DataLoader and the multi-task mixer need of a sampler: this rank's batches of the
+    epoch set last (LengthGroupedSampler, packing.PackedSampler)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def rank_batches(self) -> list[list[int]]: ...
+
+
 class RankBatchSampler(BatchSampler):
     """Yields a LengthGroupedSampler's batches as they are (never re-chunked: a repeated partial
     eval batch stays its own batch). `.sampler` is where Lightning calls `set_epoch`."""
 
-    def __init__(self, sampler: LengthGroupedSampler):
+    def __init__(self, sampler: RankSampler):
         self.sampler = sampler
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -112,6 +123,21 @@ class RankBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         return len(self.sampler.rank_batches())
+
+
+@dataclass
+class BatchSource:
+    """A split's batches on this rank: which rows (`sampler`) and how they become tensors (`collate`).
+    A task's DataLoader is made from it here, and a multi-task run's mixer interleaves the same
+    sources (datamodules/multitask.py), so the batches a task trains on alone and among others are
+    made in one place."""
+
+    sampler: RankSampler
+    collate: Callable[[list[dict]], dict]
+
+    def loader(self, dataset: Dataset, num_workers: int = 0) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=RankBatchSampler(self.sampler), collate_fn=self.collate,
+                          num_workers=num_workers, persistent_workers=num_workers > 0)
 
 
 def _deal_evenly(batches: list[list[int]], world_size: int, lengths: torch.Tensor | None = None) -> list[list[int]]:
