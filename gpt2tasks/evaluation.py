@@ -128,14 +128,9 @@ def scored_rows(datamodule) -> dict[str, tuple[int, int, str | None]]:
     run): (rows scored, rows its file holds, the key that cut it or None)."""
     from gpt2tasks.datamodules.multitask import MultiTaskDataModule
 
-    several = isinstance(datamodule, MultiTaskDataModule)
-    parts = datamodule.tasks.items() if several else [("", datamodule)]
-    rows = {}
-    for name, part in parts:
-        for eval_set, (scored, in_file) in part.scored_rows().items():
-            key = f"{f'tasks.{name}.' if several else ''}{part.row_limit_key(eval_set)}"
-            rows[f"{name}/{eval_set}" if several else eval_set] = (scored, in_file, key if scored < in_file else None)
-    return rows
+    if not isinstance(datamodule, MultiTaskDataModule):  # one task's own datamodule: a run of that task
+        datamodule = MultiTaskDataModule({"": datamodule}, named_tasks=False)
+    return datamodule.eval_rows()
 
 
 def row_counts(rows: dict[str, tuple[int, int, str | None]]) -> dict[str, int]:

@@ -143,21 +143,21 @@ class MultiTaskDataModule(L.LightningDataModule):
     the eval batches are the task's own, without `task` (the plan says whose they are).
     `named_tasks`: whether the run's config holds each task under `tasks.<name>` (`task=multitask`,
     even with one task): data file keys are then `tasks.<name>.data.*` and eval sets `<name>/val`;
-    otherwise (a single-task config) `data.*` and `val`, as a single-task run has always reported
-    them (resume compares the file keys with the checkpoint's). Default: named when there are
-    several tasks.
+    false for a single-task config: `data.*` and `val`, as a single-task run has always reported
+    them (resume compares the file keys with the checkpoint's). A flag, not the number of tasks:
+    a `task=multitask` run of one task keeps its `tasks.<name>` keys and `<name>/` metrics.
     """
 
     def __init__(self, tasks: dict[str, TaskDataModule], sampling: str = "proportional",
-                 temperature: float = 2.0, seed: int = 0, named_tasks: bool | None = None):
+                 temperature: float = 2.0, seed: int = 0, named_tasks: bool = True):
         super().__init__()
         if not tasks:
             raise ValueError("a run has at least one task")
-        if named_tasks is False and len(tasks) > 1:
+        if not named_tasks and len(tasks) > 1:
             raise ValueError(f"{len(tasks)} tasks need named_tasks: their keys would collide")
         self.tasks = tasks
         self.sampling, self.temperature, self.seed = sampling, temperature, seed
-        self.named_tasks = len(tasks) > 1 if named_tasks is None else named_tasks
+        self.named_tasks = named_tasks
 
     def setup(self, stage: str | None = None) -> None:
         for dm in self.tasks.values():

@@ -74,7 +74,8 @@ def test_one_task_gives_the_task_own_batches(kind, pack, world, tmp_path, tiny_t
     task = sample_datamodule(kind, tmp_path, tiny_tokenizer, pack)
     # what packs: seq_cls, token_cls and qa with data.pack_examples; lm's blocks are never padded
     assert task.packs == (pack and kind in ("seq_cls", "token_cls", "qa"))
-    run = MultiTaskDataModule({"only": task}, sampling="uniform", seed=11)  # one task: any rule is the identity
+    # one task: any rule is the identity
+    run = MultiTaskDataModule({"only": task}, sampling="uniform", seed=11, named_tasks=False)
     for rank in range(world):
         on_rank(run, rank, world)
         mixed = run.train_dataloader()  # hands the task its rank first
@@ -162,17 +163,16 @@ def test_keys_and_names_of_one_task_are_a_single_task_run_s(tmp_path, tiny_token
     task = sample_datamodule("seq_cls", tmp_path, tiny_tokenizer, pack=True)
     digests = task.file_digests
     assert set(digests) == {"data.train_file", "data.validation_file", "data.test_file"}
-    alone = MultiTaskDataModule({"sample_sentiment": task})  # derived: one task
-    assert not alone.named_tasks and alone.file_digests == digests
+    alone = MultiTaskDataModule({"sample_sentiment": task}, named_tasks=False)  # a single-task config
+    assert alone.file_digests == digests
     assert alone.describe() == task.describe()
     cut = "data.max_eval_samples=20"
     assert alone.eval_rows() == {"val": (20, 300, cut), "test": (20, 300, cut)}
     # a task=multitask run of one task keeps the tasks.<name> keys its config has
-    listed = MultiTaskDataModule({"sst": task}, named_tasks=True)
+    listed = MultiTaskDataModule({"sst": task})
     assert listed.file_digests == {f"tasks.sst.{key}": found for key, found in digests.items()}
     assert listed.eval_rows() == {"sst/val": (20, 300, f"tasks.sst.{cut}"), "sst/test": (20, 300, f"tasks.sst.{cut}")}
     assert listed.describe() == f"sst: {task.describe()}"
-    assert MultiTaskDataModule({"a": task, "b": task}).named_tasks
     with pytest.raises(ValueError, match="2 tasks need named_tasks"):
         MultiTaskDataModule({"a": task, "b": task}, named_tasks=False)
 
@@ -188,7 +188,7 @@ def test_the_task_name_rides_to_the_device_with_the_batch(tmp_path, tiny_tokeniz
                         pad_token_id=tiny_tokenizer.pad_token_id)
     SeqClsModule.configure_head(config, task.label_space)
     module = SeqClsModule(GPT2ForSequenceClassification(config), OptimSpec(), EvalSpec())
-    batch = next(iter(MultiTaskDataModule({"reviews": task}).train_dataloader()))
+    batch = next(iter(MultiTaskDataModule({"reviews": task}, named_tasks=False).train_dataloader()))
     moved = module.transfer_batch_to_device(module.on_before_batch_transfer(batch, 0), torch.device("cpu"), 0)
     assert moved["task"] == "reviews" and torch.equal(moved["input_ids"], batch["input_ids"])
     loss, _ = module.step(moved)
