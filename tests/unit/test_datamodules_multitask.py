@@ -72,7 +72,7 @@ def assert_same_batches(ours: list[dict], theirs: list[dict], task: str | None) 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_one_task_gives_the_task_own_batches(kind, pack, world, tmp_path, tiny_tokenizer):
     task = sample_datamodule(kind, tmp_path, tiny_tokenizer, pack)
-    # what packs: seq_cls, token_cls and qa with data.pack_examples; lm's blocks are never padded
+    # what packs: seq_cls, token_cls and qa with data.pack_examples (lm's data.packing cuts blocks; mc never packs)
     assert task.packs == (pack and kind in ("seq_cls", "token_cls", "qa"))
     # one task: any rule is the identity
     run = MultiTaskDataModule({"only": task}, sampling="uniform", seed=11, named_tasks=False)
@@ -125,7 +125,7 @@ def packed(sizes: dict[str, int], rank: int, world: int) -> dict[str, PackedSamp
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_packed_samplers_keep_the_mixer_s_assumptions_over_many_passes(world):
-    # uniform draws the small task ~8 passes a epoch: every pass must have pass 0's count, on every rank
+    # uniform: 19 draws an epoch of the small task's 4 batches, ~5 passes: each must have pass 0's count, on every rank
     sizes = {"big": 200, "small": 23}
     ranks = [TaskMixer(packed(sizes, r, world), "uniform", seed=4) for r in range(world)]
     assert len({len(m) for m in ranks}) == 1
