@@ -122,8 +122,8 @@ def test_trainer_presets_compose_and_build_their_strategy(preset, tmp_path):
     accelerator = "gpu" if preset == "fsdp" else "cpu"
     cfg = compose(f"trainer={preset}", f"trainer.accelerator={accelerator}", "trainer.devices=2", f"output_dir={tmp_path}")
     validate_config(cfg)
-    own = OmegaConf.load(CONF_DIR / "task" / "sample_sentiment.yaml").trainer.max_epochs
-    assert cfg.trainer.max_epochs == own != 3  # the task's own trainer keys still win over the preset's
+    own = OmegaConf.load(CONF_DIR / "recipe" / "sample_sentiment.yaml").trainer.max_epochs
+    assert cfg.trainer.max_epochs == own != 3  # the task's recipe still wins over the trainer preset's
     if preset.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         # optional dependency: one paragraph naming the key and the install command
         with pytest.raises(UserError, match=r"trainer.strategy=deepspeed needs the optional `deepspeed`.*pip install deepspeed"):
