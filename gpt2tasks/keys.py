@@ -63,6 +63,22 @@ def known_keys() -> dict[str, frozenset[str]]:
 
 
 @functools.cache
+def _group_defaults() -> dict[str, str | None]:
+    """conf/config.yaml's config groups -> the option its defaults list picks (None: off unless
+    chosen, e.g. hparams_search)."""
+    entries = yaml.safe_load((CONF_DIR / "config.yaml").read_text()).get("defaults", [])
+    return {group: option for entry in entries if isinstance(entry, dict)
+            for group, option in entry.items() if not group.startswith(("override ", "hydra/"))}
+
+
+def _null_group_problem(group: str) -> str:
+    options = f"conf/{group}/: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}"
+    if _group_defaults()[group] is None:
+        return f"{group}=null: no {group} is the default ({options}). Fix: leave {group}=null out."
+    return f"{group}=null: {group}/ always takes one of its options ({options}). Fix: e.g. {group}={_group_defaults()[group]}."
+
+
+@functools.cache
 def trainer_keywords() -> dict[str, Any]:
     """lightning.Trainer's keyword arguments -> their type hints."""
     import lightning as L
@@ -188,6 +204,9 @@ def check_overrides(argv: list[str]) -> list[str]:
             out.append(arg)
             continue
         if "." not in name and not plus and name in known_keys()[""]:
+            if value == "null" and name in _group_defaults():  # Hydra's answer: a ValueError traceback
+                problems.append(_null_group_problem(name))
+                continue
             out.append(arg)  # a top-level key or a group choice: Hydra checks the option exists
             continue
         problem = unknown_key(name)

@@ -181,6 +181,22 @@ def test_misspelt_keys_of_every_group_name_the_key_meant(arg, meant):
     assert f"Fix: {meant}." in str(err.value)
 
 
+@pytest.mark.parametrize("group, why", [
+    ("recipe", "recipe/ always takes one of its options ({}). Fix: e.g. recipe=default."),
+    ("model", "model/ always takes one of its options ({}). Fix: e.g. model=tiny."),
+    ("hparams_search", "no hparams_search is the default ({}). Fix: leave hparams_search=null out."),
+])
+def test_a_config_group_set_to_null_is_refused_naming_its_options(group, why):
+    """Hydra 1.3 answers `<group>=null` on the command line with a ValueError traceback."""
+    from gpt2tasks.errors import UserError
+    from gpt2tasks.keys import check_overrides
+
+    options = f"conf/{group}/: " + ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+    with pytest.raises(UserError) as err:
+        check_overrides([f"{group}=null"])
+    assert str(err.value).startswith(f"{group}=null: {why.format(options)}")
+
+
 def test_overrides_hydra_could_not_take_get_plus_plus_and_the_rest_stay_as_written():
     from gpt2tasks.keys import check_overrides
 
