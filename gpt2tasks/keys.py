@@ -119,6 +119,12 @@ def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | 
         parent = ".".join(parts[:depth])
         if _free(".".join(parts[:depth + 1])):
             return None
+        if depth == 1 and parent in _group_defaults() and parent not in known_keys():
+            # recipe.lr: a group whose options set keys elsewhere (@package _global_) has no keys of its own
+            meant = next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items()) if key in keys), None)
+            meant = ".".join([meant, *parts[2:]]) if meant else None
+            return (f"{path}: {parent} is a config group, chosen with {parent}=<option> (conf/{parent}/), with no keys "
+                    f"of its own{f' (did you mean {meant}?)' if meant else ''}", meant)
         if parent and parent not in known_keys() and parent not in ("trainer", "task"):
             return None  # below a value the files give no keys for (e.g. trainer.max_time): not checked
         if key in known_keys().get(parent, ()) and (parent != "task" or kind is None):

@@ -197,6 +197,22 @@ def test_a_config_group_set_to_null_is_refused_naming_its_options(group, why):
     assert str(err.value).startswith(f"{group}=null: {why.format(options)}")
 
 
+@pytest.mark.parametrize("arg, message", [
+    ("recipe.lr=1", "recipe.lr: recipe is a config group, chosen with recipe=<option> (conf/recipe/), with no keys "
+                    "of its own (did you mean optim.lr?). Fix: optim.lr=1."),
+    ("hparams_search.n_trials=3", "hparams_search.n_trials: hparams_search is a config group, chosen with "
+                                  "hparams_search=<option> (conf/hparams_search/), with no keys of its own. Fix: remove it."),
+])
+def test_a_key_under_a_group_without_keys_of_its_own_is_refused(arg, message):
+    """Hydra's answer: "Could not override 'recipe.lr'. To append to your config use +recipe.lr=1"."""
+    from gpt2tasks.errors import UserError
+    from gpt2tasks.keys import check_overrides
+
+    with pytest.raises(UserError) as err:
+        check_overrides([arg])
+    assert str(err.value).startswith(message), str(err.value)
+
+
 def test_overrides_hydra_could_not_take_get_plus_plus_and_the_rest_stay_as_written():
     from gpt2tasks.keys import check_overrides
 
