@@ -121,7 +121,7 @@ def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | 
             return None
         if depth == 1 and parent in _group_defaults() and parent not in known_keys():
             # recipe.lr: a group whose options set keys elsewhere (@package _global_) has no keys of its own
-            meant = next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items()) if key in keys), None)
+            meant = _in_another_block(key, parent)
             meant = ".".join([meant, *parts[2:]]) if meant else None
             return (f"{path}: {parent} is a config group, chosen with {parent}=<option> (conf/{parent}/), with no keys "
                     f"of its own{f' (did you mean {meant}?)' if meant else ''}", meant)
@@ -135,9 +135,8 @@ def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | 
         close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
         if close:
             meant = f"{parent}.{close[0]}" if parent else close[0]
-        else:  # the right name in the wrong block, e.g. trainer.lr for optim.lr
-            meant = next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items())
-                          if key in keys and p != parent), None)
+        else:
+            meant = _in_another_block(key, parent)
         if meant:
             meant = ".".join([meant, *parts[depth + 1:]])
             return f"{path}: no such key (did you mean {meant}?)", meant
@@ -187,6 +186,13 @@ def key_problems(cfg: DictConfig) -> list[str]:
         problems.append("tasks.*: per-task keys of a multi-task run, but this run has one task, so they would be "
                         "ignored. Fix: set data.*/task.* directly, or use task=multitask multitask.tasks=[...].")
     return problems
+
+
+def _in_another_block(key: str, parent: str) -> str | None:
+    """The right name in the wrong block, e.g. optim.lr for trainer.lr: the first block but `parent`
+    that has `key`."""
+    return next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items())
+                 if key in keys and p != parent), None)
 
 
 def check_overrides(argv: list[str]) -> list[str]:
