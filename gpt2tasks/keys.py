@@ -63,6 +63,22 @@ def known_keys() -> dict[str, frozenset[str]]:
 
 
 @functools.cache
+def _group_defaults() -> dict[str, str | None]:
+    """conf/config.yaml's config groups -> the option its defaults list picks (None: off unless
+    chosen, e.g. hparams_search)."""
+    entries = yaml.safe_load((CONF_DIR / "config.yaml").read_text()).get("defaults", [])
+    return {group: option for entry in entries if isinstance(entry, dict)
+            for group, option in entry.items() if not group.startswith(("override ", "hydra/"))}
+
+
+def _null_group_problem(group: str) -> str:
+    options = f"conf/{group}/: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}"
+    if _group_defaults()[group] is None:
+        return f"{group}=null: no {group} is the default ({options}). Fix: leave {group}=null out."
+    return f"{group}=null: {group}/ always takes one of its options ({options}). Fix: e.g. {group}={_group_defaults()[group]}."
+
+
+@functools.cache
 def trainer_keywords() -> dict[str, Any]:
     """lightning.Trainer's keyword arguments -> their type hints."""
     import lightning as L
@@ -103,6 +119,12 @@ def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | 
         parent = ".".join(parts[:depth])
         if _free(".".join(parts[:depth + 1])):
             return None
+        if depth == 1 and parent in _group_defaults() and parent not in known_keys():
+            # recipe.lr: a group whose options set keys elsewhere (@package _global_) has no keys of its own
+            meant = _in_another_block(key, parent)
+            meant = ".".join([meant, *parts[2:]]) if meant else None
+            return (f"{path}: {parent} is a config group, chosen with {parent}=<option> (conf/{parent}/), with no keys "
+                    f"of its own{f' (did you mean {meant}?)' if meant else ''}", meant)
         if parent and parent not in known_keys() and parent not in ("trainer", "task"):
             return None  # below a value the files give no keys for (e.g. trainer.max_time): not checked
         if key in known_keys().get(parent, ()) and (parent != "task" or kind is None):
@@ -113,9 +135,8 @@ def unknown_key(path: str, kind: str | None = None) -> tuple[str, str | None] | 
         close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
         if close:
             meant = f"{parent}.{close[0]}" if parent else close[0]
-        else:  # the right name in the wrong block, e.g. trainer.lr for optim.lr
-            meant = next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items())
-                          if key in keys and p != parent), None)
+        else:
+            meant = _in_another_block(key, parent)
         if meant:
             meant = ".".join([meant, *parts[depth + 1:]])
             return f"{path}: no such key (did you mean {meant}?)", meant
@@ -167,6 +188,13 @@ def key_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _in_another_block(key: str, parent: str) -> str | None:
+    """The right name in the wrong block, e.g. optim.lr for trainer.lr: the first block but `parent`
+    that has `key`."""
+    return next((f"{p}.{key}" if p else key for p, keys in sorted(known_keys().items())
+                 if key in keys and p != parent), None)
+
+
 def check_overrides(argv: list[str]) -> list[str]:
     """The command line of `train`, checked before Hydra composes it: a `key=value` (with or without
     Hydra's `+`/`++`) for a key nothing reads is refused naming the closest key, and keys that are
@@ -188,6 +216,9 @@ def check_overrides(argv: list[str]) -> list[str]:
             out.append(arg)
             continue
         if "." not in name and not plus and name in known_keys()[""]:
+            if value == "null" and name in _group_defaults():  # Hydra's answer: a ValueError traceback
+                problems.append(_null_group_problem(name))
+                continue
             out.append(arg)  # a top-level key or a group choice: Hydra checks the option exists
             continue
         problem = unknown_key(name)

@@ -1,10 +1,10 @@
 """A run's tasks: every run is a set of named tasks over one backbone (`task=multitask` lists several).
 
 Config: `multitask.tasks` lists task presets (conf/task/<preset>.yaml) or `<name>:<preset>`. Each
-task's full single-task `task:`/`data:` blocks are composed by Hydra (`expand`) from the preset and
-the `data.*` overrides the user wrote for the run, then the task's own `tasks.<name>.*` keys are
-put on top, and stored under `tasks.<name>`. Everything else (model, peft, optim, trainer,
-precision, seed) is one setting for the whole run.
+task's full single-task `task:`/`data:` blocks are built by `expand` from the config alone: the
+preset composed by Hydra, the run's data keys, the task's own data keys the run sets for every
+task, then the task's own `tasks.<name>.*` keys, stored under `tasks.<name>`. Everything else
+(model, peft, optim, trainer, precision, seed) is one setting for the whole run.
 
 A task's *view* (`task_views`) is that task as a single-task run's config; a single-task run is the
 one-task case, its view the config itself. Building (gpt2tasks/build.py), validation (config.py)
@@ -22,7 +22,6 @@ from typing import Any
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gpt2tasks.errors import UserError
@@ -110,17 +109,11 @@ def cli_overrides(argv: list[str]) -> list[str]:
     return [f"++{a}" if a.startswith(OPEN_KEYS) and "=" in a else a for a in argv]
 
 
-def command_overrides() -> list[str]:
-    """The overrides of the `train` command line being run (Hydra's record of them); [] when the
-    run was not started by `python -m gpt2tasks train` (e.g. train(cfg) from Python)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
 def compose(overrides: list[str]) -> DictConfig:
-    """The config `python -m gpt2tasks train <overrides>` runs, a multi-task run's tasks expanded
-    from these overrides: what a Python caller of `train(cfg)` composes its config with."""
+    """The config `python -m gpt2tasks train <overrides>` runs, a multi-task run's tasks expanded: a
+    convenience for Python callers; `hydra.compose(...)` and then `train(cfg)` runs the same."""
     cfg = _compose(overrides)
-    expand(cfg, list(overrides))
+    expand(cfg)
     return cfg
 
 
@@ -132,29 +125,37 @@ def _compose(overrides: list[str]) -> DictConfig:
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
-def expand(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+def expand(cfg: DictConfig) -> None:
     """Fill `cfg.tasks.<name>` with each task's full task/data blocks (in place); nothing to do for a
-    single-task run. `overrides`: the command line the run was composed from (default: the running
-    `train` command's; `compose` passes its own); its `data.*` keys apply to every task because the
-    user wrote them, whatever their value. Idempotent: the task's own section comes last, so
-    expanding again (another rank, a resumed run) changes nothing."""
+    single-task run. Reads `cfg` only, never the command line, so a config from the command line,
+    from `hydra.compose` in Python or from a saved config.yaml expands alike. A task's blocks, each
+    on top of the one before:
+      1. its preset's task:/data: blocks, composed alone (conf/task/<preset>.yaml);
+      2. the run's data keys (RUN_DATA_KEYS: data.batch_size, ...), whatever their value: presets
+         never set them, so the run's value is the only one there is;
+      3. the task's own data keys set for the whole run (e.g. data.max_length=64): the multitask
+         preset leaves them null, so a value was set by the user, whatever it is;
+      4. the task's own tasks.<name>.task.* / tasks.<name>.data.* keys.
+    Idempotent: a saved config's tasks.<name> already hold the result, and come last."""
     if not is_multitask(cfg):
         return
+    from gpt2tasks.datamodules.base import RUN_DATA_KEYS  # not at module scope: this module builds nothing
+
     tasks = parse_tasks(_listed(cfg))
     given = OmegaConf.to_container(cfg.get("tasks") or OmegaConf.create({}), resolve=False)
     unknown = [name for name in given if name not in tasks]
     if unknown:
         raise UserError(f"tasks.{unknown[0]}: not one of multitask.tasks ({', '.join(tasks)}). "
                         f"Fix: add it to multitask.tasks, or set keys of a listed task (tasks.<name>.data.*).")
-    # The run's own data: block has no files (config.yaml's are null, the multitask preset sets none):
-    # a file there is the user's, and would feed every task the same data.
+    # A file for the whole run would feed every task the same data.
     files = [key for key in DATA_FILES if cfg.data.get(key)]
     if files:
         raise UserError(f"data.{files[0]}={cfg.data[files[0]]} would give every task of a multi-task run the same "
                         f"data. Fix: set it for one task, tasks.<name>.data.{files[0]}=... (<name> one of "
                         f"{', '.join(tasks)}).")
-    overrides = command_overrides() if overrides is None else overrides
-    shared = [o for o in overrides if o.lstrip("+").startswith("data.")]  # data.* the run sets for every task
+    run_data = OmegaConf.to_container(cfg.data, resolve=False)
+    # {} is extra_validation's "none" (config.yaml's value), null every other key's (conf/task/multitask.yaml)
+    shared = {key: value for key, value in run_data.items() if key in RUN_DATA_KEYS or value not in (None, {})}
     presets = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml") if p.stem != MULTITASK)
     expanded = {}
     for name, preset in tasks.items():
@@ -167,9 +168,10 @@ def expand(cfg: DictConfig, overrides: list[str] | None = None) -> None:
             raise UserError(f"tasks.{name}.{extra[0]}: a task sets only its own {' and '.join(TASK_SECTIONS)} "
                             f"keys; {extra[0]}.* is shared by every task of the run. Fix: set {extra[0]}.<key>=... "
                             f"for the whole run, or tasks.{name}.data.<key>=... for this task.")
-        composed = _compose([f"task={preset}", *shared])  # the preset, then the run's data.* overrides
+        composed = _compose([f"task={preset}"])
+        preset_blocks = {section: OmegaConf.to_container(composed[section], resolve=False) for section in TASK_SECTIONS}
         # The task's own keys on top; a key nothing reads is named by validate_config (keys.own_key_problems).
-        merged = OmegaConf.merge({s: OmegaConf.to_container(composed[s], resolve=False) for s in TASK_SECTIONS}, own)
+        merged = OmegaConf.merge(preset_blocks, {"data": shared}, own)
         merged.task.name = name
         expanded[name] = OmegaConf.to_container(merged, resolve=False)
     with open_dict(cfg):  # tasks.<name> are keys the composed (struct) config does not have

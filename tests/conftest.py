@@ -50,8 +50,8 @@ def file_datamodule(cls, tmp_path: Path, tokenizer, rows: list[dict], val_rows: 
 
 
 def compose(*overrides: str):
-    """The config `python -m gpt2tasks train <overrides>` would run (without Hydra's runtime): a
-    multi-task run's tasks composed from these overrides, as `train` composes them from its command line."""
+    """The config `python -m gpt2tasks train <overrides>` would run (without Hydra's runtime), a
+    multi-task run's tasks expanded as `train` expands them."""
     from gpt2tasks import multitask
     from gpt2tasks.resources import register_resolvers
 

@@ -50,6 +50,14 @@ log = logging.getLogger(__name__)
 TRAIN, VAL, TEST, PREDICT = "train", "val", "test", "predict"
 CACHE_VERSION = 2  # bump when tokenization output changes, to invalidate old caches
 
+# The data keys that are the run's choice, not a task's: how batches are formed and loaded, and how
+# much of each split a quick run reads. A task preset (conf/task/) never sets them (a recipe,
+# conf/recipe/, may), and in a multi-task run the run's value goes to every task
+# (multitask.expand). Every other DataSpec field belongs to the task: its files, columns, lengths.
+RUN_DATA_KEYS = ("batch_size", "eval_batch_size", "pack_examples", "group_by_length", "max_tokens_per_row",
+                 "pad_to_multiple_of", "num_workers", "cache_dir", "max_train_samples", "max_eval_samples",
+                 "sample_strategy", "sample_seed")
+
 
 @dataclass
 class DataSpec:

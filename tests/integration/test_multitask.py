@@ -70,7 +70,7 @@ def test_a_run_wide_data_key_counts_because_it_was_written_whatever_its_value(le
     assert (unset.tasks.squad.data.max_length, unset.tasks.sst2.data.max_length) == (384, 128)  # the presets'
     # expanding again (another rank, a resumed run) knows no command line and changes nothing
     before = OmegaConf.to_container(cfg)
-    multitask.expand(cfg, overrides=[])
+    multitask.expand(cfg)
     assert OmegaConf.to_container(cfg) == before
 
 

@@ -122,8 +122,8 @@ def test_trainer_presets_compose_and_build_their_strategy(preset, tmp_path):
     accelerator = "gpu" if preset == "fsdp" else "cpu"
     cfg = compose(f"trainer={preset}", f"trainer.accelerator={accelerator}", "trainer.devices=2", f"output_dir={tmp_path}")
     validate_config(cfg)
-    own = OmegaConf.load(CONF_DIR / "task" / "sample_sentiment.yaml").trainer.max_epochs
-    assert cfg.trainer.max_epochs == own != 3  # the task's own trainer keys still win over the preset's
+    own = OmegaConf.load(CONF_DIR / "recipe" / "sample_sentiment.yaml").trainer.max_epochs
+    assert cfg.trainer.max_epochs == own != 3  # the task's recipe still wins over the trainer preset's
     if preset.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         # optional dependency: one paragraph naming the key and the install command
         with pytest.raises(UserError, match=r"trainer.strategy=deepspeed needs the optional `deepspeed`.*pip install deepspeed"):
@@ -179,6 +179,38 @@ def test_misspelt_keys_of_every_group_name_the_key_meant(arg, meant):
     with pytest.raises(UserError, match="no such key") as err:
         check_overrides([arg])
     assert f"Fix: {meant}." in str(err.value)
+
+
+@pytest.mark.parametrize("group, why", [
+    ("recipe", "recipe/ always takes one of its options ({}). Fix: e.g. recipe=default."),
+    ("model", "model/ always takes one of its options ({}). Fix: e.g. model=tiny."),
+    ("hparams_search", "no hparams_search is the default ({}). Fix: leave hparams_search=null out."),
+])
+def test_a_config_group_set_to_null_is_refused_naming_its_options(group, why):
+    """Hydra 1.3 answers `<group>=null` on the command line with a ValueError traceback."""
+    from gpt2tasks.errors import UserError
+    from gpt2tasks.keys import check_overrides
+
+    options = f"conf/{group}/: " + ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+    with pytest.raises(UserError) as err:
+        check_overrides([f"{group}=null"])
+    assert str(err.value).startswith(f"{group}=null: {why.format(options)}")
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("recipe.lr=1", "recipe.lr: recipe is a config group, chosen with recipe=<option> (conf/recipe/), with no keys "
+                    "of its own (did you mean optim.lr?). Fix: optim.lr=1."),
+    ("hparams_search.n_trials=3", "hparams_search.n_trials: hparams_search is a config group, chosen with "
+                                  "hparams_search=<option> (conf/hparams_search/), with no keys of its own. Fix: remove it."),
+])
+def test_a_key_under_a_group_without_keys_of_its_own_is_refused(arg, message):
+    """Hydra's answer: "Could not override 'recipe.lr'. To append to your config use +recipe.lr=1"."""
+    from gpt2tasks.errors import UserError
+    from gpt2tasks.keys import check_overrides
+
+    with pytest.raises(UserError) as err:
+        check_overrides([arg])
+    assert str(err.value).startswith(message), str(err.value)
 
 
 def test_overrides_hydra_could_not_take_get_plus_plus_and_the_rest_stay_as_written():
