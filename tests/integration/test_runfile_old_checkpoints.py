@@ -61,7 +61,11 @@ def test_old_checkpoint_exports_and_an_old_export_info_predicts(rows, tmp_path):
 
 # ---- checkpoints of the layout before every run had one module class (tests/data/run_5f6ae72) ----
 MAIN = REPO / "tests" / "data" / "run_5f6ae72"
-MADE_AT = {"/tmp/h29main/data": str(DATA_DIR), "/tmp/h29make/tiny_gpt2": None}  # paths of the machine that wrote them
+# each old run: its checkpoint, and the paths of the machine that wrote it (-> this machine's)
+OLD_RUNS = {"single": (MAIN / "single" / "last.ckpt", {"/tmp/h29main/data": str(DATA_DIR)}),
+            "multi": (MAIN / "multi" / "last.ckpt", {"/tmp/h29main/data": str(DATA_DIR)}),
+            "ba90ff0": (OLD / "best.ckpt", {"/work/h22a/data": str(DATA_DIR)})}
+BASE_MADE_AT = "/tmp/h29make/tiny_gpt2"
 
 
 def _relocated(value, paths: dict[str, str]):
@@ -80,18 +84,24 @@ def _relocated(value, paths: dict[str, str]):
 
 
 def old_run(name: str, tmp_path, base=None):
-    """A copy of run_5f6ae72/<name> as a run folder (config.yaml, checkpoints/last.ckpt), its paths
-    made this machine's (the data; `base`: the tiny base its LoRA run was trained over, conftest's
-    tiny_gpt2_dir, made the same way). The checkpoint keeps its layout: only paths change."""
+    """A copy of an old run (OLD_RUNS) as a run folder (config.yaml, checkpoints/last.ckpt), its
+    paths made this machine's (the data; `base`: the tiny base its LoRA run was trained over,
+    conftest's tiny_gpt2_dir, made the same way). The checkpoint keeps its layout: only paths
+    change. run_ba90ff0 kept no config.yaml: it is written from the checkpoint's config."""
     import torch
 
-    paths = {**MADE_AT, "/tmp/h29make/tiny_gpt2": str(base or "/nonexistent")}
+    from gpt2tasks.literal import literal_config, literal_yaml
+
+    source, paths = OLD_RUNS[name]
+    paths = {**paths, BASE_MADE_AT: str(base or "/nonexistent")}
     run = tmp_path / f"old_{name}"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(_relocated((MAIN / name / "config.yaml").read_text(), paths))
-    ckpt = torch.load(MAIN / name / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(source, map_location="cpu", weights_only=True)
     ckpt["gpt2tasks"] = _relocated(ckpt["gpt2tasks"], paths)
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    config = source.parent / "config.yaml"
+    (run / "config.yaml").write_text(_relocated(config.read_text(), paths) if config.is_file()
+                                     else literal_yaml(literal_config(ckpt["gpt2tasks"]["config"])))
     return run
 
 
@@ -138,7 +148,7 @@ def test_old_single_task_checkpoint_predicts_and_exports(rows, tmp_path):
     assert (tmp_path / "q.jsonl").read_text() == (tmp_path / "p.jsonl").read_text()
 
 
-@pytest.mark.parametrize("name", ["single", "multi"])
+@pytest.mark.parametrize("name", ["single", "multi", "ba90ff0"])
 def test_old_checkpoint_resumes_and_finishes(name, tiny_gpt2_dir, tmp_path, cli):
     import torch
 
@@ -148,7 +158,7 @@ def test_old_checkpoint_resumes_and_finishes(name, tiny_gpt2_dir, tmp_path, cli)
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 8 and resumed["gpt2tasks"]["layout"] == 2  # 4 more steps, today's layout
     metrics = json.loads((run / "metrics.json").read_text())
-    assert ("val/accuracy" in metrics) == (name == "single") and ("val/mean" in metrics) == (name == "multi")
+    assert ("val/accuracy" in metrics) == (name != "multi") and ("val/mean" in metrics) == (name == "multi")
 
 
 def test_old_multitask_checkpoint_evaluates_exports_and_combines_with_a_new_run(tiny_gpt2_dir, tmp_path):
