@@ -119,24 +119,28 @@ def _check_run_info(path: str, ckpt: Any) -> None:
                         "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
     info = ckpt["gpt2tasks"]
     missing = [key for key in RUN_INFO_KEYS if not isinstance(info, dict) or key not in info]
-    if not missing:
-        tasks = info["tasks"]
-        missing = ["tasks"] if not isinstance(tasks, dict) or not tasks else [
-            f"tasks.{name}.{key}" for name, task in tasks.items() for key in TASK_INFO_KEYS
-            if not isinstance(task, dict) or key not in task]
+    if not missing and (not isinstance(info["tasks"], dict) or not info["tasks"]):
+        missing = ["tasks"]
     if missing or not isinstance(ckpt["state_dict"], dict):
-        raise UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing) or 'state_dict'}), "
-                        "so the model cannot be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or "
-                        "last.ckpt of a `gpt2tasks train` run.")
+        raise _incomplete(path, missing or ["state_dict"])
     files = info["tokenizer_files"]
     if not isinstance(files, dict) or not all(isinstance(content, bytes) for content in files.values()):
         raise UserError(f"ckpt={path}: its run information's tokenizer_files is not a table of file names and "
                         f"contents. Fix: {UNMODIFIED}")
     check_file_names(run_info_file_names(info), f"ckpt={path}: run information", UNMODIFIED)
+    missing = [f"tasks.{name}.{key}" for name, task in info["tasks"].items() for key in TASK_INFO_KEYS
+               if not isinstance(task, dict) or key not in task]
+    if missing:
+        raise _incomplete(path, missing)
     unknown = sorted({repr(kind) for kind in run_info_kinds(info)} - {repr(k) for k in known_kinds()})
     if unknown:  # a kind picks the classes that build the model: only gpt2tasks' own, never a name from a file
         raise UserError(f"ckpt={path}: its run information names the task kind {', '.join(unknown)}, which gpt2tasks "
                         f"does not have (kinds: {', '.join(known_kinds())}). Fix: {UNMODIFIED}")
+
+
+def _incomplete(path: str, missing: list[str]) -> UserError:
+    return UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing)}), so the model cannot "
+                     "be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or last.ckpt of a `gpt2tasks train` run.")
 
 
 def known_kinds() -> list[str]:
