@@ -2,7 +2,8 @@
 
 A task kind implements `step` (loss + per-example eval outputs) and `compute_metrics`. The HF head
 model is `self.model`; its GPT-2 backbone (`self.backbone`, a `GPT2Model`) is a separate,
-swappable part so several heads can share one backbone later (multi-task).
+swappable part so several heads share one backbone. A run trains its tasks' modules through one
+module over them (tasks/multitask.py, a subclass of this one: every run's LightningModule).
 
 Evaluation is exact: every eval step stores per-example outputs with the example's `idx`; at the
 end of the epoch they are gathered from all ranks, de-duplicated by idx and sorted, and the metrics
