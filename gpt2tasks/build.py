@@ -4,9 +4,8 @@
 preprocessing, head and metrics it was trained with. A run is a set of named tasks over one
 backbone (`multitask.task_views`); one task or several go through the same steps: one tokenizer
 and model config, per task its datamodule and head config, the heads over one `GPT2Model`
-(`build_heads`), then per task its module. Only the last step (`assemble`) differs: a single-task
-run *is* its task's datamodule and module (the single-task checkpoint format), a multi-task run
-mixes its tasks' (datamodules/multitask.py, tasks/multitask.py).
+(`build_heads`), then per task its module, and the run's one module over them (`assemble`,
+tasks/multitask.py): one module class and one checkpoint layout for every run.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from gpt2tasks.datamodules.multitask import MultiTaskDataModule
 from gpt2tasks.errors import UserError
 from gpt2tasks.lora import LoraSpec
 from gpt2tasks.literal import check_file_name
+from gpt2tasks.multitask import MultiTaskSpec
 from gpt2tasks.strategies import build_strategy
 from gpt2tasks.tasks import KINDS
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
@@ -166,22 +166,24 @@ def adapt_models(cfg: DictConfig, models: dict[str, Any], new_token_ids: list[in
 
 def assemble(cfg: DictConfig, views: dict[str, DictConfig], info: dict, models: dict[str, Any],
              datamodules: dict[str, TaskDataModule], check_monitor: dict[str, bool]
-             ) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
-    """Per task its module; a single-task run is its task's datamodule and module, a multi-task run
-    one module over its tasks' and a datamodule that mixes their batches (multitask.*).
+             ) -> tuple[TaskDataModule | MultiTaskDataModule, MultiTaskModule]:
+    """Per task its module, and the run's one module over them (tasks/multitask.py); the datamodule
+    that mixes the tasks' batches (a single task: its own datamodule, whose batches are the same).
     `check_monitor`: per task, whether its eval sets are loaded, so task.monitor can be checked."""
-    mix = multitask.mixing(cfg)
+    several = multitask.mixing(cfg) is not None  # a task=multitask run names its tasks, even one
+    mix = multitask.mixing(cfg) or MultiTaskSpec(tasks=dict.fromkeys(views))  # a single task: nothing to mix
     modules = {name: build_module(view, models[name], datamodules[name], task_info, check_monitor=check_monitor[name])
                for (name, view), task_info in zip(views.items(), multitask.task_infos(info).values(), strict=True)}
-    if mix is None:
-        (name, module), = modules.items()
-        return datamodules[name], module
     for name, module in modules.items():
         module.task_datamodule = datamodules[name]
-    module = MultiTaskModule(modules, _spec(OptimSpec, cfg.optim), info, main_metrics=multitask.main_metrics(cfg),
+    module = MultiTaskModule(modules, _spec(OptimSpec, cfg.optim), info,
+                             main_metrics={name: str(view.task.monitor).split("/", 1)[1] for name, view in views.items()},
                              loss_weights=mix.loss_weights, monitor_weights=mix.monitor_weights,
                              per_task_adapters=lora_spec(cfg).enabled and mix.adapters == "per_task",
-                             report_mean=len({str(view.task.mode) for view in views.values()}) == 1)
+                             report_mean=len({str(view.task.mode) for view in views.values()}) == 1,
+                             several=several)
+    if not several:
+        return next(iter(datamodules.values())), module
     return MultiTaskDataModule(datamodules, mix.sampling, mix.temperature, seed=int(cfg.seed)), module
 
 
@@ -266,7 +268,8 @@ def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eva
                         "Fix: pass an unmodified checkpoint written by `gpt2tasks train`.") from None
     if task is None:
         return cfg, datamodule, module
-    return multitask.task_view(cfg, task), datamodule.tasks[task], module.task_module(task)
+    part = module.tasks[task].task_datamodule  # (task_module lets it go)
+    return multitask.task_view(cfg, task), part, module.task_module(task)
 
 
 def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:

@@ -224,20 +224,20 @@ def report_run(trainer: L.Trainer, cfg, module, metrics: dict[str, float], outpu
 
     from omegaconf import OmegaConf
 
-    from gpt2tasks import multitask, plots
+    from gpt2tasks import plots
 
     history = next((c for c in trainer.callbacks if isinstance(c, MetricHistory)), None)
     pictures: list[Path] = []
     if history is not None:
         best = kept_checkpoint(trainer)
-        if multitask.is_multitask(cfg):  # each task's pictures, from its own module's evaluation
-            tasks = {name: plots.TaskPlots(module.tasks[name].pictures, str(section.task.monitor),
-                                           module.tasks[name].latest_diagnostics)
-                     for name, section in cfg.tasks.items()}
+        # each task's pictures, from its own module's evaluation (plots/<task>/ when the run names its tasks)
+        tasks = {name: plots.TaskPlots(task.pictures, str(task.evaluation.monitor), task.latest_diagnostics)
+                 for name, task in module.tasks.items()}
+        if module.several:
             data = plots.multitask_picture_data(tasks, str(cfg.task.monitor), history, metrics, best)
         else:
-            data = plots.picture_data(getattr(module, "pictures", None), str(cfg.task.monitor), history, metrics,
-                                      getattr(module, "latest_diagnostics", {}), best)
+            (task,) = tasks.values()
+            data = plots.picture_data(task.pictures, str(cfg.task.monitor), history, metrics, task.diagnostics, best)
         folder = Path(output_dir) / plots.PLOTS_DIR
         figures = plots.write_pictures(folder, data, plots.run_name(cfg))
         pictures = [folder / f"{name}.png" for name in figures]

@@ -85,7 +85,7 @@ def combine(ckpts: list[str], out: str, overwrite: bool = False, trust_checkpoin
 
 def _check_combinable(path: str, info: dict) -> None:
     config = info.get("config", {})
-    ok = (info.get("kind") == multitask.MULTITASK and config.get("peft", {}).get("method") == "lora"
+    ok = (config.get("task", {}).get("kind") == multitask.MULTITASK and config.get("peft", {}).get("method") == "lora"
           and config.get("multitask", {}).get("adapters") == "per_task" and info.get("frozen_base_from"))
     if not ok:
         raise UserError(f"ckpt={path}: only multi-task runs with per-task LoRA adapters over a base checkpoint can be "
@@ -126,8 +126,9 @@ def _combined_info(infos: list[dict], ckpts: list[str]) -> dict[str, Any]:
         config["multitask"]["monitor"] = f"{name}/{sections[name]['task']['monitor']}"
         config["task"]["monitor"], config["task"]["mode"] = config["multitask"]["monitor"], sections[name]["task"]["mode"]
     commands = [info.get("command") for info in infos if info.get("command")]
-    return {**{k: first.get(k) for k in SHARED_KEYS}, "kind": multitask.MULTITASK, "config": config, "tasks": tasks,
-            "command": "; ".join(commands) if commands else None, "combined_from": [str(Path(c).absolute()) for c in ckpts]}
+    shared = {**{k: first.get(k) for k in SHARED_KEYS}, "command": "; ".join(commands) if commands else None,
+              "combined_from": [str(Path(c).absolute()) for c in ckpts]}
+    return multitask.run_info(literal_config(config), tasks, shared)
 
 
 def main(argv: list[str]) -> None:

@@ -137,14 +137,14 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
         model = lora.standalone(module.task_module(name).model, adapter_name, not adapter, lora_spec(cfg),
                                 KINDS[view.task.kind].module.head_modules)
         tokenizer = tokenizer_from_files(info["tokenizer_files"])
-        if mix is None:
+        if not module.several:
             write_folder(folder, model, tokenizer, view, view_info, scores, adapter, options, run_name(view),
                          run_plots(ckpt, scores.of_run))
         else:
             own = {k[len(name) + 1:]: v for k, v in metrics.items() if k.startswith(f"{name}/")}
             write_folder(folder / name, model, tokenizer, view, view_info, replace(scores, metrics=own), adapter,
                          options, run_name(view), run_plots(ckpt, scores.of_run, task=name))
-    if mix is not None:
+    if module.several:
         if adapter:
             lora.plain_backbone(module.backbone).save_pretrained(folder / "base")
             tokenizer_from_files(info["tokenizer_files"]).save_pretrained(folder / "base")

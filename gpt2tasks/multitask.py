@@ -196,11 +196,6 @@ def checkpoint_monitor(cfg: DictConfig, tasks: dict[str, str]) -> tuple[str, str
     return "val/mean", next(iter(modes.values()))
 
 
-def main_metrics(cfg: DictConfig) -> dict[str, str]:
-    """Each task's own monitored metric name (task.monitor 'val/accuracy' -> 'accuracy')."""
-    return {name: str(section.task.monitor).split("/", 1)[1] for name, section in cfg.tasks.items()}
-
-
 def task_view(cfg: DictConfig, name: str) -> DictConfig:
     """Task `name` as a single-task run's config: the shared keys plus its own task/data blocks."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -221,27 +216,9 @@ def task_views(cfg: DictConfig) -> dict[str, DictConfig]:
 
 
 def mixing(cfg: DictConfig) -> MultiTaskSpec | None:
-    """How a multi-task run mixes its tasks (multitask.*); None for a single-task run, which is its
-    one task's datamodule and module, so its checkpoints keep the single-task format."""
+    """How a multi-task run mixes its tasks (multitask.*); None for a single-task config, whose one
+    task needs no mixing (and whose LoRA adapters wrap its head model: build.adapt_models)."""
     return spec(cfg) if is_multitask(cfg) else None
-
-
-def run_info(cfg: DictConfig, tasks: dict[str, dict], shared: dict) -> dict:
-    """A checkpoint's run information from each task's {kind, config, hf_config, label_space} and
-    what the tasks share (tokenizer files, ...); `task_infos` reads it back. A single-task run's
-    is its task's, at the top (the format checkpoints have always had)."""
-    if not is_multitask(cfg):
-        (task,) = tasks.values()
-        return {**task, **shared}
-    return {"kind": MULTITASK, "config": OmegaConf.to_container(cfg, resolve=True), **shared, "tasks": tasks}
-
-
-def task_infos(info: dict) -> dict[str, dict]:
-    """A checkpoint's run information per task, each as a single-task checkpoint carries it, in the
-    order of the run's tasks (that of `task_views` of its config)."""
-    if info.get("kind") != MULTITASK:
-        return {str(info["config"]["task"]["name"]): info}
-    return {name: view_info(info, name) for name in info["tasks"]}
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -279,9 +256,60 @@ def problems(cfg: DictConfig) -> list[str]:
 
 
 # ---- run information ----------------------------------------------------------------------
+# Every checkpoint's run information (`ckpt["gpt2tasks"]`) has one layout, whatever the number of
+# tasks: {"layout": RUN_INFO_LAYOUT, "config": the run's resolved config, the keys its tasks share
+# (SHARED_INFO_KEYS, plus data_files, validation, rng... added later), "tasks": {name: {"kind",
+# "config" (the task's view), "hf_config", "label_space"}}}, and its state_dict keys are those of
+# tasks/multitask.py's module: model.<task>.model.<HF name>. Checkpoints written before (layout 1,
+# no "layout" key) are converted on loading, by `current_layout` alone.
+RUN_INFO_LAYOUT = 2
+SHARED_INFO_KEYS = ("tokenizer_files", "new_token_ids", "frozen_base_from", "command")
+TASK_INFO_KEYS = ("kind", "config", "hf_config", "label_space")
+
+
+def run_info(cfg: DictConfig, tasks: dict[str, dict], shared: dict) -> dict:
+    """A checkpoint's run information from each task's {kind, config, hf_config, label_space} and
+    what the tasks share (tokenizer files, ...); `task_infos` reads it back."""
+    return {"layout": RUN_INFO_LAYOUT, "config": OmegaConf.to_container(cfg, resolve=True), **shared, "tasks": tasks}
+
+
+def task_infos(info: dict) -> dict[str, dict]:
+    """A checkpoint's run information per task (`view_info`), in the order of the run's tasks (that
+    of `task_views` of its config)."""
+    return {name: view_info(info, name) for name in info["tasks"]}
+
+
 def view_info(info: dict, name: str) -> dict:
-    """Task `name`'s run information as a single-task checkpoint would carry it."""
-    shared = {key: info.get(key) for key in ("tokenizer_files", "new_token_ids", "frozen_base_from", "command")}
-    return {**shared, **info["tasks"][name]}
+    """Task `name`'s run information: what the tasks share, and its own {kind, config, hf_config,
+    label_space} (what an export of that task records: runfile.write_export_info)."""
+    return {**{key: info.get(key) for key in SHARED_INFO_KEYS}, **info["tasks"][name]}
 
 
+def current_layout(checkpoint: dict) -> dict:
+    """`checkpoint` (as torch.load gives it) in today's layout, converted in place: every reader of a
+    checkpoint goes through here (runfile.load_checkpoint and runfile.peek; Lightning's own loading
+    for a resume, through the module's on_load_checkpoint). Layout 1, written before every run had
+    one module class: a single-task run's info flat ({kind, config, hf_config, label_space, shared
+    keys}) and its weights under model.<HF name>, which move under its task (model.<task>.model.*,
+    also in a weight-averaging callback's saved current weights); a multi-task run's info had
+    kind "multitask" and the tasks layout already. Optimizer and scheduler states are by parameter
+    order, which the module keeps, and callback states hold no parameter names: they stay as they
+    are. Anything malformed is left for runfile's checks to name."""
+    info = checkpoint.get("gpt2tasks") if isinstance(checkpoint, dict) else None
+    if not isinstance(info, dict) or info.get("layout") is not None or not isinstance(info.get("config"), dict):
+        return checkpoint
+    if info.get("kind") == MULTITASK or "tasks" in info:
+        info.pop("kind", None)
+    else:
+        task = info["config"].get("task")
+        name = str(task.get("name")) if isinstance(task, dict) else None
+        if name is None:
+            return checkpoint
+        info["tasks"] = {name: {"config": info["config"], **{key: info.pop(key) for key in TASK_INFO_KEYS
+                                                              if key != "config" and key in info}}}
+        for key in ("state_dict", "current_model_state"):  # the latter: Lightning's WeightAveraging
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = {(f"model.{name}.{k}" if k.startswith("model.") else k): v
+                                   for k, v in checkpoint[key].items()}
+    info["layout"] = RUN_INFO_LAYOUT
+    return checkpoint

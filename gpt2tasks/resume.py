@@ -625,10 +625,13 @@ _LORA_SHAPE_KEYS = ("r", "targets", "bias", "extra_trainable")
 def _setup(info: dict) -> dict[str, tuple[Any, str, str]]:
     cfg = info.get("config") or {}
     task, peft, model = cfg.get("task") or {}, cfg.get("peft") or {}, cfg.get("model") or {}
-    hf = info.get("hf_config") or next(iter(info.get("tasks", {}).values()), {}).get("hf_config") or {}
+    tasks = info.get("tasks") or {}
+    hf = next(iter(tasks.values()), {}).get("hf_config") or {}
     arch = tuple(hf.get(k) for k in ("n_layer", "n_head", "n_embd", "vocab_size"))
     method = peft.get("method", "none")
-    setup = {"kind": (info.get("kind"), f"task={task.get('name')}", f"a {info.get('kind')} task"),
+    kinds = ", ".join(str(t.get("kind")) for t in tasks.values())
+    setup = {"kind": (task.get("kind") if task.get("kind") == "multitask" else kinds, f"task={task.get('name')}",
+                      f"a {kinds} task"),
              "peft": (method, f"peft={method}", "")}
     if method != "none":
         setup.update({f"peft.{k}": (peft.get(k), f"peft.{k}={_value(peft.get(k))}", "") for k in _LORA_SHAPE_KEYS})
@@ -672,6 +675,6 @@ def _model_choice(model: dict, arch: tuple) -> str:
 
 
 def _labels(info: dict) -> Any:
-    if "tasks" in info:  # multi-task: each task's kind and label space
-        return {name: (t.get("kind"), t.get("label_space")) for name, t in info["tasks"].items()}
-    return info.get("label_space")
+    """Each task's kind and label space (a run of one task: its label space, as the message shows it)."""
+    labels = {name: (t.get("kind"), t.get("label_space")) for name, t in info["tasks"].items()}
+    return labels if (info.get("config") or {}).get("tasks") else next(iter(labels.values()))[1]

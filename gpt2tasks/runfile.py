@@ -6,9 +6,10 @@ plain data: torch's weights-only unpickler builds nothing but tensors and plain 
 file cannot run code. Everything gpt2tasks stores is such data; a file holding other objects is
 refused unless the user opts in with trust_checkpoint=true.
 
-A checkpoint's run information (`ckpt["gpt2tasks"]`, see build.build_for_training) holds kind,
-config (the resolved run config), tokenizer_files, new_token_ids, frozen_base_from, command and,
-for one task, hf_config + label_space; for a multi-task run, tasks.<name> with those per task.
+A checkpoint's run information (`ckpt["gpt2tasks"]`, see build.build_for_training) has one layout
+for every run (multitask.run_info): layout, config (the resolved run config), tokenizer_files,
+new_token_ids, frozen_base_from, command, and tasks.<name> = {kind, config, hf_config, label_space}.
+A checkpoint of an older layout is converted as it is read (multitask.current_layout).
 An export's gpt2tasks.json = {"format": 1, "kind", "adapter", "config", "label_space",
 "new_token_ids", "command"}: what predict needs to rebuild the export's preprocessing.
 """
@@ -30,15 +31,14 @@ from omegaconf.errors import OmegaConfBaseException
 # torch is imported where a file is read: `eval --help` and `export --help` answer without it.
 from gpt2tasks.errors import UserError
 from gpt2tasks.literal import check_file_names, config_file_names, literal_config, literal_yaml
-from gpt2tasks.multitask import DATA_FILES, MULTITASK
+from gpt2tasks.multitask import DATA_FILES, MULTITASK, TASK_INFO_KEYS, current_layout
 
 log = logging.getLogger(__name__)
 
 # The opt-in key of eval / predict / export / combine for a checkpoint that needs a full unpickler.
 TRUST_KEY = "trust_checkpoint"
-# What every gpt2tasks checkpoint's run information holds; then per kind (one task / several).
-RUN_INFO_KEYS = ("kind", "config", "tokenizer_files")
-TASK_INFO_KEYS = ("hf_config", "label_space")
+# What every gpt2tasks checkpoint's run information holds (multitask.run_info), and each of its tasks.
+RUN_INFO_KEYS = ("config", "tokenizer_files", "tasks")
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def load_checkpoint(path: str, trust: bool = False) -> dict[str, Any]:
         raise UserError(f"ckpt={path}: permission denied. Fix: make the file readable (chmod u+r).") from None
     except Exception as exc:  # noqa: BLE001 -- truncated zip, empty file, text, ...: all unreadable
         raise _unreadable(path, exc) from None
-    _check_run_info(path, ckpt)
+    _check_run_info(path, current_layout(ckpt))
     return ckpt
 
 
@@ -93,7 +93,7 @@ def peek(path: Path, source: str) -> dict[str, Any]:
         raise UserError(f"{source} is not a gpt2tasks training checkpoint (no training state in it: an "
                         "exported model or a weights-only file cannot resume training). Fix: use "
                         "checkpoints/last.ckpt or best.ckpt of a `python -m gpt2tasks train` run.")
-    return ckpt
+    return current_layout(ckpt)
 
 
 def saved_step(path: str | Path) -> int | None:
@@ -119,21 +119,28 @@ def _check_run_info(path: str, ckpt: Any) -> None:
                         "Fix: pass checkpoints/best.ckpt or last.ckpt from a `gpt2tasks train` run.")
     info = ckpt["gpt2tasks"]
     missing = [key for key in RUN_INFO_KEYS if not isinstance(info, dict) or key not in info]
-    if not missing:
-        missing = [k for k in (("tasks",) if info["kind"] == MULTITASK else TASK_INFO_KEYS) if k not in info]
+    if not missing and (not isinstance(info["tasks"], dict) or not info["tasks"]):
+        missing = ["tasks"]
     if missing or not isinstance(ckpt["state_dict"], dict):
-        raise UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing) or 'state_dict'}), "
-                        "so the model cannot be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or "
-                        "last.ckpt of a `gpt2tasks train` run.")
+        raise _incomplete(path, missing or ["state_dict"])
     files = info["tokenizer_files"]
     if not isinstance(files, dict) or not all(isinstance(content, bytes) for content in files.values()):
         raise UserError(f"ckpt={path}: its run information's tokenizer_files is not a table of file names and "
                         f"contents. Fix: {UNMODIFIED}")
     check_file_names(run_info_file_names(info), f"ckpt={path}: run information", UNMODIFIED)
+    missing = [f"tasks.{name}.{key}" for name, task in info["tasks"].items() for key in TASK_INFO_KEYS
+               if not isinstance(task, dict) or key not in task]
+    if missing:
+        raise _incomplete(path, missing)
     unknown = sorted({repr(kind) for kind in run_info_kinds(info)} - {repr(k) for k in known_kinds()})
     if unknown:  # a kind picks the classes that build the model: only gpt2tasks' own, never a name from a file
         raise UserError(f"ckpt={path}: its run information names the task kind {', '.join(unknown)}, which gpt2tasks "
                         f"does not have (kinds: {', '.join(known_kinds())}). Fix: {UNMODIFIED}")
+
+
+def _incomplete(path: str, missing: list[str]) -> UserError:
+    return UserError(f"ckpt={path}: its run information is incomplete (no {', '.join(missing)}), so the model cannot "
+                     "be rebuilt. Fix: pass an unmodified checkpoints/best.ckpt or last.ckpt of a `gpt2tasks train` run.")
 
 
 def known_kinds() -> list[str]:
@@ -143,17 +150,14 @@ def known_kinds() -> list[str]:
 
 
 def run_info_kinds(info: dict) -> Iterator[Any]:
-    """Every task kind a checkpoint's run information names: its own, its config's task.kind, and
-    each task's (a multi-task run's tasks.<name>)."""
-    yield info["kind"]
+    """Every task kind a checkpoint's run information names: its config's task.kind, and each
+    task's (tasks.<name>.kind)."""
     config = info["config"] if isinstance(info["config"], dict) else {}
     task = config.get("task")
     if isinstance(task, dict) and "kind" in task:
         yield task["kind"]
-    tasks = info.get("tasks")
-    for entry in (tasks.values() if isinstance(tasks, dict) else ()):
-        if isinstance(entry, dict) and "kind" in entry:
-            yield entry["kind"]
+    for entry in info["tasks"].values():
+        yield entry["kind"]
 
 
 UNMODIFIED = "pass an unmodified checkpoints/best.ckpt or last.ckpt of a `gpt2tasks train` run."
@@ -208,7 +212,7 @@ def _consolidate_deepspeed(folder: Path, path: str, trust: bool) -> dict[str, An
 # ---- the saved config, with a command's overrides ---------------------------------------------------
 def select_task(info: dict, task: str | None, command: str, required: bool) -> str | None:
     """The `task=` of a command on a checkpoint, checked against what the checkpoint holds."""
-    if info.get("kind") != MULTITASK:
+    if (info["config"].get("task") or {}).get("kind") != MULTITASK:  # a run of one task is that task
         if task is not None:
             raise UserError(f"{command}: task={task} picks one head of a multi-task checkpoint, and this checkpoint "
                             "has one task. Fix: leave task= out.")

@@ -77,9 +77,8 @@ class ThroughputMonitor(L.Callback):
         self._last_end = None  # the first step after the restart is timed from its own start
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # A multi-task module's batches each run one task's head: count that head's FLOPs.
-        heads = pl_module.tasks if hasattr(pl_module, "tasks") else {None: pl_module}
-        self._counters = {name: FlopCounter(m.model, m.computes_vocab_logits) for name, m in heads.items()}
+        # Each batch runs one task's head (tasks/multitask.py): count that head's FLOPs.
+        self._counters = {name: FlopCounter(m.model, m.computes_vocab_logits) for name, m in pl_module.tasks.items()}
         if self.peak_flops is None:
             self.peak_flops = default_peak_flops(pl_module.device)
 
@@ -95,7 +94,7 @@ class ThroughputMonitor(L.Callback):
         seconds = now - (self._last_end if self._last_end is not None else self._batch_start)
         self._last_end = now
         ids, mask = batch["input_ids"], batch.get("attention_mask")
-        counter = self._counters[batch.get("task")]
+        counter = self._counters[pl_module.task_of(batch)]
         # shapes are known on the host; a packed batch (data.pack_examples) counts examples, not rows
         samples, padded = (len(batch["idx"]) if "pack_index" in batch else ids.shape[0]), ids.numel()
         if mask is not None:

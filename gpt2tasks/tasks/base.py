@@ -2,7 +2,8 @@
 
 A task kind implements `step` (loss + per-example eval outputs) and `compute_metrics`. The HF head
 model is `self.model`; its GPT-2 backbone (`self.backbone`, a `GPT2Model`) is a separate,
-swappable part so several heads can share one backbone later (multi-task).
+swappable part so several heads share one backbone. A run trains its tasks' modules through one
+module over them (tasks/multitask.py, a subclass of this one: every run's LightningModule).
 
 Evaluation is exact: every eval step stores per-example outputs with the example's `idx`; at the
 end of the epoch they are gathered from all ranks, de-duplicated by idx and sorted, and the metrics
@@ -27,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import get_scheduler
 
-from gpt2tasks import compat, lora
+from gpt2tasks import compat, lora, multitask
 from gpt2tasks.backbone import count_parameters
 from gpt2tasks.datamodules import packing
 from gpt2tasks.datamodules.labels import LabelSpace
@@ -327,6 +328,11 @@ class TaskModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._finish(self.evaluation.eval_sets)
+        self.after_validation()
+
+    def after_validation(self) -> None:
+        """What a kind does once a validation's metrics are published (LM: log sample continuations);
+        called by the run's module (tasks/multitask.py) for each of its tasks. Nothing by default."""
 
     def on_test_epoch_start(self) -> None:
         self._outputs = {}
@@ -383,6 +389,9 @@ class TaskModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # (the RNG states are put back by gpt2tasks.resume.ResumeExactly when training continues)
+        # Lightning's own loading (a resume, test(ckpt_path=)) reads the file itself: an older
+        # checkpoint is converted here, before its weights are loaded, as runfile does for the rest.
+        multitask.current_layout(checkpoint)
         self.complete_state_dict(checkpoint)
         drop_absent_callback_states(self._trainer, checkpoint)
 
@@ -393,11 +402,7 @@ class TaskModule(L.LightningModule):
             for key, value in self.state_dict().items():
                 checkpoint["state_dict"].setdefault(key, value)
 
-    # ---- a run of one task: the same calls as a multi-task run's module (tasks/multitask.py) ----
-    def task_module(self, name: str) -> TaskModule:
-        """Task `name`'s own module: a single-task run's module is its one task's."""
-        return self
-
+    # ---- what the run's module (tasks/multitask.py) shows of a task that runs alone ----------------
     def headline(self, metrics: dict[str, float], monitor: str) -> dict[str, float]:
         """The metrics the final lines of `train` and `eval` show, in order: per eval set (the
         monitored one, the other validation sets, then test) the monitored metric, the kind's

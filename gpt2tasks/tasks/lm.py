@@ -176,8 +176,7 @@ class LanguageModelingModule(TaskModule):
         """The LM head is the tied `wte`: nothing to add."""
 
     # ---- samples ------------------------------------------------------------------------------
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
+    def after_validation(self) -> None:
         trainer = self.trainer
         # Rank 0 alone generates; not when weights are sharded (FSDP, ZeRO-3): its forward would
         # wait for ranks that are not generating.

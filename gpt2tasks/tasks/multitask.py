@@ -1,12 +1,19 @@
-"""One LightningModule over several task modules that share one GPT-2 backbone.
+"""The LightningModule of every run: one or more task modules that share one GPT-2 backbone.
 
-`self.model` is a ModuleDict of ordinary single-task modules (`TaskModule` subclasses), one per
-task; their HF heads' `transformer` is the same `GPT2Model` object (see build.build_heads), so
-the optimizer, gradient clipping and checkpoints see the backbone once (parameters are de-duplicated
-by identity). A training batch carries its task's name (`batch["task"]`); the step runs that task's
-module on it, scaled by the task's loss weight. Evaluation runs every task's eval sets, each with
-its own module's exact metrics, logged as `<task>/<eval set>/<metric>`, plus `val/mean` (and
-`test/mean`): the weighted mean of each task's own monitored metric.
+`self.model` is a ModuleDict of ordinary task modules (`TaskModule` subclasses), one per task
+(a run of one task has one); their HF heads' `transformer` is the same `GPT2Model` object (see
+build.build_heads), so the optimizer, gradient clipping and checkpoints see the backbone once
+(parameters are de-duplicated by identity), and a checkpoint's weights are always named
+model.<task>.model.<HF name>. A training batch carries its task's name (`batch["task"]`; a run of
+one task may be fed batches without it); the step runs that task's module on it, scaled by the
+task's loss weight. Evaluation runs every task's eval sets (the plan comes from the tasks' own
+datamodules), each with its own module's exact metrics.
+
+What differs between a run of one task and one that lists its tasks (`task=multitask`, even a
+single one) is decided by `several` alone: such a run logs `<task>/<eval set>/<metric>` plus
+`val/mean` (and `test/mean`, the weighted mean of each task's own monitored metric) and names QA
+predictions per task; a run of one task reads exactly as that task's own module: `val/accuracy`,
+its headline, its parameter line.
 
 With one LoRA adapter set per task (`adapters="per_task"`), each step first routes the backbone
 through its task's set.
@@ -16,11 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+import lightning as L
 from torch import nn
 
 from gpt2tasks import lora
 from gpt2tasks.backbone import count_parameters
+from gpt2tasks.datamodules.base import TEST
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
 
 
@@ -28,13 +36,16 @@ class MultiTaskModule(TaskModule):
     def __init__(self, tasks: dict[str, TaskModule], optim: OptimSpec, run_info: dict | None = None, *,
                  main_metrics: dict[str, str], loss_weights: dict[str, float] | None = None,
                  monitor_weights: dict[str, float] | None = None, per_task_adapters: bool = False,
-                 report_mean: bool = True):
+                 report_mean: bool = True, several: bool | None = None):
         super().__init__(nn.ModuleDict(tasks), optim, EvalSpec(metrics=[], eval_sets=["val"]), run_info)
+        # (default: whether there are several; a task=multitask run of one task names it too)
+        self.several = len(tasks) > 1 if several is None else several
         self.main_metrics = main_metrics  # task -> its own monitored metric (e.g. "accuracy")
         self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in tasks}
         self.monitor_weights = {name: float((monitor_weights or {}).get(name, 1.0)) for name in tasks}
         self.per_task_adapters = per_task_adapters
-        self.report_mean = report_mean  # false when the tasks' metrics go opposite ways (no meaningful mean)
+        # false when the tasks' metrics go opposite ways (no meaningful mean)
+        self.report_mean = report_mean and self.several
         # The shared backbone, kept aside (a list: not registered again as a submodule): export
         # gives single heads backbones of their own, and adapters are switched on this one.
         self._backbone = [next(iter(tasks.values())).backbone]
@@ -43,21 +54,48 @@ class MultiTaskModule(TaskModule):
     def tasks(self) -> dict[str, TaskModule]:
         return dict(self.model.items())
 
+    def prefix(self, name: str) -> str:
+        """What starts task `name`'s metric names: "<task>/" among several, "" alone."""
+        return f"{name}/" if self.several else ""
+
+    @property
+    def shown(self) -> str | None:
+        """The one eval metric on the progress bar: the mean of several tasks, else the task's monitor."""
+        return "val/mean" if self.several else next(iter(self.tasks.values())).evaluation.monitor
+
+    def task_of(self, batch: dict[str, Any]) -> str:
+        """The task a batch is for: its "task" entry; a run of one task takes batches without it."""
+        return batch["task"] if "task" in batch else next(iter(self.model))
+
     @property
     def backbone(self) -> nn.Module:
         return self._backbone[0]
 
+    @property
+    def trainer(self) -> L.Trainer:
+        return L.LightningModule.trainer.fget(self)
+
+    @trainer.setter
+    def trainer(self, trainer: L.Trainer | None) -> None:
+        # Lightning attaches its Trainer to child LightningModules, but not through a ModuleDict:
+        # each task module gets it here, so a kind's `after_validation` (LM samples) can read it.
+        L.LightningModule.trainer.fset(self, trainer)
+        for module in self.model.values():
+            module.trainer = trainer
+
     def task_module(self, name: str) -> TaskModule:
         """Task `name`'s own module, ready to use alone (its adapter set active): what `eval`,
-        `predict` and `export` run for `task=<name>`."""
+        `predict` and `export` run for one task."""
         self.activate(name)
         module = self.tasks[name]
         module.task_datamodule = None  # alone, it reads the datamodule of the Trainer that runs it
         return module
 
     def headline(self, metrics: dict[str, float], monitor: str) -> dict[str, float]:
-        """The monitored metric, then per split (validation, then test) the mean and each task's own
-        monitored metric (metrics.json has the rest)."""
+        """One task: that task's headline. Several: the monitored metric, then per split (validation,
+        then test) the mean and each task's own monitored metric (metrics.json has the rest)."""
+        if not self.several:
+            return next(iter(self.tasks.values())).headline(metrics, monitor)
         main = [k for k in metrics if k.endswith("/mean") or k.split("/")[-1] == self.main_metrics.get(k.split("/")[0])]
         split = lambda key: key.split("/")[-2].split("_")[0]  # noqa: E731  (val, val_<name> -> val; test)
         main.sort(key=lambda k: (k != monitor, split(k) == "test", not k.endswith("/mean")))  # stable: task order
@@ -69,21 +107,26 @@ class MultiTaskModule(TaskModule):
 
     # ---- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        name = batch["task"]
+        name = self.task_of(batch)
         self.activate(name)
         task_loss, _ = self.tasks[name].step(batch)
-        size = batch["input_ids"].shape[0]
-        self.log(f"{name}/train/loss", task_loss, batch_size=size)
+        size = len(batch["idx"])  # examples (a packed batch has fewer rows)
         loss = self.loss_weights[name] * task_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if not self.several:
+            return {"loss": loss}
+        self.log(f"{name}/train/loss", task_loss, batch_size=size)
         # The task and its own loss go to the run's MetricHistory (per-task curves), read on the
         # host with the other losses, not now.
         return {"loss": loss, "task": name, "task_loss": task_loss.detach()}
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _plan(self, split: str) -> list[tuple[str, str]]:
-        datamodule = self.trainer.datamodule
-        return datamodule.eval_plan if split == "val" else datamodule.test_plan
+        """(task, eval set) of each val / test dataloader, in dataloader order: every task's own
+        datamodule's sets, in task order (as datamodules/multitask.py orders its loaders)."""
+        if split == "val":
+            return [(name, s) for name, module in self.tasks.items() for s in module.datamodule.eval_sets]
+        return [(name, TEST) for name, module in self.tasks.items() if module.datamodule.has_test]
 
     def _step_on(self, split: str, batch: dict[str, Any], dataloader_idx: int) -> None:
         name = self._plan(split)[dataloader_idx][0]
@@ -98,6 +141,8 @@ class MultiTaskModule(TaskModule):
 
     def on_validation_epoch_end(self) -> None:
         self._finish_tasks("val")
+        for module in self.tasks.values():
+            module.after_validation()
 
     def on_test_epoch_end(self) -> None:
         self._finish_tasks("test")
@@ -106,22 +151,25 @@ class MultiTaskModule(TaskModule):
         main: dict[str, float] = {}
         for i, (name, eval_set) in enumerate(self._plan(split)):
             metrics = self.tasks[name].eval_metrics(self._outputs.get(i, []), eval_set)
-            self.publish({f"{name}/{eval_set}/{k}": v for k, v in metrics.items()})
+            self.publish({f"{self.prefix(name)}{eval_set}/{k}": v for k, v in metrics.items()}, shown=self.shown)
             if eval_set == split and self.main_metrics[name] in metrics:
                 main[name] = metrics[self.main_metrics[name]] / self.tasks[name].metric_scale
         if main and self.report_mean:
             weights = {name: self.monitor_weights[name] for name in main}
             score = sum(weights[n] * main[n] for n in main) / max(sum(weights.values()), 1e-12)
-            self.publish({f"{split}/mean": score}, shown="val/mean")
+            self.publish({f"{split}/mean": score}, shown=self.shown)
         self._outputs = {}
 
     @property
     def latest_predictions(self) -> dict[str, dict[str, str]]:
-        """QA tasks' predicted answers, per `<task>_<eval set>` (files <task>_<set>_predictions.json)."""
-        return {f"{name}_{eval_set}": by_id for name, module in self.tasks.items()
+        """QA tasks' predicted answers, per eval set (files <set>_predictions.json), named
+        `<task>_<eval set>` among several tasks."""
+        return {f"{name}_{eval_set}" if self.several else eval_set: by_id for name, module in self.tasks.items()
                 for eval_set, by_id in getattr(module, "latest_predictions", {}).items()}
 
     def parameter_summary(self) -> str:
+        if not self.several:
+            return next(iter(self.tasks.values())).parameter_summary()
         trainable, total = count_parameters(self.model)
         _, backbone = count_parameters(self.backbone)
         heads = ", ".join(f"{name} {type(m.model).__name__} head {count_parameters(m.model)[1] - backbone:,}"

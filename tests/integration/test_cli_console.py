@@ -60,7 +60,7 @@ def test_a_multitask_headline_is_the_monitor_then_each_split():
 
     metrics = {k: 0.5 for k in ("a/test/accuracy", "a/test/loss", "a/val/accuracy", "a/val/loss", "b/test/f1",
                                 "b/val/LOC_f1", "b/val/f1", "test/mean", "val/mean")}
-    module = types.SimpleNamespace(main_metrics={"a": "accuracy", "b": "f1"})
+    module = types.SimpleNamespace(main_metrics={"a": "accuracy", "b": "f1"}, several=True)
     assert list(MultiTaskModule.headline(module, metrics, "val/mean")) == [
         "val/mean", "a/val/accuracy", "b/val/f1", "test/mean", "a/test/accuracy", "b/test/f1"]
 

@@ -120,7 +120,8 @@ def gpt2tasks_side(ckpt: Path):
     module.complete_state_dict(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     module.eval()
-    return datamodule, module, next(iter(datamodule.val_dataloader()[0]))
+    (task,) = module.tasks.values()  # a run of one task: its module
+    return datamodule, task, next(iter(datamodule.val_dataloader()[0]))
 
 
 def real_ids(batch, i: int) -> list[int]:
@@ -216,16 +217,20 @@ print(json.dumps({"logits": logits.tolist(), "imported_gpt2tasks": any(m.startsw
 """
 
 
-def test_a_single_task_checkpoint_keeps_the_single_task_format(trained):
-    """A single-task run goes through the multi-task code path as its one-task case, and its
-    checkpoint is still what single-task checkpoints have always been, so older ones load alike."""
+def test_a_single_task_checkpoint_has_the_one_run_layout(trained):
+    """A single-task run is the one-task case of every run: its checkpoint has the one run-information
+    layout (multitask.run_info) and its weights sit under its task, as a multi-task run's do."""
     checkpoint = torch.load(trained("sample_sentiment") / "checkpoints" / "best.ckpt", weights_only=True)
     info = checkpoint["gpt2tasks"]
-    assert list(info) == ["kind", "config", "hf_config", "label_space", "tokenizer_files", "new_token_ids",
-                          "frozen_base_from", "command", "data_files", "rng", "validation"]  # rng, validation: added when saved
+    assert list(info) == ["layout", "config", "tokenizer_files", "new_token_ids", "frozen_base_from", "command",
+                          "tasks", "data_files", "rng", "validation"]  # rng, validation: added when saved
     assert set(info["validation"]) == {"step", "epoch", "metrics"}  # (tasks/base.py on_save_checkpoint)
-    assert info["kind"] == "seq_cls" and not {"tasks", "multitask"} & set(info["config"])
-    assert {".".join(k.split(".")[:2]) for k in checkpoint["state_dict"]} == {"model.transformer", "model.score"}
+    assert info["layout"] == 2 and not {"tasks", "multitask"} & set(info["config"])
+    (name, task), = info["tasks"].items()
+    assert name == "sample_sentiment" and list(task) == ["kind", "config", "hf_config", "label_space"]
+    assert task["kind"] == "seq_cls" and task["config"] == info["config"]
+    assert {".".join(k.split(".")[:4]) for k in checkpoint["state_dict"]} == {
+        "model.sample_sentiment.model.transformer", "model.sample_sentiment.model.score"}
 
 
 def test_the_export_copies_the_run_pictures_but_never_through_a_link(trained, tmp_path):

@@ -178,8 +178,9 @@ def test_corrupt_and_foreign_files_are_refused_by_every_command(content, message
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda c: c.update(gpt2tasks={}), "its run information is incomplete (no kind, config, tokenizer_files)"),
-    (lambda c: c["gpt2tasks"].pop("label_space"), "its run information is incomplete (no label_space)"),
+    (lambda c: c.update(gpt2tasks={}), "its run information is incomplete (no config, tokenizer_files, tasks)"),
+    (lambda c: c["gpt2tasks"]["tasks"]["sample_sentiment"].pop("label_space"),
+     "its run information is incomplete (no tasks.sample_sentiment.label_space)"),
     (lambda c: c.update(state_dict={}), "weights do not fit the model its run describes"),
     (lambda c: c["state_dict"].update({"model.score.weight": torch.zeros(2, 1)}),
      "weights do not fit the model its run describes"),

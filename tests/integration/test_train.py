@@ -172,7 +172,8 @@ def test_local_pretrained_checkpoint_and_pair_inputs(cfg_factory, tmp_path, tiny
                                "trainer.max_epochs=1", "task.metrics=[accuracy,f1]"))
     assert 0.0 <= result["val/accuracy"] <= 1.0
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
-    hf_config = ckpt["gpt2tasks"]["hf_config"]
+    (task,) = ckpt["gpt2tasks"]["tasks"].values()
+    hf_config = task["hf_config"]
     assert hf_config["n_embd"] == 32 and hf_config["id2label"] == {"0": "0", "1": "1"} or hf_config["id2label"] == {0: "0", 1: "1"}
     assert hf_config["pad_token_id"] == hf_config["eos_token_id"]
 
@@ -204,8 +205,8 @@ def test_dedicated_pad_token_resizes_saves_and_reloads(cfg_factory, tmp_path):
     out = tmp_path / "run"
     metrics = train(cfg_factory(*FAST, "trainer.max_epochs=1", "model.pad_token=add", output_dir=out))
     ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
-    info = ckpt["gpt2tasks"]
+    (name, info), = ckpt["gpt2tasks"]["tasks"].items()
     vocab = info["hf_config"]["vocab_size"]
-    assert ckpt["state_dict"]["model.transformer.wte.weight"].shape[0] == vocab
+    assert ckpt["state_dict"][f"model.{name}.model.transformer.wte.weight"].shape[0] == vocab
     assert info["hf_config"]["pad_token_id"] == vocab - 1 != info["hf_config"]["eos_token_id"]
     assert evaluate_checkpoint(str(out / "checkpoints" / "best.ckpt")) == metrics
