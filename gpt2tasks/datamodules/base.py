@@ -51,7 +51,7 @@ TRAIN, VAL, TEST, PREDICT = "train", "val", "test", "predict"
 CACHE_VERSION = 2  # bump when tokenization output changes, to invalidate old caches
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataSpec:
     """What `data.*` in the config says. Every key of conf/config.yaml's `data:` block is a field."""
 
