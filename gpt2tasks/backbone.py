@@ -31,7 +31,7 @@ PAD_TOKEN_CHOICES = ("eos", "add")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSpec:
     """What `model.*` in the config says about the backbone."""
 

@@ -1,15 +1,17 @@
 """From a config to objects: where config stops and typed arguments begin.
 
 `train` and `eval` both build through here, so a checkpoint is re-evaluated with exactly the
-preprocessing, head and metrics it was trained with. A run is a set of named tasks over one
-backbone (`multitask.task_views`); one task or several go through the same steps: one tokenizer
-and model config, per task its datamodule and head config, the heads over one `GPT2Model`
-(`build_heads`), then per task its module, and the run's one module over them (`assemble`,
-tasks/multitask.py): one module class and one checkpoint layout for every run.
+preprocessing, head and metrics it was trained with. The config is parsed once, at the top
+(`build_for_training`, `build_from_checkpoint`): into a frozen gpt2tasks.runspec.RunSpec, which is
+all that the steps below read. A run is N >= 1 named tasks over one backbone; one task or several go
+through the same steps: one tokenizer and model config, per task its datamodule and head config,
+the heads over one `GPT2Model` (`build_heads`), then per task its module, and the run's one module
+over them (`assemble`, tasks/multitask.py): one module class and one checkpoint layout for every run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -21,40 +23,36 @@ import lightning as L
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, GPT2Config, PreTrainedTokenizerBase
 
-from gpt2tasks import lora, multitask
+from gpt2tasks import lora, multitask, runspec
 from gpt2tasks.backbone import ModelSpec, attach_head, build_model, load_model_config, load_tokenizer, n_positions
 from gpt2tasks.callbacks import progress_bar as bar
-from gpt2tasks.config import normalize_precision, plain as _plain, spec_of as _spec
+from gpt2tasks.config import block, normalize_precision, plain as _plain
 from gpt2tasks.datamodules.base import DataSpec, TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.datamodules.multitask import MultiTaskDataModule
 from gpt2tasks.errors import UserError
-from gpt2tasks.lora import LoraSpec
 from gpt2tasks.literal import check_file_name
-from gpt2tasks.multitask import MultiTaskSpec
+from gpt2tasks.runspec import RunSpec, TaskSpec
 from gpt2tasks.strategies import build_strategy
 from gpt2tasks.tasks import KINDS
-from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
+from gpt2tasks.tasks.base import EvalSpec, TaskModule
 from gpt2tasks.tasks.multitask import MultiTaskModule
 
 log = logging.getLogger(__name__)
 
 
 def model_spec(cfg: DictConfig) -> ModelSpec:
-    return _spec(ModelSpec, cfg.model)
+    """`model.*` alone (what the tokenizer and the backbone are), for callers without a whole run."""
+    return block(ModelSpec, cfg.model, "model")
 
 
-def lora_spec(cfg: DictConfig) -> LoraSpec:
-    # Checkpoints written before LoRA existed have no peft block: full fine-tuning.
-    return _spec(LoraSpec, cfg.peft) if cfg.get("peft") is not None else LoraSpec()
-
-
-def data_spec(cfg: DictConfig, max_length: int) -> DataSpec:
-    spec: DataSpec = _spec(DataSpec, cfg.data)
-    spec.max_length = max_length
-    if spec.pad_to_multiple_of is None and normalize_precision(cfg.precision) != "32-true":
-        spec.pad_to_multiple_of = 8  # tensor-core friendly shapes under 16-bit precision
-    return spec
+def data_spec(task: TaskSpec, precision: str, max_length: int) -> DataSpec:
+    """The task's data options with what the model and precision decide: the (clamped) max_length,
+    and padding to a multiple of 8 under 16-bit precision unless data.pad_to_multiple_of says."""
+    pad = task.data.pad_to_multiple_of
+    if pad is None and normalize_precision(precision) != "32-true":
+        pad = 8  # tensor-core friendly shapes under 16-bit precision
+    return dataclasses.replace(task.data, max_length=max_length, pad_to_multiple_of=pad)
 
 
 def clamp_max_length(requested: int, config: GPT2Config) -> int:
@@ -66,125 +64,117 @@ def clamp_max_length(requested: int, config: GPT2Config) -> int:
     return requested
 
 
-def build_datamodule(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, config: GPT2Config,
+def build_datamodule(run: RunSpec, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, config: GPT2Config,
                      label_space: LabelSpace | None = None, whole_eval_sets: Sequence[str] = ()) -> TaskDataModule:
     """`whole_eval_sets`: eval sets read whole, whatever data.max_eval_samples says (DataSpec)."""
-    kind = KINDS[cfg.task.kind]
-    spec = data_spec(cfg, clamp_max_length(int(cfg.data.max_length), config))
-    spec.whole_eval_sets = tuple(whole_eval_sets)
-    datamodule = kind.datamodule(spec, tokenizer, seed=int(cfg.seed), label_space=label_space,
-                                 label_names=_plain(cfg.task.label_names), problem_type=cfg.task.problem_type)
+    kind = KINDS[task.kind]
+    spec = dataclasses.replace(data_spec(task, run.precision, clamp_max_length(int(task.data.max_length), config)),
+                               whole_eval_sets=tuple(whole_eval_sets))
+    datamodule = kind.datamodule(spec, tokenizer, seed=run.seed, label_space=label_space,
+                                 label_names=None if task.label_names is None else list(task.label_names),
+                                 problem_type=task.problem_type)
     datamodule.check_model_limits(n_positions(config))
     datamodule.n_positions = n_positions(config)  # the longest packed row (data.pack_examples)
-    datamodule.static_shapes = model_spec(cfg).compile  # packed batches: one shape, no recompiles
+    datamodule.static_shapes = run.model.compile  # packed batches: one shape, no recompiles
     return datamodule
 
 
-def build_module(cfg: DictConfig, model, datamodule: TaskDataModule, run_info: dict | None = None,
+def build_module(run: RunSpec, task: TaskSpec, model, datamodule: TaskDataModule, run_info: dict | None = None,
                  check_monitor: bool = True) -> TaskModule:
     """`check_monitor=False` for `predict`, which loads no eval sets."""
-    kind = KINDS[cfg.task.kind]
-    metrics = list(cfg.task.metrics)
+    kind = KINDS[task.kind]
+    metrics = list(task.metrics)
     kind.module.check_metrics(metrics, datamodule.label_space, key="task.metrics")
-    monitor_set = str(cfg.task.monitor).split("/", 1)[0]
+    monitor_set = task.monitor.split("/", 1)[0]
     if check_monitor and monitor_set not in datamodule.eval_sets:
-        raise UserError(f"task.monitor={cfg.task.monitor}: there is no eval set {monitor_set!r} "
+        raise UserError(f"task.monitor={task.monitor}: there is no eval set {monitor_set!r} "
                         f"(this run has {datamodule.eval_sets}). Fix: task.monitor=val/<metric>.")
-    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=kind.options(cfg.task),
-                          monitor=str(cfg.task.monitor))
-    return kind.module(model, _spec(OptimSpec, cfg.optim), evaluation, run_info)
+    evaluation = EvalSpec(metrics=metrics, eval_sets=list(datamodule.eval_sets), options=dict(task.options),
+                          monitor=task.monitor)
+    return kind.module(model, run.optim, evaluation, run_info)
 
 
-def build_for_training(cfg: DictConfig) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule,
+def build_for_training(cfg: DictConfig) -> tuple[MultiTaskDataModule, MultiTaskModule,
                                                   PreTrainedTokenizerBase]:
     """Tokenizer -> model config -> per task: data (labels known), its head's config -> the heads
     over one backbone -> modules."""
-    views = multitask.task_views(cfg)
-    spec = model_spec(cfg)
-    tokenizer = load_tokenizer(spec)
-    config = load_model_config(spec, tokenizer)
+    run = runspec.parse(cfg)
+    tokenizer = load_tokenizer(run.model)
+    config = load_model_config(run.model, tokenizer)
     loaded = config.to_dict()
     datamodules, configs = {}, {}
-    for name, view in views.items():
-        datamodules[name] = build_datamodule(view, tokenizer, config)
+    for name, task in run.tasks.items():
+        datamodules[name] = build_datamodule(run, task, tokenizer, config)
         datamodules[name].setup("fit")
         # Each head its own config (labels, ...); the first task's is the loaded one.
         configs[name] = GPT2Config.from_dict(loaded) if configs else config
-        KINDS[view.task.kind].module.configure_head(configs[name], datamodules[name].label_space)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)  # same init for the same seed
+        KINDS[task.kind].module.configure_head(configs[name], datamodules[name].label_space)
+    L.seed_everything(run.seed, workers=True, verbose=False)  # same init for the same seed
     # Token rows the tokenizer adds beyond the checkpoint's vocabulary (e.g. model.pad_token=add):
     # new, so they train even under LoRA.
     new_token_ids = list(range(config.vocab_size, len(tokenizer)))
-    models = build_heads(cfg, views, configs, tokenizer)
+    models = build_heads(run, configs, tokenizer)
     shared = {"tokenizer_files": tokenizer_files(tokenizer), "new_token_ids": new_token_ids,
-              "frozen_base_from": lean_checkpoint_base(cfg, new_token_ids), "command": training_command()}
-    tasks = {name: {"kind": str(view.task.kind), "config": _plain(view), "hf_config": models[name].config.to_dict(),
-                    "label_space": datamodules[name].label_space.to_dict()} for name, view in views.items()}
+              "frozen_base_from": lean_checkpoint_base(run, new_token_ids), "command": training_command()}
+    tasks = {name: {"kind": task.kind, "config": dict(task.config), "hf_config": models[name].config.to_dict(),
+                    "label_space": datamodules[name].label_space.to_dict()} for name, task in run.tasks.items()}
     info = multitask.run_info(cfg, tasks, shared)
-    models = adapt_models(cfg, models, new_token_ids)
-    return (*assemble(cfg, views, info, models, datamodules, check_monitor=dict.fromkeys(views, True)), tokenizer)
+    models = adapt_models(run, models, new_token_ids)
+    return (*assemble(run, info, models, datamodules, check_monitor=dict.fromkeys(run.tasks, True)), tokenizer)
 
 
-def build_heads(cfg: DictConfig, views: dict[str, DictConfig], configs: dict[str, GPT2Config],
-                tokenizer: PreTrainedTokenizerBase, from_checkpoint: bool | None = None, base: str | None = None
-                ) -> dict[str, Any]:
+def build_heads(run: RunSpec, configs: dict[str, GPT2Config], tokenizer: PreTrainedTokenizerBase,
+                from_checkpoint: bool | None = None, base: str | None = None) -> dict[str, Any]:
     """One HF head model per task: the first as a checkpoint (or random init) gives it, every other
     one around that same `GPT2Model` (backbone.attach_head), so the backbone exists once and every
     head's `transformer` *is* it. `base`: the checkpoint the frozen weights of a lean checkpoint
     come from."""
-    spec = model_spec(cfg)
-    if base:
-        spec.name_or_path = base
-    (first, view), *rest = views.items()
-    models = {first: build_model(KINDS[view.task.kind].head, spec, configs[first], tokenizer, from_checkpoint)}
-    for name, view in rest:
-        models[name] = attach_head(KINDS[view.task.kind].head, configs[name], models[first].transformer)
+    spec = dataclasses.replace(run.model, name_or_path=base) if base else run.model
+    (first, task), *rest = run.tasks.items()
+    models = {first: build_model(KINDS[task.kind].head, spec, configs[first], tokenizer, from_checkpoint)}
+    for name, task in rest:
+        models[name] = attach_head(KINDS[task.kind].head, configs[name], models[first].transformer)
     return models
 
 
-def adapt_models(cfg: DictConfig, models: dict[str, Any], new_token_ids: list[int]) -> dict[str, Any]:
+def adapt_models(run: RunSpec, models: dict[str, Any], new_token_ids: list[int]) -> dict[str, Any]:
     """The training-time wrappers around the HF head models: LoRA adapters, then torch.compile. One
     task: PEFT around its head model; several: LoRA on the backbone they share (one adapter set, or
     one per task with multitask.adapters=per_task), so each head keeps its own modules."""
-    peft, mix = lora_spec(cfg), multitask.mixing(cfg)
     backbone = next(iter(models.values())).transformer
-    if peft.enabled and mix is None:
+    if run.peft.enabled and not run.multitask:
         (name, model), = models.items()
-        models = {name: lora.apply_lora(model, peft, KINDS[cfg.task.kind].module.head_modules, new_token_ids)}
-    elif peft.enabled:
-        adapters = list(models) if mix.adapters == "per_task" else ["default"]
+        models = {name: lora.apply_lora(model, run.peft, KINDS[run.tasks[name].kind].module.head_modules, new_token_ids)}
+    elif run.peft.enabled:
+        adapters = list(models) if run.per_task_adapters else ["default"]
         tied = any(getattr(model, "lm_head", None) is not None for model in models.values())  # output layer = wte
-        backbone = lora.apply_lora_to_backbone(backbone, peft, adapters, new_token_ids, tied_output=tied)
+        backbone = lora.apply_lora_to_backbone(backbone, run.peft, adapters, new_token_ids, tied_output=tied)
         for model in models.values():
             model.transformer = backbone
-    if model_spec(cfg).compile:
+    if run.model.compile:
         # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the eager
         # model. Only the backbone: it is where the time goes, and heads differ per kind.
         backbone.compile()
     return models
 
 
-def assemble(cfg: DictConfig, views: dict[str, DictConfig], info: dict, models: dict[str, Any],
-             datamodules: dict[str, TaskDataModule], check_monitor: dict[str, bool]
-             ) -> tuple[TaskDataModule | MultiTaskDataModule, MultiTaskModule]:
-    """Per task its module, and the run's one module over them (tasks/multitask.py); the datamodule
-    that mixes the tasks' batches (a single task: its own datamodule, whose batches are the same).
-    `check_monitor`: per task, whether its eval sets are loaded, so task.monitor can be checked."""
-    several = multitask.mixing(cfg) is not None  # a task=multitask run names its tasks, even one
-    mix = multitask.mixing(cfg) or MultiTaskSpec(tasks=dict.fromkeys(views))  # a single task: nothing to mix
-    modules = {name: build_module(view, models[name], datamodules[name], task_info, check_monitor=check_monitor[name])
-               for (name, view), task_info in zip(views.items(), multitask.task_infos(info).values(), strict=True)}
+def assemble(run: RunSpec, info: dict, models: dict[str, Any], datamodules: dict[str, TaskDataModule],
+             check_monitor: dict[str, bool]) -> tuple[MultiTaskDataModule, MultiTaskModule]:
+    """Per task its module, and the run's one module over them (tasks/multitask.py) and one
+    datamodule that mixes the tasks' batches (datamodules/multitask.py; a single task: its own
+    batches, the same as its datamodule alone gives). `run.multitask` (task=multitask, even of one
+    task) names the tasks in metric names and config keys. `check_monitor`: per task, whether its
+    eval sets are loaded, so task.monitor can be checked."""
+    modules = {name: build_module(run, task, models[name], datamodules[name], task_info, check_monitor=check_monitor[name])
+               for (name, task), task_info in zip(run.tasks.items(), multitask.task_infos(info).values(), strict=True)}
     for name, module in modules.items():
         module.task_datamodule = datamodules[name]
-    module = MultiTaskModule(modules, _spec(OptimSpec, cfg.optim), info,
-                             main_metrics={name: str(view.task.monitor).split("/", 1)[1] for name, view in views.items()},
-                             loss_weights=mix.loss_weights, monitor_weights=mix.monitor_weights,
-                             per_task_adapters=lora_spec(cfg).enabled and mix.adapters == "per_task",
-                             report_mean=len({str(view.task.mode) for view in views.values()}) == 1,
-                             several=several)
-    if not several:
-        return next(iter(datamodules.values())), module
-    return MultiTaskDataModule(datamodules, mix.sampling, mix.temperature, seed=int(cfg.seed)), module
+    mix = run.mixing
+    module = MultiTaskModule(modules, run.optim, info, main_metrics={name: task.main_metric for name, task in run.tasks.items()},
+                             loss_weights=dict(mix.loss_weights), monitor_weights=dict(mix.monitor_weights),
+                             per_task_adapters=run.per_task_adapters,
+                             report_mean=len({task.mode for task in run.tasks.values()}) == 1, several=run.multitask)
+    return MultiTaskDataModule(datamodules, mix.sampling, mix.temperature, seed=run.seed, named_tasks=run.multitask), module
 
 
 def training_command() -> str | None:
@@ -200,11 +190,11 @@ def training_command() -> str | None:
     return " ".join(["python -m gpt2tasks train", *redact_args(HydraConfig.get().overrides.task)])
 
 
-def lean_checkpoint_base(cfg: DictConfig, new_token_ids: list[int]) -> str | None:
+def lean_checkpoint_base(run: RunSpec, new_token_ids: list[int]) -> str | None:
     """The checkpoint the frozen base weights can be reloaded from, when checkpoints may leave them
     out: LoRA over pretrained weights. Not with added token rows (their base rows are random init)."""
-    spec = model_spec(cfg)
-    if lora_spec(cfg).enabled and spec.pretrained and spec.name_or_path and not new_token_ids:
+    spec = run.model
+    if run.peft.enabled and spec.pretrained and spec.name_or_path and not new_token_ids:
         path = os.path.expanduser(str(spec.name_or_path))
         # A local folder is kept absolute, so eval from another directory still finds it.
         return os.path.abspath(path) if os.path.isdir(path) else str(spec.name_or_path)
@@ -229,28 +219,28 @@ def absolute_data_paths(cfg: DictConfig) -> None:
 
 def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = True, tasks: list[str] | None = None,
                           whole_eval_sets: dict[str, Sequence[str]] | None = None
-                          ) -> tuple[TaskDataModule | MultiTaskDataModule, TaskModule]:
+                          ) -> tuple[MultiTaskDataModule, MultiTaskModule]:
     """The same objects from a checkpoint's saved run_info, with the weights of initialisation (load
     the checkpoint's state_dict next): no download, no training data needed. `load_eval_sets=False`
     (predict) reads no data: the caller gives its own input. `tasks`: of a multi-task run, whose
     eval sets to load (default: all). `whole_eval_sets`: per task, the eval sets read whole
     (`eval` with a file named on its command line: runfile.named_eval_sets)."""
-    views, saved = multitask.task_views(cfg), multitask.task_infos(info)
+    run, saved = runspec.parse(cfg), multitask.task_infos(info)
     tokenizer = tokenizer_from_files(info["tokenizer_files"])
-    configs = {name: GPT2Config.from_dict(task["hf_config"]) for name, task in zip(views, saved.values(), strict=True)}
+    configs = {name: GPT2Config.from_dict(task["hf_config"]) for name, task in zip(run.tasks, saved.values(), strict=True)}
     # A lean LoRA checkpoint holds no frozen base weights: load them from the base checkpoint again.
     base = info.get("frozen_base_from")
-    models = build_heads(cfg, views, configs, tokenizer, from_checkpoint=bool(base), base=base)
-    models = adapt_models(cfg, models, info.get("new_token_ids", []))
+    models = build_heads(run, configs, tokenizer, from_checkpoint=bool(base), base=base)
+    models = adapt_models(run, models, info.get("new_token_ids", []))
     datamodules, loaded = {}, {}
-    for (name, view), task in zip(views.items(), saved.values()):
-        label_space = LabelSpace(**task["label_space"])
-        datamodules[name] = build_datamodule(view, tokenizer, configs[name], label_space=label_space,
+    for (name, task), task_info in zip(run.tasks.items(), saved.values()):
+        label_space = LabelSpace(**task_info["label_space"])
+        datamodules[name] = build_datamodule(run, task, tokenizer, configs[name], label_space=label_space,
                                              whole_eval_sets=(whole_eval_sets or {}).get(name, ()))
         loaded[name] = load_eval_sets and (tasks is None or name in tasks)
         if loaded[name]:
             datamodules[name].setup("validate")
-    return assemble(cfg, views, info, models, datamodules, check_monitor=loaded)
+    return assemble(run, info, models, datamodules, check_monitor=loaded)
 
 
 def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eval_sets: bool = True,

@@ -41,11 +41,17 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+def block(cls, node: Any, key: str):
+    """A typed spec (ModelSpec, LoraSpec, DataSpec, ...) from its config block `key`: every key of
+    the block must be a field (gpt2tasks.runspec: unknown keys are an error, never dropped)."""
+    values = plain(node)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise UserError(f"{key}.{unknown[0]}: not a key of {key} (nothing reads it). Fix: remove it or "
+                        f"correct its name ({key} has {', '.join(sorted(fields))}).")
+    return cls(**values)
 
-def spec_of(cls, node: DictConfig):
-    """A typed spec (ModelSpec, LoraSpec, DataSpec, ...) from its config block: the keys it declares."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in plain(node).items() if k in known})
 
 
 def validate_config(cfg: DictConfig, training: bool = False) -> None:
@@ -232,7 +238,10 @@ def run_problems(cfg: DictConfig) -> list[str]:
     if cfg.get("peft") is not None:
         from gpt2tasks.lora import LoraSpec, check_spec
 
-        problems += check_spec(spec_of(LoraSpec, cfg.peft))
+        try:
+            problems += check_spec(block(LoraSpec, cfg.peft, "peft"))
+        except UserError as exc:  # a key LoraSpec does not have (keys.key_problems names it too)
+            problems.append(str(exc))
     need(cfg.logger.kind in LOGGERS, f"logger.kind={cfg.logger.kind!r} is not one of {LOGGERS}.")
     need(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other. Fix: pick one.")
     return problems

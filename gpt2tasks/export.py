@@ -121,10 +121,12 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
     and with merge_lora=false `<folder>/base/` (the frozen backbone), each task folder a PEFT
     adapter (adapters + head) over it."""
     from gpt2tasks import lora
-    from gpt2tasks.build import lora_spec, tokenizer_from_files
+    from gpt2tasks import runspec
+    from gpt2tasks.build import tokenizer_from_files
     from gpt2tasks.tasks import KINDS
 
-    adapter = lora_spec(cfg).enabled and not options.merge_lora
+    peft = runspec.parse(cfg).peft
+    adapter = peft.enabled and not options.merge_lora
     if adapter:
         check_adapter_export(info)
     views, infos = multitask.task_views(cfg), multitask.task_infos(info)
@@ -134,7 +136,7 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
         if name not in names:
             continue
         adapter_name = name if mix is not None and mix.adapters == "per_task" else "default"
-        model = lora.standalone(module.task_module(name).model, adapter_name, not adapter, lora_spec(cfg),
+        model = lora.standalone(module.task_module(name).model, adapter_name, not adapter, peft,
                                 KINDS[view.task.kind].module.head_modules)
         tokenizer = tokenizer_from_files(info["tokenizer_files"])
         if not module.several:

@@ -13,15 +13,16 @@ caller's input is read, a chunk at a time (`datamodule.predict_chunks`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, GPT2Config
 
-from gpt2tasks import runfile
+from gpt2tasks import runfile, runspec
 from gpt2tasks.backbone import build_model, setup_pad_token
-from gpt2tasks.build import build_datamodule, build_module, model_spec, restore
+from gpt2tasks.build import build_datamodule, build_module, restore
 from gpt2tasks.datamodules.base import TaskDataModule
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.errors import UserError
@@ -68,10 +69,11 @@ def _from_export(folder: Path, path: str, overrides: Sequence[str], command: str
         raise UserError(f"ckpt={path}: the folder's tokenizer or config.json cannot be loaded ({reason}). "
                         "Fix: export the run again.") from None
     setup_pad_token(tokenizer)  # right padding; pad = eos if the export had none
-    datamodule = build_datamodule(cfg, tokenizer, config, label_space=LabelSpace(**info["label_space"]))
-    spec = model_spec(cfg)
-    spec.name_or_path, spec.gradient_checkpointing = str(folder), False
+    run = runspec.parse(cfg)
+    (task_spec,) = run.tasks.values()
+    datamodule = build_datamodule(run, task_spec, tokenizer, config, label_space=LabelSpace(**info["label_space"]))
+    spec = dataclasses.replace(run.model, name_or_path=str(folder), gradient_checkpointing=False)
     # Exports are merged: the plain HF head, no LoRA wrapping, whatever the run's peft config says.
     model = build_model(KINDS[info["kind"]].head, spec, config, tokenizer, from_checkpoint=True)
     run_info = {key: info[key] for key in ("kind", "config", "label_space", "new_token_ids") if key in info}
-    return cfg, datamodule, build_module(cfg, model, datamodule, run_info, check_monitor=False)
+    return cfg, datamodule, build_module(run, task_spec, model, datamodule, run_info, check_monitor=False)

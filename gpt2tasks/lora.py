@@ -41,7 +41,7 @@ VALID_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.
 BIAS_CHOICES = ("none", "all", "lora_only")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoraSpec:
     """What `peft.*` in the config says."""
 

@@ -59,7 +59,7 @@ RUN_DATA_KEYS = ("batch_size", "eval_batch_size", "pack_examples", "group_by_len
                  "sample_strategy", "sample_seed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataSpec:
     """What `data.*` in the config says. Every key of conf/config.yaml's `data:` block is a field."""
 

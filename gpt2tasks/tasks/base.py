@@ -40,7 +40,7 @@ log = logging.getLogger("gpt2tasks")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimSpec:
     """What `optim.*` in the config says."""
 

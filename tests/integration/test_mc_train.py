@@ -7,7 +7,8 @@ import json
 import pytest
 
 from gpt2tasks.backbone import load_model_config
-from gpt2tasks.build import build_datamodule, model_spec
+from gpt2tasks import runspec
+from gpt2tasks.build import build_datamodule
 from gpt2tasks.evaluation import evaluate_checkpoint
 from gpt2tasks.train import train
 from tests.conftest import run_cli, shared_dataset
@@ -72,8 +73,9 @@ def test_codah_preset_reads_the_headerless_tsv_fold(cfg_factory, tiny_tokenizer)
     fold = shared_dataset("codah", "cv_split", "fold_0")
     cfg = cfg_factory("task=codah", f"data.train_file={fold / 'train.tsv'}", f"data.validation_file={fold / 'dev.tsv'}",
                       f"data.test_file={fold / 'test.tsv'}")
-    config = load_model_config(model_spec(cfg), tiny_tokenizer)
-    datamodule = build_datamodule(cfg, tiny_tokenizer, config)
+    run = runspec.parse(cfg)
+    config = load_model_config(run.model, tiny_tokenizer)
+    datamodule = build_datamodule(run, run.tasks["codah"], tiny_tokenizer, config)
     datamodule.setup("fit")
     # SOURCE.md: 1,665 / 556 / 555 rows; dev labels 149/140/124/143
     assert {k: len(v) for k, v in datamodule.datasets.items()} == {"train": 1665, "val": 556, "test": 555}

@@ -9,12 +9,12 @@ from omegaconf import OmegaConf
 from transformers import GPT2ForSequenceClassification
 
 from gpt2tasks.backbone import load_model_config, load_tokenizer, n_positions
+from gpt2tasks import runspec
 from gpt2tasks.build import data_spec, model_spec, trainer_kwargs
 from gpt2tasks.config import validate_config
 from gpt2tasks.datamodules.labels import LabelSpace
 from gpt2tasks.resources import CONF_DIR
 from gpt2tasks.tasks import KINDS
-from gpt2tasks.tasks.base import OptimSpec
 from tests.conftest import compose
 
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
@@ -50,7 +50,9 @@ def test_each_task_composes_and_instantiates_on_tiny(task, tmp_path, tiny_tokeni
     cfg = compose(*overrides)
     validate_config(cfg)
     kind = KINDS[cfg.task.kind]
-    spec = data_spec(cfg, int(cfg.data.max_length))
+    run = runspec.parse(cfg)
+    (task_spec,) = run.tasks.values()
+    spec = data_spec(task_spec, run.precision, task_spec.data.max_length)
     datamodule = kind.datamodule(spec, tiny_tokenizer, label_names=cfg.task.label_names)
     assert datamodule.spec.text_column
     config = load_model_config(model_spec(cfg), tiny_tokenizer)
@@ -58,7 +60,7 @@ def test_each_task_composes_and_instantiates_on_tiny(task, tmp_path, tiny_tokeni
     names = list(cfg.task.label_names or ["a", "b"])
     problem = "regression" if cfg.task.problem_type == "regression" else "single_label_classification"
     kind.module.configure_head(config, LabelSpace(problem, [] if problem == "regression" else names))
-    module = kind.module(kind.head(config), OptimSpec(**cfg.optim), None)
+    module = kind.module(kind.head(config), run.optim, None)
     # GPT2DoubleHeadsModel scores each choice with one number, whatever the number of choices
     expected = 1 if problem == "regression" or cfg.task.kind == "mc" else len(names)
     assert module.model.config.num_labels == expected

@@ -190,10 +190,11 @@ def test_flash_attention_without_the_package_is_refused(tiny_tokenizer):
 
 def test_compile_is_in_place_and_keeps_parameter_names(cfg_factory, tiny_tokenizer):
     """model.compile=true compiles the backbone module in place (the run itself: a slow test)."""
+    from gpt2tasks import runspec
     from gpt2tasks.build import adapt_models
 
     model = tiny_head("seq_cls", tiny_tokenizer)
     names = list(model.state_dict())
-    (adapted,) = adapt_models(cfg_factory("model.compile=true"), {"sample_sentiment": model}, []).values()
+    (adapted,) = adapt_models(runspec.parse(cfg_factory("model.compile=true")), {"sample_sentiment": model}, []).values()
     assert adapted is model and model.transformer._compiled_call_impl is not None
     assert list(model.state_dict()) == names

@@ -98,7 +98,7 @@ def test_fused_adamw_under_16_mixed_clips_unscaled_gradients():
 
     def run(scaled: bool):
         module = lm_module()
-        module.optim.max_grad_norm = 0.5
+        module.optim = OptimSpec(max_grad_norm=0.5)
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2, fused=True)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16) if scaled else None
         logged = {}
