@@ -296,7 +296,7 @@ def test_qa_split_sizes_count_examples_and_windows(cfg_factory, tiny_tokenizer):
     datamodule, _, _ = build_for_training(cfg_factory("task=sample_qa", "data.max_train_samples=64",
                                                       "data.max_eval_samples=32"))
     line = datamodule.describe()
-    windows = {k: len(v) for k, v in datamodule.datasets.items()}
+    windows = {k: len(v) for k, v in datamodule.tasks["sample_qa"].datasets.items()}
     assert line == (f"question_answering; examples: train 64, val 32, test 32; as windows: train {windows['train']}, "
                     f"val {windows['val']}, test {windows['test']}")
     assert windows["train"] > 64  # long contexts: more windows than questions

@@ -16,7 +16,8 @@ from tests.conftest import run_cli, shared_dataset
 def unigram_baseline(cfg) -> float:
     """Perplexity of the validation tokens under the training tokens' unigram distribution."""
     datamodule, _, tokenizer = build_for_training(cfg)
-    tokens = {split: [t for row in datamodule.datasets[split].rows for t in row["input_ids"]] for split in ("train", "val")}
+    (task,) = datamodule.tasks.values()
+    tokens = {split: [t for row in task.datasets[split].rows for t in row["input_ids"]] for split in ("train", "val")}
     return unigram_perplexity(tokens["train"], tokens["val"], len(tokenizer))
 
 

@@ -188,7 +188,7 @@ def test_tokenization_is_cached_and_keyed_by_what_it_depends_on(cfg_factory, tmp
 
     def setup(*overrides):
         dm, _, _ = build_for_training(cfg_factory(f"data.cache_dir={cache}", *overrides))
-        return dm
+        return dm.tasks["sample_sentiment"]  # the run's one task's datamodule
 
     first = setup("data.max_eval_samples=64")
     files = sorted((cache / "tokenized").glob("*.arrow"))

@@ -270,7 +270,7 @@ def test_packed_batches_have_one_shape_when_the_model_is_compiled(cfg_factory):
         datamodule, _, _ = build_for_training(cfg_factory(f"model.compile={compile_}", "data.max_train_samples=200",
                                                           "data.max_eval_samples=8"))
         seen = {tuple(b["input_ids"].shape) for b in datamodule.train_dataloader()}
-        assert datamodule.static_shapes == (compile_ == "true") and (len(seen) == 1) == (shapes == "one")
+        assert datamodule.tasks["sample_sentiment"].static_shapes == (compile_ == "true") and (len(seen) == 1) == (shapes == "one")
 
 
 def test_packed_batches_compile_to_one_static_graph():
