@@ -246,7 +246,7 @@ def build_from_checkpoint(cfg: DictConfig, info: dict, load_eval_sets: bool = Tr
 def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eval_sets: bool = True,
             whole_eval_sets: dict[str, Sequence[str]] | None = None) -> tuple[DictConfig, TaskDataModule, TaskModule]:
     """(config, datamodule, module) of a checkpoint, with its weights (lean checkpoints completed).
-    `task`: one head of a multi-task checkpoint, as that task alone (its view, datamodule, module).
+    `task`: one task of the run, as that task alone (its view, datamodule, module); None: the run.
     `whole_eval_sets`: see build_from_checkpoint."""
     datamodule, module = build_from_checkpoint(cfg, checkpoint["gpt2tasks"], load_eval_sets,
                                                tasks=[task] if task else None, whole_eval_sets=whole_eval_sets)
@@ -259,7 +259,7 @@ def restore(checkpoint: dict, cfg: DictConfig, task: str | None = None, load_eva
     if task is None:
         return cfg, datamodule, module
     part = module.tasks[task].task_datamodule  # (task_module lets it go)
-    return multitask.task_view(cfg, task), part, module.task_module(task)
+    return multitask.task_views(cfg)[task], part, module.task_module(task)
 
 
 def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:

@@ -52,8 +52,8 @@ def load_for_inference(path: str, overrides: Sequence[str] = (), command: str = 
     info = checkpoint["gpt2tasks"]
     task = runfile.select_task(info, task, command, required=True)
     cfg = runfile.run_config(info["config"], overrides, command, usage, task, eval_sets=False)
-    cfg, datamodule, module = restore(checkpoint, cfg, task, load_eval_sets=False)
-    return cfg, datamodule, module.task_module(next(iter(module.tasks))) if task is None else module  # one head
+    # One task's view, datamodule and module (a run of one task: that one): what predict feeds rows.
+    return restore(checkpoint, cfg, task or next(iter(info["tasks"])), load_eval_sets=False)
 
 
 def _from_export(folder: Path, path: str, overrides: Sequence[str], command: str, usage: str
