@@ -329,6 +329,10 @@ def trainer_kwargs(cfg: DictConfig, single_device: bool = False) -> dict[str, An
     kwargs = _plain(cfg.trainer)
     if single_device:
         kwargs.update(devices=1, num_nodes=1, strategy="auto")
+    ddp = kwargs.get("ddp") or {}
+    if "find_unused_parameters" in ddp and ddp["find_unused_parameters"] is None:
+        # A step of a run of several tasks runs one task's head: DDP must not wait for the others' gradients.
+        ddp["find_unused_parameters"] = cfg.task.kind == multitask.MULTITASK
     kwargs["strategy"] = build_strategy(kwargs, cfg.optim.max_grad_norm)
     kwargs["precision"] = normalize_precision(cfg.precision)
     # Our samplers shard by rank themselves (length-grouped, exact eval): no DistributedSampler.

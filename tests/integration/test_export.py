@@ -120,8 +120,9 @@ def gpt2tasks_side(ckpt: Path):
     module.complete_state_dict(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     module.eval()
-    (task,) = module.tasks.values()  # a run of one task: its module
-    return datamodule, task, next(iter(datamodule.val_dataloader()[0]))
+    (task,) = module.tasks.values()  # a run of one task: its module and datamodule
+    (data,) = datamodule.tasks.values()
+    return data, task, next(iter(data.val_dataloader()[0]))
 
 
 def real_ids(batch, i: int) -> list[int]:

@@ -145,4 +145,17 @@ def test_a_run_s_data_keys_go_to_every_task_whatever_its_preset_picked():
     assert [cfg.tasks[name].data.batch_size for name in ("sample_lm", "wikitext2")] == [32, 32]
     assert [cfg.tasks[name].data.eval_batch_size for name in ("sample_lm", "wikitext2")] == [4, 4]
     assert (cfg.tasks.wikitext2.data.block_size, cfg.tasks.sample_lm.data.block_size) == (1024, 128)  # the presets'
-    assert cfg.trainer.ddp.find_unused_parameters is True  # recipe multitask: a step leaves other heads unused
+    assert cfg.trainer.ddp.find_unused_parameters is None  # null: the run decides (test below)
+
+
+@pytest.mark.parametrize("overrides, unused", [
+    (["task=multitask", "multitask.tasks=[sample_ner,sample_sentiment]"], True),
+    (["task=multitask", "multitask.tasks=[sample_ner,sample_sentiment]", "recipe=sample"], True),  # whatever the recipe
+    (["task=multitask", "multitask.tasks=[sample_ner,sample_sentiment]", "trainer.ddp.find_unused_parameters=false"], False),
+    ([], False),
+])
+def test_ddp_looks_for_unused_parameters_when_a_step_runs_one_of_several_heads(overrides, unused):
+    from gpt2tasks.build import trainer_kwargs
+
+    cfg = compose(*overrides, "trainer.accelerator=cpu", "trainer.devices=2", "output_dir=x")
+    assert trainer_kwargs(cfg)["strategy"]._ddp_kwargs["find_unused_parameters"] is unused
