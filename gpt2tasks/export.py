@@ -120,23 +120,22 @@ def export_tasks(module, cfg, info: dict, task: str | None, ckpt: Path, options:
     run's `<task>/...` ones, its pictures the run's plots/<task>/) plus a README listing them,
     and with merge_lora=false `<folder>/base/` (the frozen backbone), each task folder a PEFT
     adapter (adapters + head) over it."""
-    from gpt2tasks import lora
-    from gpt2tasks import runspec
+    from gpt2tasks import lora, runspec
     from gpt2tasks.build import tokenizer_from_files
     from gpt2tasks.tasks import KINDS
 
-    peft = runspec.parse(cfg).peft
-    adapter = peft.enabled and not options.merge_lora
+    run = runspec.parse(cfg)
+    adapter = run.peft.enabled and not options.merge_lora
     if adapter:
         check_adapter_export(info)
     views, infos = multitask.task_views(cfg), multitask.task_infos(info)
-    mix, metrics = multitask.mixing(cfg), scores.metrics
+    metrics = scores.metrics
     names = [task] if task else list(views)
     for (name, view), view_info in zip(views.items(), infos.values(), strict=True):
         if name not in names:
             continue
-        adapter_name = name if mix is not None and mix.adapters == "per_task" else "default"
-        model = lora.standalone(module.task_module(name).model, adapter_name, not adapter, peft,
+        adapter_name = name if run.per_task_adapters else "default"
+        model = lora.standalone(module.task_module(name).model, adapter_name, not adapter, run.peft,
                                 KINDS[view.task.kind].module.head_modules)
         tokenizer = tokenizer_from_files(info["tokenizer_files"])
         if not module.several:
