@@ -330,7 +330,7 @@ def trainer_kwargs(cfg: DictConfig, single_device: bool = False) -> dict[str, An
     if single_device:
         kwargs.update(devices=1, num_nodes=1, strategy="auto")
     ddp = kwargs.get("ddp") or {}
-    if "find_unused_parameters" in ddp and ddp["find_unused_parameters"] is None:
+    if ddp.get("find_unused_parameters", False) is None:
         # A step of a run of several tasks runs one task's head: DDP must not wait for the others' gradients.
         ddp["find_unused_parameters"] = cfg.task.kind == multitask.MULTITASK
     kwargs["strategy"] = build_strategy(kwargs, cfg.optim.max_grad_norm)

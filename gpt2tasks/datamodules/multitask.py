@@ -34,6 +34,15 @@ from gpt2tasks.datamodules.base import TEST, TRAIN, TaskDataModule
 from gpt2tasks.datamodules.batching import RankSampler
 
 
+def eval_plan(tasks: dict[str, TaskDataModule], split: str) -> list[tuple[str, str]]:
+    """(task, eval set) of each val (`split="val"`) or test dataloader of a run over the tasks'
+    datamodules, in dataloader order: the loaders below and the run's module
+    (tasks/multitask.py, which reads its tasks' datamodules) both follow it."""
+    if split == TEST:
+        return [(name, TEST) for name, dm in tasks.items() if dm.has_test]
+    return [(name, s) for name, dm in tasks.items() for s in dm.eval_sets]
+
+
 class TaskMixer:
     """The (task, batch indices) of every training step of an epoch, for this rank."""
 
@@ -193,11 +202,11 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     @property
     def eval_plan(self) -> list[tuple[str, str]]:
-        return [(name, s) for name, dm in self.tasks.items() for s in dm.eval_sets]
+        return eval_plan(self.tasks, "val")
 
     @property
     def test_plan(self) -> list[tuple[str, str]]:
-        return [(name, TEST) for name, dm in self.tasks.items() if dm.has_test]
+        return eval_plan(self.tasks, TEST)
 
     @property
     def has_test(self) -> bool:

@@ -28,7 +28,7 @@ from torch import nn
 
 from gpt2tasks import lora
 from gpt2tasks.backbone import count_parameters
-from gpt2tasks.datamodules.base import TEST
+from gpt2tasks.datamodules.multitask import eval_plan
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
 
 
@@ -122,11 +122,9 @@ class MultiTaskModule(TaskModule):
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _plan(self, split: str) -> list[tuple[str, str]]:
-        """(task, eval set) of each val / test dataloader, in dataloader order: every task's own
-        datamodule's sets, in task order (as datamodules/multitask.py orders its loaders)."""
-        if split == "val":
-            return [(name, s) for name, module in self.tasks.items() for s in module.datamodule.eval_sets]
-        return [(name, TEST) for name, module in self.tasks.items() if module.datamodule.has_test]
+        """(task, eval set) of each val / test dataloader, in dataloader order, from the tasks' own
+        datamodules (datamodules/multitask.eval_plan, as the run's datamodule orders its loaders)."""
+        return eval_plan({name: module.datamodule for name, module in self.tasks.items()}, split)
 
     def _step_on(self, split: str, batch: dict[str, Any], dataloader_idx: int) -> None:
         name = self._plan(split)[dataloader_idx][0]
