@@ -260,8 +260,9 @@ def problems(cfg: DictConfig) -> list[str]:
 # tasks: {"layout": RUN_INFO_LAYOUT, "config": the run's resolved config, the keys its tasks share
 # (SHARED_INFO_KEYS, plus data_files, validation, rng... added later), "tasks": {name: {"kind",
 # "config" (the task's view), "hf_config", "label_space"}}}, and its state_dict keys are those of
-# tasks/multitask.py's module: model.<task>.model.<HF name>. Checkpoints written before (layout 1,
-# no "layout" key) are converted on loading, by `current_layout` alone.
+# tasks/multitask.py's module: model.<task>.model.<HF name> (<task>: `module_key` of its name).
+# Checkpoints written before (layout 1, no "layout" key) are converted on loading, by
+# `current_layout` alone.
 RUN_INFO_LAYOUT = 2
 SHARED_INFO_KEYS = ("tokenizer_files", "new_token_ids", "frozen_base_from", "command")
 TASK_INFO_KEYS = ("kind", "config", "hf_config", "label_space")
@@ -283,6 +284,18 @@ def view_info(info: dict, name: str) -> dict:
     """Task `name`'s run information: what the tasks share, and its own {kind, config, hf_config,
     label_space} (what an export of that task records: runfile.write_export_info)."""
     return {**{key: info.get(key) for key in SHARED_INFO_KEYS}, **info["tasks"][name]}
+
+
+def module_key(name: str) -> str:
+    """The key task `name`'s module has in the run's module (tasks/multitask.py's ModuleDict), and so
+    in its weights' names: model.<key>.model.*. The name itself, unless torch cannot use it as a
+    module name: a run of one task may be named anything (task.name=sst2.v1), but a module name
+    holds no "." and must not be an attribute of the ModuleDict (keys, training, ...)."""
+    import torch.nn
+
+    if name and "." not in name and not hasattr(torch.nn.ModuleDict(), name):
+        return name
+    return "task_" + name.replace(".", "_")
 
 
 def current_layout(checkpoint: dict) -> dict:
@@ -309,7 +322,7 @@ def current_layout(checkpoint: dict) -> dict:
                                                               if key != "config" and key in info}}}
         for key in ("state_dict", "current_model_state"):  # the latter: Lightning's WeightAveraging
             if isinstance(checkpoint.get(key), dict):
-                checkpoint[key] = {(f"model.{name}.{k}" if k.startswith("model.") else k): v
+                checkpoint[key] = {(f"model.{module_key(name)}.{k}" if k.startswith("model.") else k): v
                                    for k, v in checkpoint[key].items()}
     info["layout"] = RUN_INFO_LAYOUT
     return checkpoint

@@ -29,6 +29,8 @@ from torch import nn
 from gpt2tasks import lora
 from gpt2tasks.backbone import count_parameters
 from gpt2tasks.datamodules.multitask import eval_plan
+from gpt2tasks.errors import UserError
+from gpt2tasks.multitask import module_key
 from gpt2tasks.tasks.base import EvalSpec, OptimSpec, TaskModule
 
 
@@ -37,7 +39,13 @@ class MultiTaskModule(TaskModule):
                  main_metrics: dict[str, str], loss_weights: dict[str, float] | None = None,
                  monitor_weights: dict[str, float] | None = None, per_task_adapters: bool = False,
                  report_mean: bool = True, several: bool | None = None):
-        super().__init__(nn.ModuleDict(tasks), optim, EvalSpec(metrics=[], eval_sets=["val"]), run_info)
+        keys = [module_key(name) for name in tasks]
+        if len(set(keys)) < len(keys):
+            raise UserError(f"tasks {', '.join(tasks)}: two of them would share one name in the checkpoint's weights "
+                            f"({', '.join(keys)}). Fix: rename one (multitask.tasks=[<name>:<preset>,...]).")
+        super().__init__(nn.ModuleDict(dict(zip(keys, tasks.values()))), optim,
+                         EvalSpec(metrics=[], eval_sets=["val"]), run_info)
+        self.names = list(tasks)  # the tasks' own names (self.model's keys: multitask.module_key of each)
         # (default: whether there are several; a task=multitask run of one task names it too)
         self.several = len(tasks) > 1 if several is None else several
         self.main_metrics = main_metrics  # task -> its own monitored metric (e.g. "accuracy")
@@ -52,7 +60,7 @@ class MultiTaskModule(TaskModule):
 
     @property
     def tasks(self) -> dict[str, TaskModule]:
-        return dict(self.model.items())
+        return dict(zip(self.names, self.model.values()))
 
     def prefix(self, name: str) -> str:
         """What starts task `name`'s metric names: "<task>/" among several, "" alone."""
@@ -65,7 +73,7 @@ class MultiTaskModule(TaskModule):
 
     def task_of(self, batch: dict[str, Any]) -> str:
         """The task a batch is for: its "task" entry; a run of one task takes batches without it."""
-        return batch["task"] if "task" in batch else next(iter(self.model))
+        return batch["task"] if "task" in batch else self.names[0]
 
     @property
     def backbone(self) -> nn.Module:

@@ -187,3 +187,21 @@ def test_old_multitask_checkpoint_evaluates_exports_and_combines_with_a_new_run(
     combined = str(combine([ckpt, new], str(tmp_path / "combined.ckpt")))
     for name, source in (("sample_ner", ckpt), ("sample_sentiment", ckpt), ("reviews", new)):
         assert evaluate_checkpoint(combined, task=name) == evaluate_checkpoint(source, task=name)
+
+
+@pytest.mark.parametrize("name", ["sst2.v1", "keys"])
+def test_a_task_name_torch_cannot_use_as_a_module_name_still_loads_and_scores_the_same(name, tmp_path):
+    """A run of one task may be named anything (task.name labels it): a "." or a ModuleDict
+    attribute cannot name a module, so its weights sit under multitask.module_key, on conversion of
+    an old checkpoint as in a new run."""
+    import torch
+
+    from gpt2tasks.multitask import module_key
+
+    checkpoint = torch.load(OLD / "best.ckpt", weights_only=True, map_location="cpu")
+    checkpoint["gpt2tasks"]["config"]["task"]["name"] = name
+    renamed = tmp_path / "renamed.ckpt"
+    torch.save(checkpoint, renamed)
+    overrides = [f"data.validation_file={VALIDATION}", "data.max_eval_samples=16"]
+    assert module_key(name) == f"task_{name.replace('.', '_')}"
+    assert evaluate_checkpoint(str(renamed), overrides) == evaluate_checkpoint(str(OLD / "best.ckpt"), overrides)

@@ -59,3 +59,12 @@ def test_unknown_task_keys_are_named_with_the_task_in_a_multi_task_run():
         cfg.tasks.sample_sentiment.data.btach_size = 8
     with pytest.raises(UserError, match=r"^tasks\.sample_sentiment\.data\.btach_size: not a key of"):
         runspec.parse(cfg)
+
+
+def test_a_run_of_one_task_named_with_a_dot_builds_its_module_under_a_module_safe_key(cfg_factory):
+    from gpt2tasks.build import build_for_training
+
+    _, module, _ = build_for_training(cfg_factory("task.name=sst2.v1", "data.max_train_samples=8",
+                                                  "data.max_eval_samples=8"))
+    assert list(module.tasks) == ["sst2.v1"] and list(module.model) == ["task_sst2_v1"]
+    assert all(k.startswith("model.task_sst2_v1.model.") for k in module.state_dict())
